@@ -1,0 +1,45 @@
+# Spendtracker: `make run` for a local portal with demo data, `make test` for the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 8000
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Local defaults: SQLite, a filesystem Celery broker, console email. Any of them can be
+# overridden from the environment (see .env.example).
+export DJANGO_DEBUG ?= true
+
+.PHONY: run test lint format migrations-check venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo "Portal: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the portal and the worker)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/celery -A spendtracker worker --beat --schedule .run/celerybeat-schedule --pool=solo --loglevel=WARNING & \
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrations-check: venv
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) .run db.sqlite3 staticfiles

@@ -1,0 +1,287 @@
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q, Sum
+from django.urls import reverse
+
+from spendtracker.currencies import validate_currency_code
+
+# FOCUS costs carry up to 11 decimal places; quantities up to 15.
+COST_DIGITS = {"max_digits": 30, "decimal_places": 11}
+QUANTITY_DIGITS = {"max_digits": 32, "decimal_places": 15}
+
+
+class BillingSource(models.Model):
+    class Kind(models.TextChoices):
+        FOCUS = "focus", "FOCUS export"
+        AWS_CUR = "aws-cur", "AWS Cost and Usage Report"
+        AZURE = "azure", "Azure cost details"
+        GCP = "gcp", "Google Cloud billing export"
+        OPENAI = "openai", "OpenAI costs"
+        ANTHROPIC = "anthropic", "Anthropic cost report"
+        INVOICE_CSV = "invoice-csv", "GPU cloud invoice CSV"
+        COMPUTE_INVOICE = "compute-invoice", "Approved compute invoices"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind)
+    is_enabled = models.BooleanField(default=True)
+    data_complete_through = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Data up to this moment is final; later spend is provisional.",
+    )
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportRun(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        IMPORTED = "imported", "Imported"
+        UNCHANGED = "unchanged", "Unchanged"
+        FAILED = "failed", "Failed"
+
+    source = models.ForeignKey(
+        BillingSource, on_delete=models.CASCADE, related_name="import_runs"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.RUNNING)
+    file_name = models.CharField(max_length=500, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+    billing_periods = models.JSONField(default=list)
+    rows_read = models.PositiveIntegerField(default=0)
+    rows_loaded = models.PositiveIntegerField(default=0)
+    totals = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class CostRecord(models.Model):
+    """One billed cost line with FOCUS column semantics; the only fact table."""
+
+    source = models.ForeignKey(
+        BillingSource, on_delete=models.CASCADE, related_name="cost_records"
+    )
+    import_run = models.ForeignKey(
+        ImportRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    billing_account_id = models.CharField(max_length=200)
+    billing_account_name = models.CharField(max_length=200, blank=True)
+    sub_account_id = models.CharField(max_length=200, blank=True)
+    sub_account_name = models.CharField(max_length=200, blank=True)
+    billing_period_start = models.DateTimeField()
+    billing_period_end = models.DateTimeField()
+    charge_period_start = models.DateTimeField()
+    charge_period_end = models.DateTimeField()
+    charge_category = models.CharField(max_length=20)
+    charge_class = models.CharField(max_length=20, blank=True)
+    charge_description = models.TextField(blank=True)
+    charge_frequency = models.CharField(max_length=20, blank=True)
+    billed_cost = models.DecimalField(**COST_DIGITS)
+    effective_cost = models.DecimalField(**COST_DIGITS)
+    list_cost = models.DecimalField(**COST_DIGITS)
+    contracted_cost = models.DecimalField(**COST_DIGITS)
+    billing_currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    invoice_id = models.CharField(max_length=200, blank=True)
+    provider_name = models.CharField(max_length=200)
+    publisher_name = models.CharField(max_length=200, blank=True)
+    invoice_issuer_name = models.CharField(max_length=200, blank=True)
+    service_name = models.CharField(max_length=200, blank=True)
+    service_category = models.CharField(max_length=100, blank=True)
+    region_id = models.CharField(max_length=100, blank=True)
+    resource_id = models.CharField(max_length=1000, blank=True)
+    resource_name = models.CharField(max_length=1000, blank=True)
+    resource_type = models.CharField(max_length=200, blank=True)
+    sku_id = models.CharField(max_length=200, blank=True)
+    consumed_quantity = models.DecimalField(null=True, blank=True, **QUANTITY_DIGITS)
+    consumed_unit = models.CharField(max_length=100, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    is_provisional = models.BooleanField(default=False)
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="cost_records",
+    )
+    training_run = models.ForeignKey(
+        "projects.TrainingRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="cost_records",
+    )
+
+    class Meta:
+        indexes = [
+            # Replacing a source's billing period on re-import.
+            models.Index(
+                fields=["source", "billing_period_start"], name="cost_source_period"
+            ),
+            # Rebuilding the DailyCost rollup for a range of charge dates.
+            models.Index(fields=["charge_period_start"], name="cost_charge_start"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(charge_period_end__gte=F("charge_period_start")),
+                name="charge_period_is_half_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_name} {self.service_name} {self.billed_cost}"
+
+
+# Units that providers use for GPU time; consumed quantity in them counts as GPU-hours.
+GPU_HOUR_UNITS = ("gpu-hours", "gpu hours", "gpu-hour", "gpu hour", "gpuhours")
+
+
+class DailyCost(models.Model):
+    """The rollup the portal reads: one row per day, allocation and billing currency.
+
+    Amounts are in the reporting currency, converted with `fx_rate`, the rate in force on
+    that day when the rollup was built; kept so that past reports do not shift. A row
+    whose currency has no rate keeps `fx_rate` empty and its amounts in the billing
+    currency: shown as unconverted, never dropped.
+    """
+
+    date = models.DateField()
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="daily_costs",
+    )
+    training_run = models.ForeignKey(
+        "projects.TrainingRun",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="daily_costs",
+    )
+    provider_name = models.CharField(max_length=200)
+    service_name = models.CharField(max_length=200, blank=True)
+    billing_currency = models.CharField(max_length=3)
+    fx_rate = models.DecimalField(max_digits=20, decimal_places=10, null=True)
+    is_provisional = models.BooleanField(default=False)
+    billed_cost = models.DecimalField(**COST_DIGITS)
+    effective_cost = models.DecimalField(**COST_DIGITS)
+    list_cost = models.DecimalField(**COST_DIGITS)
+    contracted_cost = models.DecimalField(**COST_DIGITS)
+    gpu_hours = models.DecimalField(default=Decimal("0"), **QUANTITY_DIGITS)
+
+    class Meta:
+        ordering = ["date"]
+        indexes = [
+            # Plan vs actual of one project over a date range (every portal page).
+            models.Index(fields=["project", "date"], name="daily_project_date"),
+            # Rebuilding and organisation-wide totals by date range.
+            models.Index(fields=["date"], name="daily_date"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.project or 'unallocated'} {self.effective_cost}"
+
+
+class FxRate(models.Model):
+    """Units of the reporting currency for one unit of `currency`, from `date` on."""
+
+    currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    date = models.DateField()
+    rate = models.DecimalField(max_digits=20, decimal_places=10)
+
+    class Meta:
+        ordering = ["currency", "-date"]
+        constraints = [
+            models.UniqueConstraint(fields=["currency", "date"], name="one_rate_per_day"),
+            models.CheckConstraint(condition=Q(rate__gt=0), name="rate_is_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.date}: {self.rate}"
+
+
+class ComputeInvoice(models.Model):
+    """An invoice from a GPU cloud or other vendor without a billing export."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    vendor = models.CharField(max_length=120)
+    invoice_number = models.CharField(max_length=120)
+    issued_on = models.DateField()
+    period_start = models.DateField()
+    period_end = models.DateField()
+    currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="compute_invoices",
+    )
+    training_run = models.ForeignKey(
+        "projects.TrainingRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="compute_invoices",
+    )
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-issued_on", "vendor"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vendor", "invoice_number"], name="invoice_number_unique_per_vendor"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gte=F("period_start")),
+                name="invoice_period_ends_after_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.invoice_number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("invoice_detail", kwargs={"pk": self.pk})
+
+    @property
+    def total(self) -> Decimal:
+        return self.lines.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+
+
+class ComputeInvoiceLine(models.Model):
+    invoice = models.ForeignKey(
+        ComputeInvoice, on_delete=models.CASCADE, related_name="lines"
+    )
+    description = models.CharField(max_length=300)
+    gpu_type = models.CharField(max_length=60, blank=True)
+    gpu_hours = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True
+    )
+    rate = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    amount = models.DecimalField(max_digits=16, decimal_places=4)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.description

@@ -1,0 +1,102 @@
+from datetime import date
+from decimal import Decimal
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.forms import BaseInlineFormSet, inlineformset_factory
+
+from budgets.models import Budget, BudgetLine
+
+
+class MonthField(forms.DateField):
+    """A calendar month, entered as YYYY-MM and stored as its first day."""
+
+    widget = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
+    input_formats = ["%Y-%m", "%Y-%m-%d"]
+
+    def to_python(self, value):
+        day = super().to_python(value)
+        return day.replace(day=1) if isinstance(day, date) else day
+
+
+class BudgetForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = [
+            "total",
+            "currency",
+            "cost_measure",
+            "start_date",
+            "end_date",
+            "tolerance_percent",
+            "lines_must_sum_to_total",
+        ]
+        widgets = {
+            "start_date": forms.DateInput(attrs={"type": "date"}),
+            "end_date": forms.DateInput(attrs={"type": "date"}),
+            "currency": forms.TextInput(
+                attrs={"maxlength": 3, "size": 4, "style": "text-transform:uppercase"}
+            ),
+        }
+
+    def clean_currency(self) -> str:
+        return self.cleaned_data["currency"].strip().upper()
+
+    def clean_total(self) -> Decimal:
+        total = self.cleaned_data["total"]
+        if total < 0:
+            raise ValidationError("A budget cannot be negative.")
+        return total
+
+
+class BudgetLineForm(forms.ModelForm):
+    month = MonthField()
+
+    class Meta:
+        model = BudgetLine
+        fields = ["month", "category", "amount"]
+
+    def clean_amount(self) -> Decimal:
+        amount = self.cleaned_data["amount"]
+        if amount < 0:
+            raise ValidationError("A planned amount cannot be negative.")
+        return amount
+
+
+class BaseBudgetLineFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        budget: Budget = self.instance
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        seen = set()
+        for line in kept:
+            key = (line["month"], line.get("category", ""))
+            if key in seen:
+                raise ValidationError(
+                    f"{line['month']:%B %Y} has two lines for the same category."
+                )
+            seen.add(key)
+        planned = sum((line["amount"] for line in kept), Decimal("0"))
+        if budget.lines_must_sum_to_total and budget.total is not None:
+            if planned != budget.total:
+                raise ValidationError(
+                    f"The monthly lines add up to {planned:,.2f} but the total is "
+                    f"{budget.total:,.2f}. Adjust the lines, or untick "
+                    f"“Lines must sum to total”."
+                )
+
+
+BudgetLineFormSet = inlineformset_factory(
+    Budget,
+    BudgetLine,
+    form=BudgetLineForm,
+    formset=BaseBudgetLineFormSet,
+    extra=2,
+    can_delete=True,
+)

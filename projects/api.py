@@ -1,0 +1,65 @@
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import project_get_for_user, projects_visible_to
+from budgets.services import project_variance
+
+
+class ProjectListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        slug = serializers.CharField()
+        name = serializers.CharField()
+        team = serializers.CharField(source="team.slug")
+        kind = serializers.CharField()
+        status = serializers.CharField()
+        start_date = serializers.DateField()
+        end_date = serializers.DateField()
+
+    serializer_class = OutputSerializer
+
+    def get(self, request: Request) -> Response:
+        projects = projects_visible_to(request.user).select_related("team")
+        return Response(self.OutputSerializer(projects, many=True).data)
+
+
+class ProjectVarianceApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        slug = serializers.CharField()
+        as_of = serializers.DateField()
+        currency = serializers.CharField()
+        budget = serializers.DecimalField(max_digits=20, decimal_places=2)
+        plan_to_date = serializers.DecimalField(max_digits=20, decimal_places=2)
+        actual_to_date = serializers.DecimalField(max_digits=20, decimal_places=2)
+        variance = serializers.DecimalField(max_digits=20, decimal_places=2)
+        variance_percent = serializers.DecimalField(
+            max_digits=8, decimal_places=1, allow_null=True
+        )
+        forecast = serializers.DecimalField(max_digits=20, decimal_places=2)
+        status = serializers.CharField()
+        reason = serializers.CharField()
+
+    serializer_class = OutputSerializer
+
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_get_for_user(request.user, slug)
+        today = timezone.now().date()
+        variance = project_variance(project=project, as_of=today)
+        if variance is None:
+            return Response({"detail": "This project has no budget yet."}, status=404)
+        data = {
+            "slug": project.slug,
+            "as_of": today,
+            "currency": project.budget.currency,
+            "budget": variance.total,
+            "plan_to_date": variance.plan_to_date,
+            "actual_to_date": variance.actual_to_date,
+            "variance": variance.variance,
+            "variance_percent": variance.variance_percent,
+            "forecast": variance.forecast,
+            "status": variance.status,
+            "reason": variance.reason,
+        }
+        return Response(self.OutputSerializer(data).data)

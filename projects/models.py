@@ -1,0 +1,181 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+
+from spendtracker.currencies import validate_currency_code
+
+
+class Project(models.Model):
+    class Kind(models.TextChoices):
+        PRE_TRAINING = "pre_training", "Pre-training"
+        FINE_TUNING = "fine_tuning", "Fine-tuning"
+        PEFT = "peft", "PEFT (LoRA, adapters)"
+        INFERENCE = "inference", "Inference"
+        EVALUATION = "evaluation", "Evaluation"
+        DATA = "data", "Data"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.PROTECT, related_name="projects"
+    )
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="owned_projects",
+    )
+    kind = models.CharField(max_length=16, choices=Kind)
+    status = models.CharField(max_length=16, choices=Status, default=Status.ACTIVE)
+    description = models.TextField(blank=True)
+    start_date = models.DateField()
+    end_date = models.DateField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end_date__gte=F("start_date")),
+                name="project_ends_after_it_starts",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project_detail", kwargs={"slug": self.slug})
+
+    def clean(self) -> None:
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError({"end_date": "The project must end after it starts."})
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=120)
+    external_id = models.CharField(
+        max_length=200,
+        help_text="The value billing tags carry for this run, e.g. a job or run id.",
+    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.PLANNED)
+    gpu_type = models.CharField(max_length=60, help_text="e.g. H100 80GB")
+    gpu_count = models.PositiveIntegerField()
+    planned_gpu_hours = models.DecimalField(max_digits=14, decimal_places=2)
+    rate_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    currency = models.CharField(
+        max_length=3, default="USD", validators=[validate_currency_code]
+    )
+    start_date = models.DateField()
+    end_date = models.DateField()
+
+    class Meta:
+        ordering = ["start_date", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="run_external_id_unique_in_project"
+            ),
+            models.CheckConstraint(
+                condition=Q(end_date__gte=F("start_date")), name="run_ends_after_it_starts"
+            ),
+            models.CheckConstraint(
+                condition=Q(planned_gpu_hours__gte=0) & Q(rate_per_gpu_hour__gte=0),
+                name="run_plan_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def planned_cost(self) -> Decimal:
+        return self.planned_gpu_hours * self.rate_per_gpu_hour
+
+    def clean(self) -> None:
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError({"end_date": "The run must end after it starts."})
+
+
+class AllocationRule(models.Model):
+    """Assigns cost records to a project (and optionally a run).
+
+    Rules are evaluated in ascending `priority` over all projects; the first rule that
+    matches a record wins, so no cost is ever counted for two projects.
+    """
+
+    class MatchOn(models.TextChoices):
+        TAG = "tag", "Tag key = value"
+        BILLING_ACCOUNT = "billing_account", "Billing account id"
+        SUB_ACCOUNT = "sub_account", "Sub-account id"
+        RESOURCE_PREFIX = "resource_prefix", "Resource id starts with"
+        SERVICE = "service", "Service name"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="allocation_rules"
+    )
+    training_run = models.ForeignKey(
+        TrainingRun,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="allocation_rules",
+        help_text="Allocate matching costs to this run. Leave empty to use the run tag.",
+    )
+    priority = models.PositiveIntegerField(
+        default=100, help_text="Lower numbers are tried first."
+    )
+    match_on = models.CharField(max_length=20, choices=MatchOn)
+    tag_key = models.CharField(max_length=200, blank=True)
+    value = models.CharField(max_length=500)
+    run_tag_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text=(
+            "Optional tag whose value is a run's external id: matching costs go to "
+            "that run of the project."
+        ),
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(match_on="tag") | ~Q(tag_key=""),
+                name="tag_rule_names_a_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.priority} {self.describe()} → {self.project}"
+
+    def describe(self) -> str:
+        if self.match_on == self.MatchOn.TAG:
+            return f"tag {self.tag_key} = {self.value}"
+        return f"{self.get_match_on_display().lower()} {self.value}"
+
+    def clean(self) -> None:
+        if self.match_on == self.MatchOn.TAG and not self.tag_key:
+            raise ValidationError({"tag_key": "A tag rule needs the tag key."})
+        if self.training_run_id and self.training_run.project_id != self.project_id:
+            raise ValidationError(
+                {"training_run": "The run must belong to the rule's project."}
+            )

@@ -1,0 +1,244 @@
+"""Spendtracker settings, read from the environment only.
+
+Every variable is listed in `.env.example`. A missing or malformed value does not crash
+the import: it is recorded in CONFIG_ERRORS and reported by the `spendtracker.E001`
+system check, which names the variable (see spendtracker/checks.py).
+"""
+
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+from spendtracker.currencies import ISO_4217_CODES
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+CONFIG_ERRORS: list[tuple[str, str]] = []
+
+
+def _read(name: str, parse, default):
+    """Parse one variable; on a bad value keep the default and remember the error."""
+    try:
+        return parse(name, default=default)
+    except (ImproperlyConfigured, ValueError) as exc:
+        CONFIG_ERRORS.append((name, str(exc)))
+        return default
+
+
+def _strict_bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+DEBUG = _read("DJANGO_DEBUG", _strict_bool, False)
+
+# Production has no default secret: the E001 check stops start-up when it is missing.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DEBUG:
+        SECRET_KEY = "django-insecure-dev-only-key-never-used-in-production"
+    else:
+        CONFIG_ERRORS.append(("DJANGO_SECRET_KEY", "must be set when DJANGO_DEBUG is off"))
+        SECRET_KEY = "unset"
+
+ALLOWED_HOSTS = _read(
+    "DJANGO_ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "spendtracker",
+    "accounts",
+    "projects",
+    "budgets",
+    "billing",
+    "reports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "spendtracker.urls"
+WSGI_APPLICATION = "spendtracker.wsgi.application"
+ASGI_APPLICATION = "spendtracker.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "spendtracker.context_processors.portal",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": _read("DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+}
+if isinstance(DATABASES["default"], str):  # the default, or a bad value was rejected
+    DATABASES["default"] = env.db_url_config(DATABASES["default"])
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"]["CONN_MAX_AGE"] = _read("DJANGO_CONN_MAX_AGE", env.int, 0)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Money: one reporting currency per deployment; FX rates convert into it.
+REPORTING_CURRENCY = _read("REPORTING_CURRENCY", env.str, "USD").upper()
+if REPORTING_CURRENCY not in ISO_4217_CODES:
+    CONFIG_ERRORS.append(
+        ("REPORTING_CURRENCY", f"{REPORTING_CURRENCY!r} is not an ISO 4217 code")
+    )
+    REPORTING_CURRENCY = "USD"
+
+# Fernet key for billing-source credentials (billing ingestion).
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+
+# Email
+EMAIL_BACKEND = _read(
+    "EMAIL_BACKEND",
+    env.str,
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = _read("EMAIL_HOST", env.str, "localhost")
+EMAIL_PORT = _read("EMAIL_PORT", env.int, 25)
+EMAIL_HOST_USER = _read("EMAIL_HOST_USER", env.str, "")
+EMAIL_HOST_PASSWORD = _read("EMAIL_HOST_PASSWORD", env.str, "")
+EMAIL_USE_TLS = _read("EMAIL_USE_TLS", _strict_bool, False)
+EMAIL_FILE_PATH = _read("EMAIL_FILE_PATH", env.str, str(BASE_DIR / ".run" / "mail"))
+DEFAULT_FROM_EMAIL = _read(
+    "DEFAULT_FROM_EMAIL", env.str, "Spendtracker <spendtracker@localhost>"
+)
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Absolute links in emails (password reset, alerts) use this origin.
+SITE_URL = _read("SITE_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+
+# Celery: with no broker configured (make run), a filesystem broker needs no service.
+CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = BASE_DIR / ".run" / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+    }
+    # The transport expects its folders; creating them here keeps every entry point
+    # (runserver, shell, worker) working on a fresh checkout.
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+else:
+    # Above the longest task, so a late-acked task is not redelivered while it runs.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_TIME_LIMIT = 60 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", _strict_bool, False)
+CELERY_BEAT_SCHEDULE = {
+    "rebuild-recent-daily-costs": {
+        # Cheap safety net: the rollup of the last days is rebuilt nightly so that any
+        # change made outside the importers (admin edits, FX rates) reaches the portal.
+        "task": "billing.tasks.daily_costs_rebuild_recent",
+        "schedule": crontab(minute=15, hour=2),
+        "options": {"expires": 23 * 60 * 60},
+    },
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Spendtracker API",
+    "DESCRIPTION": "Plan vs actual spend of AI projects.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from the sidecar package: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = _read("DJANGO_SECURE_COOKIES", _strict_bool, True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

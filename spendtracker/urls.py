@@ -1,0 +1,58 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import views as account_views
+from billing import views as billing_views
+from projects import views as project_views
+from reports import views as report_views
+from spendtracker import views as site_views
+
+auth_urls = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "password-reset/",
+        auth_views.PasswordResetView.as_view(
+            html_email_template_name="registration/password_reset_email.html"
+        ),
+        name="password_reset",
+    ),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password-reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
+]
+
+urlpatterns = [
+    path("", project_views.dashboard, name="dashboard"),
+    path("accounts/", include(auth_urls)),
+    path("projects/<slug:slug>/", project_views.project_detail, name="project_detail"),
+    path("projects/<slug:slug>/plan/", project_views.budget_edit, name="budget_edit"),
+    path("teams/", account_views.team_list, name="team_list"),
+    path("teams/<slug:slug>/", account_views.team_detail, name="team_detail"),
+    path("overview/", report_views.organisation_overview, name="overview"),
+    path("invoices/", billing_views.invoice_list, name="invoice_list"),
+    path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),
+    path("healthz", site_views.health, name="health"),
+    path("api/v1/", include("spendtracker.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),
+    path("admin/", admin.site.urls),
+]
