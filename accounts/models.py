@@ -98,7 +98,9 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team"),
+            models.UniqueConstraint(
+                fields=["user", "team"], name="one_membership_per_team"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,3 +1,301 @@
-from django.contrib import admin
+from decimal import Decimal
 
-# Register your models here.
+from django.contrib import admin
+from django.db.models import Sum
+
+from billing.models import (
+    BillingSource,
+    ComputeInvoice,
+    ComputeInvoiceLine,
+    CostRecord,
+    DailyCost,
+    FxRate,
+    ImportRun,
+)
+
+
+def _money(amount: Decimal | None, currency: str = "", places: int = 2) -> str | None:
+    """Thousands separators and a fixed number of places; tiny non-zero amounts (API
+    tokens) keep enough digits not to read as zero."""
+    if amount is None:
+        return None  # the admin shows its empty value
+    if amount and abs(amount) < Decimal("0.01"):
+        text = f"{amount:,.6f}"
+    else:
+        text = f"{amount:,.{places}f}"
+    return f"{text} {currency}".strip()
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For tables the services write: viewable, never edited by hand."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BillingSource)
+class BillingSourceAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "is_enabled",
+        "data_complete_through",
+        "last_sync_at",
+        "has_error",
+    )
+    list_filter = ("kind", "is_enabled")
+    search_fields = ("name",)
+    ordering = ("name",)
+    readonly_fields = ("last_sync_at", "last_error")
+
+    @admin.display(description="error", boolean=True)
+    def has_error(self, obj: BillingSource) -> bool:
+        return bool(obj.last_error)
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "started_at",
+        "source",
+        "status",
+        "file_name",
+        "rows_read",
+        "rows_loaded",
+        "finished_at",
+    )
+    list_filter = ("status", "source")
+    search_fields = ("file_name", "checksum", "source__name")
+    ordering = ("-started_at",)
+    date_hierarchy = "started_at"
+    list_select_related = ("source",)
+
+
+@admin.register(CostRecord)
+class CostRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "charge_period_start",
+        "provider_name",
+        "service_name",
+        "charge_category",
+        "billed",
+        "effective",
+        "billing_currency",
+        "project",
+        "training_run",
+        "is_provisional",
+    )
+    list_filter = (
+        "provider_name",
+        "charge_category",
+        "is_provisional",
+        "billing_currency",
+        "source",
+    )
+    # Exact matches on ids, prefix matches on names: no full scans of a big table.
+    search_fields = (
+        "=invoice_id",
+        "=resource_id",
+        "=sku_id",
+        "=billing_account_id",
+        "=sub_account_id",
+        "^service_name",
+        "^resource_name",
+    )
+    search_help_text = (
+        "Exact invoice, resource, SKU or account id; or the start of a service or "
+        "resource name."
+    )
+    ordering = ("-charge_period_start", "-id")
+    date_hierarchy = "charge_period_start"
+    autocomplete_fields = ("project", "training_run", "source")
+    raw_id_fields = ("import_run",)
+    list_select_related = ("project", "training_run")
+    show_full_result_count = False
+    list_per_page = 50
+    fieldsets = (
+        (
+            "Allocation",
+            {"fields": ("project", "training_run", "is_provisional")},
+        ),
+        ("Origin", {"fields": ("source", "import_run")}),
+        (
+            "Account",
+            {
+                "fields": (
+                    ("billing_account_id", "billing_account_name"),
+                    ("sub_account_id", "sub_account_name"),
+                )
+            },
+        ),
+        (
+            "Periods",
+            {
+                "fields": (
+                    ("billing_period_start", "billing_period_end"),
+                    ("charge_period_start", "charge_period_end"),
+                )
+            },
+        ),
+        (
+            "Charge",
+            {
+                "fields": (
+                    ("charge_category", "charge_class", "charge_frequency"),
+                    "charge_description",
+                )
+            },
+        ),
+        (
+            "Cost",
+            {
+                "fields": (
+                    ("billed_cost", "effective_cost"),
+                    ("list_cost", "contracted_cost"),
+                    "billing_currency",
+                    "invoice_id",
+                )
+            },
+        ),
+        (
+            "Provider and service",
+            {
+                "fields": (
+                    ("provider_name", "publisher_name", "invoice_issuer_name"),
+                    ("service_name", "service_category"),
+                    "sku_id",
+                    "region_id",
+                )
+            },
+        ),
+        (
+            "Resource and usage",
+            {
+                "fields": (
+                    "resource_id",
+                    ("resource_name", "resource_type"),
+                    ("consumed_quantity", "consumed_unit"),
+                    "tags",
+                )
+            },
+        ),
+    )
+
+    @admin.display(description="billed cost", ordering="billed_cost")
+    def billed(self, obj: CostRecord) -> str | None:
+        return _money(obj.billed_cost)
+
+    @admin.display(description="effective cost", ordering="effective_cost")
+    def effective(self, obj: CostRecord) -> str | None:
+        return _money(obj.effective_cost)
+
+
+@admin.register(DailyCost)
+class DailyCostAdmin(ReadOnlyAdmin):
+    """The rollup rebuilt from CostRecord by billing.services.daily_costs_rebuild."""
+
+    list_display = (
+        "date",
+        "project",
+        "training_run",
+        "provider_name",
+        "service_name",
+        "billing_currency",
+        "fx_rate",
+        "effective",
+        "billed",
+        "gpu_hours_display",
+        "is_provisional",
+    )
+    list_filter = ("provider_name", "billing_currency", "is_provisional", "project")
+    search_fields = ("^provider_name", "^service_name", "project__name")
+    ordering = ("-date",)
+    date_hierarchy = "date"
+    list_select_related = ("project", "training_run")
+    show_full_result_count = False
+    list_per_page = 50
+
+    @admin.display(description="effective cost", ordering="effective_cost")
+    def effective(self, obj: DailyCost) -> str | None:
+        return _money(obj.effective_cost)
+
+    @admin.display(description="billed cost", ordering="billed_cost")
+    def billed(self, obj: DailyCost) -> str | None:
+        return _money(obj.billed_cost)
+
+    @admin.display(description="GPU-hours", ordering="gpu_hours")
+    def gpu_hours_display(self, obj: DailyCost) -> str | None:
+        return _money(obj.gpu_hours) if obj.gpu_hours else None
+
+
+@admin.register(FxRate)
+class FxRateAdmin(admin.ModelAdmin):
+    list_display = ("currency", "date", "rate")
+    list_filter = ("currency",)
+    search_fields = ("=currency",)
+    ordering = ("currency", "-date")
+    date_hierarchy = "date"
+
+
+class ComputeInvoiceLineInline(admin.TabularInline):
+    model = ComputeInvoiceLine
+    extra = 0
+    fields = ("description", "gpu_type", "gpu_hours", "rate", "amount")
+
+
+@admin.register(ComputeInvoice)
+class ComputeInvoiceAdmin(admin.ModelAdmin):
+    list_display = (
+        "invoice_number",
+        "vendor",
+        "issued_on",
+        "period_start",
+        "period_end",
+        "status",
+        "project",
+        "training_run",
+        "total_display",
+    )
+    list_display_links = ("invoice_number", "vendor")
+    list_filter = ("status", "vendor", "currency")
+    search_fields = ("vendor", "invoice_number", "project__name", "training_run__name")
+    ordering = ("-issued_on", "vendor")
+    date_hierarchy = "issued_on"
+    autocomplete_fields = ("project", "training_run")
+    list_select_related = ("project", "training_run")
+    inlines = (ComputeInvoiceLineInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_total=Sum("lines__amount"))
+
+    @admin.display(description="total", ordering="_total")
+    def total_display(self, obj: ComputeInvoice) -> str | None:
+        return _money(obj._total or Decimal("0"), obj.currency)
+
+
+@admin.register(ComputeInvoiceLine)
+class ComputeInvoiceLineAdmin(admin.ModelAdmin):
+    list_display = (
+        "description",
+        "invoice",
+        "gpu_type",
+        "gpu_hours",
+        "rate",
+        "amount_display",
+    )
+    list_filter = ("gpu_type", "invoice__status")
+    search_fields = ("description", "invoice__invoice_number", "invoice__vendor")
+    ordering = ("-invoice__issued_on", "id")
+    autocomplete_fields = ("invoice",)
+    list_select_related = ("invoice",)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj: ComputeInvoiceLine) -> str | None:
+        return _money(obj.amount, obj.invoice.currency)

@@ -93,7 +93,9 @@ class CostRecord(models.Model):
     effective_cost = models.DecimalField(**COST_DIGITS)
     list_cost = models.DecimalField(**COST_DIGITS)
     contracted_cost = models.DecimalField(**COST_DIGITS)
-    billing_currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    billing_currency = models.CharField(
+        max_length=3, validators=[validate_currency_code]
+    )
     invoice_id = models.CharField(max_length=200, blank=True)
     provider_name = models.CharField(max_length=200)
     publisher_name = models.CharField(max_length=200, blank=True)
@@ -151,8 +153,8 @@ GPU_HOUR_UNITS = ("gpu-hours", "gpu hours", "gpu-hour", "gpu hour", "gpuhours")
 class DailyCost(models.Model):
     """The rollup the portal reads: one row per day, allocation and billing currency.
 
-    Amounts are in the reporting currency, converted with `fx_rate`, the rate in force on
-    that day when the rollup was built; kept so that past reports do not shift. A row
+    Amounts are in the reporting currency, converted with `fx_rate`, the rate in force
+    on that day when the rollup was built; kept so that past reports do not shift. A row
     whose currency has no rate keeps `fx_rate` empty and its amounts in the billing
     currency: shown as unconverted, never dropped.
     """
@@ -206,7 +208,9 @@ class FxRate(models.Model):
     class Meta:
         ordering = ["currency", "-date"]
         constraints = [
-            models.UniqueConstraint(fields=["currency", "date"], name="one_rate_per_day"),
+            models.UniqueConstraint(
+                fields=["currency", "date"], name="one_rate_per_day"
+            ),
             models.CheckConstraint(condition=Q(rate__gt=0), name="rate_is_positive"),
         ]
 
@@ -249,7 +253,8 @@ class ComputeInvoice(models.Model):
         ordering = ["-issued_on", "vendor"]
         constraints = [
             models.UniqueConstraint(
-                fields=["vendor", "invoice_number"], name="invoice_number_unique_per_vendor"
+                fields=["vendor", "invoice_number"],
+                name="invoice_number_unique_per_vendor",
             ),
             models.CheckConstraint(
                 condition=Q(period_end__gte=F("period_start")),

@@ -113,15 +113,17 @@ def cost_records_reallocate(
 
 
 class FxTable:
-    """Historical rates into the reporting currency: the latest rate on or before a day."""
+    """Historical rates into the reporting currency: the latest on or before a day."""
 
     def __init__(self, currencies: Iterable[str]) -> None:
         self.reporting = settings.REPORTING_CURRENCY
         self.dates: dict[str, list[date]] = {}
         self.rates: dict[str, list[Decimal]] = {}
-        for currency, day, rate in FxRate.objects.filter(
-            currency__in=set(currencies)
-        ).order_by("currency", "date").values_list("currency", "date", "rate"):
+        for currency, day, rate in (
+            FxRate.objects.filter(currency__in=set(currencies))
+            .order_by("currency", "date")
+            .values_list("currency", "date", "rate")
+        ):
             self.dates.setdefault(currency, []).append(day)
             self.rates.setdefault(currency, []).append(rate)
 

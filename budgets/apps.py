@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class BudgetsConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'budgets'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "budgets"

@@ -83,13 +83,13 @@ class BaseBudgetLineFormSet(BaseInlineFormSet):
                 )
             seen.add(key)
         planned = sum((line["amount"] for line in kept), Decimal("0"))
-        if budget.lines_must_sum_to_total and budget.total is not None:
-            if planned != budget.total:
-                raise ValidationError(
-                    f"The monthly lines add up to {planned:,.2f} but the total is "
-                    f"{budget.total:,.2f}. Adjust the lines, or untick "
-                    f"“Lines must sum to total”."
-                )
+        must_sum = budget.lines_must_sum_to_total and budget.total is not None
+        if must_sum and planned != budget.total:
+            raise ValidationError(
+                f"The monthly lines add up to {planned:,.2f} but the total is "
+                f"{budget.total:,.2f}. Adjust the lines, or untick "
+                f"“Lines must sum to total”."
+            )
 
 
 BudgetLineFormSet = inlineformset_factory(

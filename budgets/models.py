@@ -63,7 +63,9 @@ class Budget(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(total__gte=0), name="budget_not_negative"),
+            models.CheckConstraint(
+                condition=Q(total__gte=0), name="budget_not_negative"
+            ),
             models.CheckConstraint(
                 condition=Q(end_date__gte=F("start_date")),
                 name="budget_ends_after_it_starts",
@@ -102,7 +104,9 @@ class BudgetLine(models.Model):
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="lines")
     month = models.DateField(help_text="The first day of the month.")
     category = models.CharField(
-        max_length=60, blank=True, help_text="e.g. compute, storage, API; empty for all."
+        max_length=60,
+        blank=True,
+        help_text="e.g. compute, storage, API; empty for all.",
     )
     amount = models.DecimalField(max_digits=16, decimal_places=2)
 
@@ -110,7 +114,8 @@ class BudgetLine(models.Model):
         ordering = ["month", "category"]
         constraints = [
             models.UniqueConstraint(
-                fields=["budget", "month", "category"], name="one_line_per_month_category"
+                fields=["budget", "month", "category"],
+                name="one_line_per_month_category",
             ),
             models.CheckConstraint(
                 condition=Q(amount__gte=0), name="budget_line_not_negative"

@@ -55,7 +55,9 @@ def actual_by_month(*, measure: str, **scope) -> dict[date, Decimal]:
     return {row["month"]: row["total"] for row in rows}
 
 
-def actual_by_day(*, measure: str, start: date, end: date, **scope) -> dict[date, Decimal]:
+def actual_by_day(
+    *, measure: str, start: date, end: date, **scope
+) -> dict[date, Decimal]:
     rows = (
         converted_daily_costs()
         .filter(date__gte=start, date__lt=end, **scope)
@@ -84,7 +86,7 @@ def provisional_between(*, measure: str, start: date, end: date, **scope) -> Dec
 
 
 def unconverted_totals(**scope) -> dict[str, Decimal]:
-    """Spend in currencies that have no FX rate yet, by currency: shown, never dropped."""
+    """Spend in currencies without an FX rate, by currency: shown, never dropped."""
     rows = (
         DailyCost.objects.filter(fx_rate__isnull=True, **scope)
         .values("billing_currency")

@@ -7,7 +7,6 @@ inclusive of `as_of`: plan and actual both run through the end of that day (UTC)
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-
 from typing import TYPE_CHECKING
 
 from django.db import models, transaction
@@ -15,7 +14,7 @@ from django.db import models, transaction
 from budgets import selectors
 from budgets.models import Budget, BudgetLine
 from projects.models import Project, TrainingRun
-from spendtracker.currencies import CURRENCY_SYMBOLS
+from spendtracker.currencies import money
 
 if TYPE_CHECKING:
     from budgets.forms import BudgetForm, BudgetLineFormSet
@@ -67,13 +66,6 @@ def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
     return (part * HUNDRED / whole).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
 
-def money(amount: Decimal, currency: str, places: int = 0) -> str:
-    """An amount with thousands separators and its currency, for reasons in words."""
-    rounded = f"{amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP):,}"
-    symbol = CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{rounded}" if symbol else f"{rounded} {currency}"
-
-
 def month_start(day: date) -> date:
     return day.replace(day=1)
 
@@ -120,9 +112,13 @@ def project_variance(*, project: Project, as_of: date) -> Variance | None:
     if budget is None:
         return None
     measure = budget.cost_measure
-    actual = selectors.actual_between(measure=measure, end=_after(as_of), project=project)
+    actual = selectors.actual_between(
+        measure=measure, end=_after(as_of), project=project
+    )
     plan = budget_plan_to_date(budget=budget, as_of=as_of)
-    burn = _burn_rate(measure=measure, as_of=as_of, start=budget.start_date, project=project)
+    burn = _burn_rate(
+        measure=measure, as_of=as_of, start=budget.start_date, project=project
+    )
     return _assess(
         subject=f"Project {project.name}",
         total=budget.total,
@@ -139,7 +135,9 @@ def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Varian
     """Plan vs actual of a run: its planned cost, spread evenly over its dates."""
     budget = getattr(run.project, "budget", None)
     measure = budget.cost_measure if budget else "effective_cost"
-    actual = selectors.actual_between(measure=measure, end=_after(as_of), training_run=run)
+    actual = selectors.actual_between(
+        measure=measure, end=_after(as_of), training_run=run
+    )
     gpu_hours = selectors.gpu_hours_between(end=_after(as_of), training_run=run)
     run_days = (run.end_date - run.start_date).days + 1
     elapsed = min(max((as_of - run.start_date).days + 1, 0), run_days)
@@ -150,7 +148,9 @@ def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Varian
         currency=run.currency,
         plan=plan,
         actual=actual,
-        burn=_burn_rate(measure=measure, as_of=as_of, start=run.start_date, training_run=run),
+        burn=_burn_rate(
+            measure=measure, as_of=as_of, start=run.start_date, training_run=run
+        ),
         remaining_days=_remaining_days(as_of, run.end_date),
         tolerance=tolerance,
     )
@@ -262,7 +262,8 @@ def _status(
     if variance_percent is None:
         return Status.ON_TRACK, f"{subject} has spent {spent}; nothing was planned yet"
     return Status.ON_TRACK, (
-        f"{subject} is on plan: {spent} spent vs {money(plan, currency)} planned to date"
+        f"{subject} is on plan: {spent} spent vs "
+        f"{money(plan, currency)} planned to date"
     )
 
 
@@ -279,6 +280,10 @@ class ProjectSummary:
     @property
     def status(self) -> str:
         return self.variance.status if self.variance else "no_budget"
+
+    @property
+    def trend_id(self) -> str:
+        return f"trend-{self.project.pk}"
 
 
 TREND_DAYS = 30
@@ -297,12 +302,16 @@ def project_summary(*, project: Project, as_of: date) -> ProjectSummary:
     )
     trend = [
         (day, daily.get(day, ZERO))
-        for day in (as_of - timedelta(days=offset) for offset in range(TREND_DAYS - 1, -1, -1))
+        for day in (
+            as_of - timedelta(days=offset) for offset in range(TREND_DAYS - 1, -1, -1)
+        )
     ]
     return ProjectSummary(
         project=project,
         variance=variance,
-        month_plan=budget_plan_for_month(budget=budget, month=this_month) if budget else ZERO,
+        month_plan=budget_plan_for_month(budget=budget, month=this_month)
+        if budget
+        else ZERO,
         month_actual=selectors.actual_between(
             measure=measure, start=this_month, end=_after(as_of), project=project
         ),
@@ -313,7 +322,9 @@ def project_summary(*, project: Project, as_of: date) -> ProjectSummary:
 def project_cumulative_by_month(*, project: Project, as_of: date) -> dict:
     """Cumulative plan and actual at each month end of the budget, for the chart."""
     budget = project.budget
-    actual_by_month = selectors.actual_by_month(measure=budget.cost_measure, project=project)
+    actual_by_month = selectors.actual_by_month(
+        measure=budget.cost_measure, project=project
+    )
     plan_by_month: dict[date, Decimal] = {}
     for line in budget.lines.all():
         plan_by_month[line.month] = plan_by_month.get(line.month, ZERO) + line.amount

@@ -1,19 +1,27 @@
 """Demo data that tells a story on the dashboard.
 
-Costs enter the way production data does: FOCUS-shaped CostRecords from a billing source,
-allocated by tag rules and rolled up by the billing services. Running it again replaces
-the demo source's records and updates everything else in place, so nothing duplicates.
+Costs enter the way production data does: FOCUS-shaped CostRecords from a billing
+source, allocated by tag rules and rolled up by the billing services. Running it again
+replaces the demo source's records and updates everything else in place, so nothing
+duplicates.
 """
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
+from django.utils.text import slugify
 
 from accounts.models import Membership, Team, User
-from billing.models import BillingSource, ComputeInvoice, ComputeInvoiceLine, CostRecord, FxRate
+from billing.models import (
+    BillingSource,
+    ComputeInvoice,
+    ComputeInvoiceLine,
+    CostRecord,
+    FxRate,
+)
 from billing.services import Allocator, daily_costs_rebuild
 from budgets.models import Budget, BudgetLine
 from budgets.services import month_start, next_month
@@ -33,7 +41,12 @@ DEMO_USERS = [
 ]
 
 DEMO_TEAMS = [
-    ("Foundation Models", "foundation-models", "lead@example.com", ["member@example.com"]),
+    (
+        "Foundation Models",
+        "foundation-models",
+        "lead@example.com",
+        ["member@example.com"],
+    ),
     ("Applied ML", "applied-ml", "priya@example.com", []),
     ("Research", "research", "sam@example.com", []),
 ]
@@ -79,61 +92,175 @@ class DemoProject:
     status: str = Project.Status.ACTIVE
 
 
-AWS_GPU = Service("AWS", "Amazon EC2", "Compute", Decimal("0.82"), "1234567890", gpu_rate=Decimal("2.49"))
+AWS_GPU = Service(
+    "AWS",
+    "Amazon EC2",
+    "Compute",
+    Decimal("0.82"),
+    "1234567890",
+    gpu_rate=Decimal("2.49"),
+)
 AWS_S3 = Service("AWS", "Amazon S3", "Storage", Decimal("0.18"), "1234567890")
-OPENAI = Service("OpenAI", "OpenAI API", "AI and Machine Learning", Decimal("1"), "org-demo")
-ANTHROPIC = Service("Anthropic", "Claude API", "AI and Machine Learning", Decimal("0.6"), "anthropic-demo")
-COREWEAVE = Service("CoreWeave", "GPU Compute", "Compute", Decimal("0.4"), "cw-demo", gpu_rate=Decimal("2.21"))
-SCALEWAY = Service("Scaleway", "Object Storage", "Storage", Decimal("1"), "scw-demo", currency="EUR")
-LAMBDA_GPU = Service("Lambda", "GPU Cloud", "Compute", Decimal("1"), "lambda-demo", gpu_rate=Decimal("1.99"))
+OPENAI = Service(
+    "OpenAI", "OpenAI API", "AI and Machine Learning", Decimal("1"), "org-demo"
+)
+ANTHROPIC = Service(
+    "Anthropic",
+    "Claude API",
+    "AI and Machine Learning",
+    Decimal("0.6"),
+    "anthropic-demo",
+)
+COREWEAVE = Service(
+    "CoreWeave",
+    "GPU Compute",
+    "Compute",
+    Decimal("0.4"),
+    "cw-demo",
+    gpu_rate=Decimal("2.21"),
+)
+COREWEAVE_TRAINING = replace(COREWEAVE, share=Decimal("0.82"))
+SCALEWAY = Service(
+    "Scaleway", "Object Storage", "Storage", Decimal("1"), "scw-demo", currency="EUR"
+)
+LAMBDA_GPU = Service(
+    "Lambda",
+    "GPU Cloud",
+    "Compute",
+    Decimal("1"),
+    "lambda-demo",
+    gpu_rate=Decimal("1.99"),
+)
 
 DEMO_PROJECTS = [
     DemoProject(
-        "Atlas-13B pre-training", "atlas-13b-pretraining", "foundation-models",
+        "Atlas-13B pre-training",
+        "atlas-13b-pretraining",
+        "foundation-models",
         Project.Kind.PRE_TRAINING,
         monthly_plan=[40_000, 90_000, 120_000, 120_000, 110_000, 80_000, 40_000],
         factors=[1.05, 1.2, 1.35, 1.5, 1.6, 1.7, 1.7],
-        start_offset=5, services=[AWS_GPU, AWS_S3],
+        start_offset=5,
+        services=[AWS_GPU, AWS_S3],
         runs=[
-            DemoRun("atlas-13b-main", "atlas-main-01", "H100 80GB", 64, Decimal("180000"), Decimal("2.49"), 4, 5),
-            DemoRun("atlas-13b-ablations", "atlas-abl-02", "H100 80GB", 16, Decimal("26000"), Decimal("2.49"), 5, 2),
+            DemoRun(
+                "atlas-13b-main",
+                "atlas-main-01",
+                "H100 80GB",
+                64,
+                Decimal("180000"),
+                Decimal("2.49"),
+                4,
+                5,
+            ),
+            DemoRun(
+                "atlas-13b-ablations",
+                "atlas-abl-02",
+                "H100 80GB",
+                16,
+                Decimal("26000"),
+                Decimal("2.49"),
+                5,
+                2,
+            ),
         ],
     ),
     DemoProject(
-        "Support-bot LoRA", "support-bot-lora", "foundation-models", Project.Kind.PEFT,
-        monthly_plan=[6_000, 9_000, 9_000, 8_000], factors=[0.7, 0.6, 0.65, 0.6],
-        start_offset=2, start_day=10, services=[LAMBDA_GPU],
-        runs=[DemoRun("support-lora-r16", "sb-lora-r16", "A100 80GB", 8, Decimal("9000"), Decimal("1.99"), 2, 3)],
+        "Support-bot LoRA",
+        "support-bot-lora",
+        "foundation-models",
+        Project.Kind.PEFT,
+        monthly_plan=[6_000, 9_000, 9_000, 8_000],
+        factors=[0.7, 0.6, 0.65, 0.6],
+        start_offset=2,
+        start_day=10,
+        services=[LAMBDA_GPU],
+        runs=[
+            DemoRun(
+                "support-lora-r16",
+                "sb-lora-r16",
+                "A100 80GB",
+                8,
+                Decimal("9000"),
+                Decimal("1.99"),
+                2,
+                3,
+            )
+        ],
     ),
     DemoProject(
-        "Chat inference", "chat-inference", "foundation-models", Project.Kind.INFERENCE,
-        monthly_plan=[20_000] * 7 + [22_000] * 2, factors=[0.98, 1.02, 1.0, 0.97, 1.03, 1.0, 0.99, 1.0, 1.0],
-        start_offset=6, services=[OPENAI],
+        "Chat inference",
+        "chat-inference",
+        "foundation-models",
+        Project.Kind.INFERENCE,
+        monthly_plan=[20_000] * 7 + [22_000] * 2,
+        factors=[0.98, 1.02, 1.0, 0.97, 1.03, 1.0, 0.99, 1.0, 1.0],
+        start_offset=6,
+        services=[OPENAI],
     ),
     DemoProject(
-        "Model evals", "model-evals", "foundation-models", Project.Kind.EVALUATION,
-        monthly_plan=[5_000] * 7 + [5_000], factors=[1.0, 1.02, 1.05, 1.1, 1.3, 1.45, 1.3, 1.3],
-        start_offset=6, services=[ANTHROPIC, COREWEAVE],
+        "Model evals",
+        "model-evals",
+        "foundation-models",
+        Project.Kind.EVALUATION,
+        monthly_plan=[5_000] * 10,
+        factors=[1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.25, 1.25, 1.25, 1.25],
+        start_offset=6,
+        services=[ANTHROPIC, COREWEAVE],
     ),
     DemoProject(
-        "Code-assist fine-tune", "code-assist-ft", "applied-ml", Project.Kind.FINE_TUNING,
-        monthly_plan=[15_000, 30_000, 30_000, 25_000, 10_000], factors=[0.9, 0.95, 1.0, 0.97, 1.0],
-        start_offset=3, services=[COREWEAVE, AWS_S3],
-        runs=[DemoRun("code-ft-7b", "code-ft-7b", "H100 80GB", 32, Decimal("28000"), Decimal("2.21"), 2, 2)],
+        "Code-assist fine-tune",
+        "code-assist-ft",
+        "applied-ml",
+        Project.Kind.FINE_TUNING,
+        monthly_plan=[15_000, 30_000, 30_000, 20_000, 15_000],
+        factors=[0.9, 0.95, 1.0, 0.9, 1.0],
+        start_offset=3,
+        services=[COREWEAVE_TRAINING, AWS_S3],
+        runs=[
+            DemoRun(
+                "code-ft-7b",
+                "code-ft-7b",
+                "H100 80GB",
+                32,
+                Decimal("22000"),
+                Decimal("2.21"),
+                2,
+                2,
+            )
+        ],
     ),
     DemoProject(
-        "Data curation pipeline", "data-curation", "applied-ml", Project.Kind.DATA,
-        monthly_plan=[4_000] * 9, factors=[0.9] * 9, start_offset=6, services=[SCALEWAY],
+        "Data curation pipeline",
+        "data-curation",
+        "applied-ml",
+        Project.Kind.DATA,
+        monthly_plan=[4_000] * 9,
+        factors=[0.9] * 9,
+        start_offset=6,
+        services=[SCALEWAY],
     ),
     DemoProject(
-        "RLHF experiments", "rlhf-experiments", "research", Project.Kind.FINE_TUNING,
-        monthly_plan=[12_000, 12_000, 12_000, 12_000, 12_000], factors=[0.95, 1.0, 0.9, 1.0, 1.0],
-        start_offset=3, services=[COREWEAVE, ANTHROPIC], recent_surge=2.6,
+        "RLHF experiments",
+        "rlhf-experiments",
+        "research",
+        Project.Kind.FINE_TUNING,
+        monthly_plan=[12_000, 12_000, 12_000, 12_000, 12_000],
+        factors=[0.95, 1.0, 0.9, 1.0, 1.0],
+        start_offset=3,
+        services=[COREWEAVE, ANTHROPIC],
+        recent_surge=2.6,
     ),
     DemoProject(
-        "Speech eval harness", "speech-eval", "research", Project.Kind.EVALUATION,
-        monthly_plan=[3_000, 3_000, 3_000], factors=[0.95, 0.97, 0.9],
-        start_offset=6, services=[OPENAI], status=Project.Status.COMPLETED,
+        "Speech eval harness",
+        "speech-eval",
+        "research",
+        Project.Kind.EVALUATION,
+        monthly_plan=[3_000, 3_000, 3_000],
+        factors=[0.95, 0.97, 0.9],
+        start_offset=6,
+        services=[OPENAI],
+        status=Project.Status.COMPLETED,
     ),
 ]
 
@@ -154,12 +281,16 @@ def demo_seed(*, today: date) -> dict[str, int]:
         name=DEMO_SOURCE,
         defaults={
             "kind": BillingSource.Kind.FOCUS,
-            "data_complete_through": datetime.combine(month_start(today), time(), tzinfo=UTC),
+            "data_complete_through": datetime.combine(
+                month_start(today), time(), tzinfo=UTC
+            ),
             "last_sync_at": datetime.combine(today, time(6), tzinfo=UTC),
         },
     )
     FxRate.objects.update_or_create(
-        currency="EUR", date=_shift_months(today, -12), defaults={"rate": Decimal("1.08")}
+        currency="EUR",
+        date=_shift_months(today, -12),
+        defaults={"rate": Decimal("1.08")},
     )
     projects = [_project(spec, teams, users, today) for spec in DEMO_PROJECTS]
     CostRecord.objects.filter(source=source).delete()
@@ -176,7 +307,11 @@ def demo_seed(*, today: date) -> dict[str, int]:
     first_day = _shift_months(today, -6)
     daily_costs_rebuild(start=first_day, end=today + timedelta(days=1))
     _invoices(projects[0], today)
-    return {"users": len(users), "projects": len(projects), "cost_records": len(records)}
+    return {
+        "users": len(users),
+        "projects": len(projects),
+        "cost_records": len(records),
+    }
 
 
 def _users() -> dict[str, User]:
@@ -222,16 +357,24 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
     project, _ = Project.objects.update_or_create(
         slug=spec.slug,
         defaults={
-            "name": spec.name, "team": team, "owner": owner, "kind": spec.kind,
-            "status": spec.status, "start_date": start, "end_date": end,
+            "name": spec.name,
+            "team": team,
+            "owner": owner,
+            "kind": spec.kind,
+            "status": spec.status,
+            "start_date": start,
+            "end_date": end,
             "description": f"Demo: {spec.name}.",
         },
     )
     budget, _ = Budget.objects.update_or_create(
         project=project,
         defaults={
-            "total": Decimal(sum(spec.monthly_plan)), "currency": "USD",
-            "start_date": start, "end_date": end, "status": Budget.Status.APPROVED,
+            "total": Decimal(sum(spec.monthly_plan)),
+            "currency": "USD",
+            "start_date": start,
+            "end_date": end,
+            "status": Budget.Status.APPROVED,
             "approved_by": User.objects.get(email="finance@example.com"),
             "approved_at": datetime.combine(start, time(9), tzinfo=UTC),
         },
@@ -241,49 +384,78 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
     ).delete()
     for index, amount in enumerate(spec.monthly_plan):
         BudgetLine.objects.update_or_create(
-            budget=budget, month=_shift_months(first_month, index), category="",
+            budget=budget,
+            month=_shift_months(first_month, index),
+            category="",
             defaults={"amount": Decimal(amount)},
         )
     for run in spec.runs:
         run_start = _shift_months(today, -run.start_offset)
         TrainingRun.objects.update_or_create(
-            project=project, external_id=run.external_id,
+            project=project,
+            external_id=run.external_id,
             defaults={
-                "name": run.name, "gpu_type": run.gpu_type, "gpu_count": run.gpu_count,
-                "planned_gpu_hours": run.planned_gpu_hours, "rate_per_gpu_hour": run.rate,
-                "currency": "USD", "start_date": run_start,
+                "name": run.name,
+                "gpu_type": run.gpu_type,
+                "gpu_count": run.gpu_count,
+                "planned_gpu_hours": run.planned_gpu_hours,
+                "rate_per_gpu_hour": run.rate,
+                "currency": "USD",
+                "start_date": run_start,
                 "end_date": _shift_months(run_start, run.months) - timedelta(days=1),
                 "status": TrainingRun.Status.RUNNING,
             },
         )
     AllocationRule.objects.update_or_create(
-        project=project, match_on=AllocationRule.MatchOn.TAG, tag_key="project",
+        project=project,
+        match_on=AllocationRule.MatchOn.TAG,
+        tag_key="project",
         value=spec.slug,
         defaults={"priority": 100, "run_tag_key": "training_run" if spec.runs else ""},
     )
     return project
 
 
-def _project_costs(spec: DemoProject, project: Project, source, today: date) -> list[CostRecord]:
+def _project_costs(
+    spec: DemoProject, project: Project, source, today: date
+) -> list[CostRecord]:
     records = []
     runs = {r.external_id: r for r in project.runs.all()}
     day = project.start_date
     last = min(project.end_date, today)
     while day <= last:
-        month_index = (day.year - project.start_date.year) * 12 + day.month - project.start_date.month
+        month_index = (
+            (day.year - project.start_date.year) * 12
+            + day.month
+            - project.start_date.month
+        )
         month_days = (next_month(day) - max(month_start(day), project.start_date)).days
         planned_daily = Decimal(spec.monthly_plan[month_index]) / month_days
         factor = Decimal(str(spec.factors[month_index]))
         if (today - day).days < 7:
             factor *= Decimal(str(spec.recent_surge))
-        noise = Decimal(str(round(random.Random(f"{spec.slug}{day}").uniform(0.85, 1.15), 3)))
+        noise = Decimal(
+            str(round(random.Random(f"{spec.slug}{day}").uniform(0.85, 1.15), 3))
+        )
         for service in spec.services:
-            amount = (planned_daily * factor * noise * service.share).quantize(CENT, ROUND_HALF_UP)
+            amount = (planned_daily * factor * noise * service.share).quantize(
+                CENT, ROUND_HALF_UP
+            )
             run = _active_run(runs, day) if service.gpu_rate else None
-            records.append(_record(source, service, day, amount, today, {
-                "project": spec.slug, "team": spec.team,
-                **({"training_run": run.external_id} if run else {}),
-            }))
+            records.append(
+                _record(
+                    source,
+                    service,
+                    day,
+                    amount,
+                    today,
+                    {
+                        "project": spec.slug,
+                        "team": spec.team,
+                        **({"training_run": run.external_id} if run else {}),
+                    },
+                )
+            )
         day += timedelta(days=1)
     return records
 
@@ -296,22 +468,36 @@ def _active_run(runs: dict[str, TrainingRun], day: date) -> TrainingRun | None:
 
 
 def _unallocated_costs(source, today: date) -> list[CostRecord]:
-    shared = Service("AWS", "AWS Support (Business)", "Management and Governance", Decimal("1"), "1234567890")
+    shared = Service(
+        "AWS",
+        "AWS Support (Business)",
+        "Management and Governance",
+        Decimal("1"),
+        "1234567890",
+    )
     day = _shift_months(today, -2)
     records = []
     while day <= today:
-        records.append(_record(source, shared, day, UNALLOCATED_DAILY, today, {"team": "platform"}))
+        records.append(
+            _record(source, shared, day, UNALLOCATED_DAILY, today, {"team": "platform"})
+        )
         day += timedelta(days=1)
     return records
 
 
-def _record(source, service: Service, day: date, amount: Decimal, today: date, tags: dict) -> CostRecord:
+def _record(
+    source, service: Service, day: date, amount: Decimal, today: date, tags: dict
+) -> CostRecord:
     start = datetime.combine(day, time(), tzinfo=UTC)
     period_start = datetime.combine(month_start(day), time(), tzinfo=UTC)
     currency_amount = amount
     if service.currency == "EUR":
         currency_amount = (amount / Decimal("1.08")).quantize(CENT, ROUND_HALF_UP)
-    gpu_hours = (currency_amount / service.gpu_rate).quantize(Decimal("0.001")) if service.gpu_rate else None
+    gpu_hours = (
+        (currency_amount / service.gpu_rate).quantize(Decimal("0.001"))
+        if service.gpu_rate
+        else None
+    )
     return CostRecord(
         source=source,
         billing_account_id=service.account,
@@ -335,7 +521,9 @@ def _record(source, service: Service, day: date, amount: Decimal, today: date, t
         service_name=service.name,
         service_category=service.category,
         region_id="us-east-1" if service.provider == "AWS" else "",
-        resource_id=f"{service.account}/{tags.get('project', 'shared')}/{service.name.lower().replace(' ', '-')}",
+        resource_id="/".join(
+            [service.account, tags.get("project", "shared"), slugify(service.name)]
+        ),
         consumed_quantity=gpu_hours,
         consumed_unit="GPU-Hours" if gpu_hours is not None else "",
         tags=tags,
@@ -351,19 +539,29 @@ def _invoices(project: Project, today: date) -> None:
     ]:
         period_start = _shift_months(today, -offset)
         invoice, _ = ComputeInvoice.objects.update_or_create(
-            vendor="Lambda", invoice_number=number,
+            vendor="Lambda",
+            invoice_number=number,
             defaults={
                 "issued_on": _shift_months(today, -offset + 1) + timedelta(days=3),
                 "period_start": period_start,
                 "period_end": _shift_months(period_start, 1) - timedelta(days=1),
-                "currency": "USD", "status": status, "project": project, "training_run": run,
+                "currency": "USD",
+                "status": status,
+                "project": project,
+                "training_run": run,
             },
         )
         invoice.lines.all().delete()
         ComputeInvoiceLine.objects.create(
-            invoice=invoice, description="Reserved H100 cluster (8 nodes)", gpu_type="H100 80GB",
-            gpu_hours=hours, rate=Decimal("1.99"), amount=hours * Decimal("1.99"),
+            invoice=invoice,
+            description="Reserved H100 cluster (8 nodes)",
+            gpu_type="H100 80GB",
+            gpu_hours=hours,
+            rate=Decimal("1.99"),
+            amount=hours * Decimal("1.99"),
         )
         ComputeInvoiceLine.objects.create(
-            invoice=invoice, description="Persistent storage, 40 TB", amount=Decimal("920.00"),
+            invoice=invoice,
+            description="Persistent storage, 40 TB",
+            amount=Decimal("920.00"),
         )

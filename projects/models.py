@@ -91,10 +91,12 @@ class TrainingRun(models.Model):
         ordering = ["start_date", "name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "external_id"], name="run_external_id_unique_in_project"
+                fields=["project", "external_id"],
+                name="run_external_id_unique_in_project",
             ),
             models.CheckConstraint(
-                condition=Q(end_date__gte=F("start_date")), name="run_ends_after_it_starts"
+                condition=Q(end_date__gte=F("start_date")),
+                name="run_ends_after_it_starts",
             ),
             models.CheckConstraint(
                 condition=Q(planned_gpu_hours__gte=0) & Q(rate_per_gpu_hour__gte=0),
@@ -137,7 +139,7 @@ class AllocationRule(models.Model):
         null=True,
         blank=True,
         related_name="allocation_rules",
-        help_text="Allocate matching costs to this run. Leave empty to use the run tag.",
+        help_text="Matching costs go to this run; leave empty to use the run tag.",
     )
     priority = models.PositiveIntegerField(
         default=100, help_text="Lower numbers are tried first."

@@ -57,8 +57,11 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     measure = budget.cost_measure if budget else "effective_cost"
     tolerance = budget.tolerance_percent if budget else 0
     runs = [
-        (run, run_variance(run=run, as_of=today, tolerance=tolerance),
-         selectors.gpu_hours_between(training_run=run))
+        (
+            run,
+            run_variance(run=run, as_of=today, tolerance=tolerance),
+            selectors.gpu_hours_between(training_run=run),
+        )
         for run in project.runs.all()
     ]
     context = {

@@ -20,7 +20,9 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
     tomorrow = today + timedelta(days=1)
     teams = []
     for team in Team.objects.prefetch_related("projects__budget"):
-        summaries = [project_summary(project=p, as_of=today) for p in team.projects.all()]
+        summaries = [
+            project_summary(project=p, as_of=today) for p in team.projects.all()
+        ]
         with_budget = [s for s in summaries if s.variance]
         teams.append(
             {

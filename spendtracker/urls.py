@@ -19,7 +19,8 @@ auth_urls = [
     path(
         "password-reset/",
         auth_views.PasswordResetView.as_view(
-            html_email_template_name="registration/password_reset_email.html"
+            email_template_name="registration/password_reset_email.txt",
+            html_email_template_name="registration/password_reset_email.html",
         ),
         name="password_reset",
     ),
@@ -53,6 +54,8 @@ urlpatterns = [
     path("healthz", site_views.health, name="health"),
     path("api/v1/", include("spendtracker.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),
+    path(
+        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"
+    ),
     path("admin/", admin.site.urls),
 ]

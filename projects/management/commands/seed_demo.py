@@ -6,13 +6,13 @@ from projects.demo import DEMO_PASSWORD, DEMO_USERS, demo_seed
 
 
 class Command(BaseCommand):
-    help = "Load the demo organisation (idempotent: a second run updates, never duplicates)."
+    help = "Load the demo organisation; a second run updates, never duplicates."
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--force",
             action="store_true",
-            help="Seed even with DJANGO_DEBUG off (the demo logins have a known password).",
+            help="Seed even with DJANGO_DEBUG off (demo logins share one password).",
         )
 
     def handle(self, *args, **options):

@@ -1,0 +1,63 @@
+"""Display helpers: money, percents and statuses. Rounding happens only here."""
+
+from decimal import Decimal
+
+from django import template
+from django.conf import settings
+from django.utils.safestring import mark_safe
+
+from spendtracker.currencies import money as format_money
+
+register = template.Library()
+
+STATUS_LABELS = {
+    "on_track": "On track",
+    "at_risk": "At risk",
+    "over": "Over",
+    "no_budget": "No budget",
+}
+
+
+@register.filter
+def money(amount, currency: str = "") -> str:
+    if amount is None or amount == "":
+        return "—"
+    return format_money(Decimal(amount), currency or settings.REPORTING_CURRENCY)
+
+
+@register.filter
+def money_cents(amount, currency: str = "") -> str:
+    if amount is None or amount == "":
+        return "—"
+    return format_money(
+        Decimal(amount), currency or settings.REPORTING_CURRENCY, places=2
+    )
+
+
+@register.filter
+def percent(value) -> str:
+    if value is None:
+        return "—"
+    return f"{Decimal(value):.0f}%"
+
+
+@register.filter
+def signed_percent(value) -> str:
+    if value is None:
+        return "—"
+    rounded = Decimal(value).quantize(Decimal(1))
+    return f"+{rounded}%" if rounded > 0 else f"{rounded}%".replace("-", "−")
+
+
+@register.filter
+def capped(value, limit: int = 100) -> Decimal:
+    """A percent clipped to [0, limit], for the width of a meter."""
+    if value is None:
+        return Decimal(0)
+    return max(Decimal(0), min(Decimal(value), Decimal(limit)))
+
+
+@register.simple_tag
+def status_badge(status: str) -> str:
+    label = STATUS_LABELS.get(status, status)
+    return mark_safe(f'<span class="badge badge-{status}">{label}</span>')
