@@ -5,9 +5,9 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Local defaults: SQLite, a filesystem Celery broker, console email. Any of them can be
-# overridden from the environment (see .env.example).
-export DJANGO_DEBUG ?= true
+# `make run` is local development: SQLite, a filesystem Celery broker, console email,
+# unless the environment says otherwise (see .env.example). Tests run as production does.
+run migrations-check: export DJANGO_DEBUG ?= true
 
 .PHONY: run test lint format migrations-check venv clean
 

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
@@ -267,6 +268,12 @@ class ComputeInvoice(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("invoice_detail", kwargs={"pk": self.pk})
+
+    def clean(self) -> None:
+        if self.training_run_id and self.training_run.project_id != self.project_id:
+            raise ValidationError(
+                {"training_run": "The run must belong to the invoice's project."}
+            )
 
     @property
     def total(self) -> Decimal:

@@ -154,7 +154,7 @@ def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Varian
         remaining_days=_remaining_days(as_of, run.end_date),
         tolerance=tolerance,
     )
-    if variance.status != Status.ON_TRACK and gpu_hours and run.planned_gpu_hours:
+    if run.planned_gpu_hours and gpu_hours > run.planned_gpu_hours:
         over = _percent(gpu_hours - run.planned_gpu_hours, run.planned_gpu_hours)
         reason = (
             f"Run {run.name} is {_signed_words(over)} plan: "

@@ -18,6 +18,9 @@ class ProjectListApi(APIView):
         start_date = serializers.DateField()
         end_date = serializers.DateField()
 
+        class Meta:
+            ref_name = "ProjectListItem"
+
     serializer_class = OutputSerializer
 
     def get(self, request: Request) -> Response:
@@ -40,6 +43,9 @@ class ProjectVarianceApi(APIView):
         forecast = serializers.DecimalField(max_digits=20, decimal_places=2)
         status = serializers.CharField()
         reason = serializers.CharField()
+
+        class Meta:
+            ref_name = "ProjectVariance"
 
     serializer_class = OutputSerializer
 

@@ -1,0 +1,107 @@
+"""Every page and API endpoint, for every persona, generated from the URL configuration.
+
+A new named URL without a row in PAGES fails `test_every_page_has_a_permission_rule`,
+so no page can ship without someone deciding who may see it.
+"""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+PERSONAS = ("anonymous", "lead", "member", "outsider", "finance", "admin")
+
+LOGIN = 302  # anonymous users are sent to the login page
+OPEN = dict.fromkeys(PERSONAS, 200)
+SIGNED_IN = {**dict.fromkeys(PERSONAS, 200), "anonymous": LOGIN}
+TEAM_ONLY = {**SIGNED_IN, "outsider": 404}
+PLAN_EDITORS = {**TEAM_ONLY, "member": 403, "finance": 403}
+FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
+API_SIGNED_IN = {**SIGNED_IN, "anonymous": 403}
+API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 403}
+ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
+
+# url name -> (kwargs from the world fixture, expected status per persona)
+PAGES = {
+    "dashboard": (lambda w: {}, SIGNED_IN),
+    "project_detail": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
+    "budget_edit": (lambda w: {"slug": w.project.slug}, PLAN_EDITORS),
+    "team_list": (lambda w: {}, SIGNED_IN),
+    "team_detail": (lambda w: {"slug": w.team.slug}, TEAM_ONLY),
+    "overview": (lambda w: {}, FINANCE_ONLY),
+    "invoice_list": (lambda w: {}, SIGNED_IN),
+    "invoice_detail": (lambda w: {"pk": w.invoice.pk}, TEAM_ONLY),
+    "login": (lambda w: {}, ANONYMOUS_ONLY),
+    "logout": (lambda w: {}, dict.fromkeys(PERSONAS, 405)),  # POST only
+    "password_reset": (lambda w: {}, OPEN),
+    "password_reset_done": (lambda w: {}, OPEN),
+    "password_reset_confirm": (lambda w: {"uidb64": "MQ", "token": "x-y"}, OPEN),
+    "password_reset_complete": (lambda w: {}, OPEN),
+    "health": (lambda w: {}, OPEN),
+    "api_project_list": (lambda w: {}, API_SIGNED_IN),
+    "api_project_variance": (lambda w: {"slug": w.project.slug}, API_TEAM_ONLY),
+    "schema": (lambda w: {}, API_SIGNED_IN),
+    "api_docs": (lambda w: {}, API_SIGNED_IN),
+}
+
+
+def named_patterns(resolver=None, namespace=""):
+    """Names of every URL pattern outside Django admin."""
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                continue
+            yield from named_patterns(pattern, pattern.namespace or namespace)
+        elif isinstance(pattern, URLPattern):
+            yield (f"{namespace}:" if namespace else "") + (pattern.name or "")
+
+
+def test_every_page_has_a_permission_rule():
+    names = set(named_patterns())
+    assert "" not in names, "every URL pattern needs a name"
+    assert names == set(PAGES), (
+        f"without a rule: {sorted(names - set(PAGES))}; "
+        f"stale rules: {sorted(set(PAGES) - names)}"
+    )
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_each_persona_gets_the_expected_answer(client, world, name, persona):
+    kwargs, expected = PAGES[name]
+    if persona != "anonymous":
+        client.force_login(getattr(world, persona))
+    response = client.get(reverse(name, kwargs=kwargs(world)))
+    assert response.status_code == expected[persona]
+
+
+def test_an_outsider_cannot_tell_a_hidden_project_from_a_missing_one(client, world):
+    client.force_login(world.lead)
+    hidden = client.get(reverse("project_detail", args=[world.other_project.slug]))
+    missing = client.get(reverse("project_detail", args=["no-such-project"]))
+    assert hidden.status_code == missing.status_code == 404
+
+
+def test_the_dashboard_lists_only_the_users_team_projects(client, world):
+    client.force_login(world.lead)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert world.project.name in page
+    assert world.other_project.name not in page
+
+
+def test_finance_sees_every_team_project_on_the_dashboard(client, world):
+    client.force_login(world.finance)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert world.project.name in page
+    assert world.other_project.name in page
+
+
+def test_the_api_hides_other_teams_projects(client, world):
+    client.force_login(world.member)
+    slugs = [p["slug"] for p in client.get(reverse("api_project_list")).json()]
+    assert slugs == [world.project.slug]
+
+
+def test_a_finance_user_cannot_post_a_plan_change(client, world):
+    client.force_login(world.finance)
+    response = client.post(reverse("budget_edit", args=[world.project.slug]), {})
+    assert response.status_code == 403

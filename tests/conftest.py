@@ -1,0 +1,115 @@
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Membership, Team, User
+from billing.models import ComputeInvoice, ComputeInvoiceLine
+from budgets.models import Budget, BudgetLine
+from projects.models import Project
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def test_settings(settings):
+    """The manifest storage of production needs collectstatic; tests serve plain files.
+    A fast hasher keeps the personas cheap to build."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
+    }
+
+
+@dataclass
+class World:
+    """Named personas around one team's project, and an outsider in another team."""
+
+    team: Team
+    other_team: Team
+    lead: User
+    member: User
+    outsider: User
+    finance: User
+    admin: User
+    project: Project
+    other_project: Project
+    invoice: ComputeInvoice
+
+
+def make_user(email: str, role: str = User.Role.STANDARD, **extra) -> User:
+    return User.objects.create_user(email=email, password=PASSWORD, role=role, **extra)
+
+
+def make_project(team: Team, owner: User, slug: str, **extra) -> Project:
+    defaults = {
+        "name": slug.replace("-", " ").title(),
+        "kind": Project.Kind.FINE_TUNING,
+        "start_date": date(2026, 1, 1),
+        "end_date": date(2026, 12, 31),
+    }
+    return Project.objects.create(
+        team=team, owner=owner, slug=slug, **{**defaults, **extra}
+    )
+
+
+def make_budget(project: Project, months: dict[date, str], **extra) -> Budget:
+    total = sum((Decimal(amount) for amount in months.values()), Decimal("0"))
+    fields = {
+        "total": total,
+        "currency": "USD",
+        "start_date": project.start_date,
+        "end_date": project.end_date,
+        **extra,
+    }
+    budget = Budget.objects.create(project=project, **fields)
+    for month, amount in months.items():
+        BudgetLine.objects.create(budget=budget, month=month, amount=Decimal(amount))
+    return budget
+
+
+@pytest.fixture
+def world(db) -> World:
+    team = Team.objects.create(name="Foundation", slug="foundation")
+    other_team = Team.objects.create(name="Other", slug="other")
+    lead = make_user("lead@test.example", full_name="Lena Lead")
+    member = make_user("member@test.example")
+    outsider = make_user("outsider@test.example")
+    finance = make_user("finance@test.example", role=User.Role.FINANCE)
+    admin = make_user(
+        "admin@test.example", role=User.Role.ADMIN, is_staff=True, is_superuser=True
+    )
+    Membership.objects.create(user=lead, team=team, role=Membership.Role.LEAD)
+    Membership.objects.create(user=member, team=team, role=Membership.Role.MEMBER)
+    Membership.objects.create(user=outsider, team=other_team, role=Membership.Role.LEAD)
+    project = make_project(team, lead, "llama-sft")
+    make_budget(project, {date(2026, 1, 1): "1000.00", date(2026, 2, 1): "2000.00"})
+    other_project = make_project(other_team, outsider, "secret-pretrain")
+    invoice = ComputeInvoice.objects.create(
+        vendor="Lambda",
+        invoice_number="INV-1",
+        issued_on=date(2026, 2, 3),
+        period_start=date(2026, 1, 1),
+        period_end=date(2026, 1, 31),
+        currency="USD",
+        project=project,
+    )
+    ComputeInvoiceLine.objects.create(
+        invoice=invoice, description="H100 hours", amount=Decimal("1234.5000")
+    )
+    return World(
+        team=team,
+        other_team=other_team,
+        lead=lead,
+        member=member,
+        outsider=outsider,
+        finance=finance,
+        admin=admin,
+        project=project,
+        other_project=other_project,
+        invoice=invoice,
+    )

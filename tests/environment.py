@@ -1,0 +1,13 @@
+"""Loaded with `-p` before Django starts: what the test run needs from the environment.
+
+The one settings file reads only the environment, so tests set what a deployment would,
+and leave DATABASE_URL and CELERY_BROKER_URL to the caller (CI points them at
+PostgreSQL and Redis).
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-production")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("REPORTING_CURRENCY", "USD")
