@@ -28,7 +28,7 @@ run: venv
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: venv
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

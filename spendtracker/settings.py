@@ -108,12 +108,19 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": _read("DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-}
-if isinstance(DATABASES["default"], str):  # the default, or a bad value was rejected
-    DATABASES["default"] = env.db_url_config(DATABASES["default"])
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
+
+def _database_url(name: str, default: str) -> dict:
+    url = env.str(name, default=default)
+    scheme = url.split("://", 1)[0]
+    if scheme not in environ.Env.DB_SCHEMES:
+        raise ValueError(f"unknown database scheme {scheme!r} in {url!r}")
+    return env.db_url_config(url)
+
+
+_SQLITE_URL = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+DATABASES = {"default": _read("DATABASE_URL", _database_url, _SQLITE_URL)}
+if isinstance(DATABASES["default"], str):  # a bad value was rejected above
+    DATABASES["default"] = env.db_url_config(_SQLITE_URL)
 DATABASES["default"]["CONN_MAX_AGE"] = _read("DJANGO_CONN_MAX_AGE", env.int, 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

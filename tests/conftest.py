@@ -1,3 +1,4 @@
+import os
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -10,6 +11,19 @@ from budgets.models import Budget, BudgetLine
 from projects.models import Project
 
 PASSWORD = "correct-horse-battery"
+SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI a skipped test is a failure: nothing may be silently left out."""
+    if os.environ.get("CI") and SKIPPED:
+        print(f"\nCI runs every test, but these were skipped: {SKIPPED}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,173 @@
+"""The portal in a real browser: headless Chromium against pytest-django's live server.
+
+Each test seeds the demo organisation (`projects.demo.demo_seed`) into a transactional
+database that the live server thread reads, logs in through the login form, and checks
+what a person sees, including that Chart.js really drew the cumulative chart.
+Screenshots of the pages land in `test-artifacts/` at the repository root.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from projects.demo import DEMO_PASSWORD, demo_seed
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ATLAS = "atlas-13b-pretraining"
+ATLAS_NAME = "Atlas-13B pre-training"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module.
+
+    Playwright's sync API keeps an asyncio loop marked as running in this thread for
+    as long as it is open, and Django refuses ORM calls from a thread with a running
+    loop. The variable is set for the browser's whole life, so it also covers the
+    database flush that tears down each transactional test while the loop is open.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+
+
+@pytest.fixture
+def allow_async_unsafe(monkeypatch):
+    """ORM calls in the test body run in the thread where Playwright's loop runs."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def demo(allow_async_unsafe, transactional_db, live_server):
+    return demo_seed(today=timezone.now().date())
+
+
+@pytest.fixture
+def js_errors() -> list[str]:
+    """Uncaught JavaScript errors of the page, such as a chart script that throws."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, demo, js_errors):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def log_in(page: Page, base_url: str, email: str, password: str) -> None:
+    page.goto(f"{base_url}/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def test_a_lead_logs_in_sees_atlas_flagged_over_budget_and_its_chart(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+
+    expect(page).to_have_url(f"{live_server.url}/")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Lena")
+    card = page.locator(f'article[data-project="{ATLAS}"]')
+    expect(card).to_have_attribute("data-status", "over")
+    expect(card.locator(".title .badge")).to_have_text("Over")
+    expect(card.locator(".reason")).to_contain_text("over budget")
+    screenshot(page, "dashboard-lead")
+
+    card.get_by_role("link", name=ATLAS_NAME).click()
+
+    expect(page).to_have_url(f"{live_server.url}/projects/{ATLAS}/")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(ATLAS_NAME)
+    expect(page.get_by_test_id("status-reason")).to_contain_text("over budget")
+    expect(page.get_by_role("link", name="Edit plan")).to_be_visible()
+    canvas = page.locator("canvas#cumulative-chart")
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    assert box is not None
+    assert box["width"] > 0
+    assert box["height"] > 0
+    chart = canvas.evaluate(
+        """(canvas) => {
+            const chart = Chart.getChart(canvas);
+            return chart && {
+                datasets: chart.data.datasets.length,
+                labels: chart.data.labels.length,
+                width: chart.width,
+                height: chart.height,
+            };
+        }"""
+    )
+    assert chart is not None, "Chart.js did not draw on canvas#cumulative-chart"
+    assert chart["datasets"] == 2
+    assert chart["labels"] > 0
+    assert chart["width"] > 0
+    assert chart["height"] > 0
+    screenshot(page, "project-atlas-lead")
+    assert js_errors == []
+
+
+def test_a_team_member_sees_the_over_budget_project_without_an_edit_plan_button(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "member@example.com", DEMO_PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/")
+
+    page.goto(f"{live_server.url}/projects/{ATLAS}/")
+
+    expect(page.get_by_role("heading", level=1)).to_contain_text(ATLAS_NAME)
+    expect(page.get_by_role("heading", level=1).locator(".badge")).to_have_text(
+        "Over"
+    )
+    expect(page.get_by_role("link", name="Edit plan")).to_have_count(0)
+    expect(page.locator(f'a[href="/projects/{ATLAS}/plan/"]')).to_have_count(0)
+    assert js_errors == []
+
+
+def test_a_wrong_password_shows_an_error_and_stays_on_the_login_page(
+    page: Page, live_server
+):
+    login_url = f"{live_server.url}/accounts/login/"
+
+    log_in(page, live_server.url, "lead@example.com", "not-the-password")
+
+    expect(page).to_have_url(login_url)
+    expect(page.locator("div.nonfield")).to_contain_text(
+        re.compile("correct email address and password", re.IGNORECASE)
+    )
+    expect(page.get_by_label("Email")).to_have_value("lead@example.com")
+    expect(page.get_by_label("Password")).to_have_value("")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()

@@ -1,0 +1,45 @@
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from billing.models import DailyCost
+from budgets.services import Status, project_variance
+from projects.models import Project
+
+
+def row_counts() -> dict[str, int]:
+    return {
+        model._meta.label: model.objects.count()
+        for model in apps.get_models()
+        if model._meta.app_label in {"accounts", "projects", "budgets", "billing"}
+    }
+
+
+def test_seed_demo_twice_duplicates_nothing(db):
+    call_command("seed_demo", "--force")
+    first = row_counts()
+    call_command("seed_demo", "--force")
+    assert row_counts() == first
+    assert first["projects.Project"] == 8
+    assert first["accounts.Team"] == 3
+
+
+def test_the_demo_tells_its_story(db):
+    call_command("seed_demo", "--force")
+    today = DailyCost.objects.latest("date").date
+    statuses = {
+        p.slug: project_variance(project=p, as_of=today).status
+        for p in Project.objects.all()
+    }
+    assert statuses["atlas-13b-pretraining"] == Status.OVER
+    assert statuses["support-bot-lora"] == Status.ON_TRACK
+    assert statuses["chat-inference"] == Status.ON_TRACK
+    assert statuses["model-evals"] == Status.AT_RISK
+    assert DailyCost.objects.filter(project__isnull=True).exists()  # unallocated
+
+
+def test_seed_demo_refuses_to_create_known_logins_in_production(db, settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DJANGO_DEBUG off"):
+        call_command("seed_demo")

@@ -1,0 +1,51 @@
+"""Misconfiguration stops start-up with a system check that names the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_check(**env: str) -> subprocess.CompletedProcess:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "EMAIL_", "REPORTING_", "DATABASE_"))
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_complete_configuration_passes_the_checks():
+    result = run_check(DJANGO_SECRET_KEY="s" * 50, DJANGO_ALLOWED_HOSTS="example.com")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "DJANGO_SECRET_KEY: must be set when DJANGO_DEBUG is off"),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be true or false"),
+        (
+            {"DJANGO_DEBUG": "true", "REPORTING_CURRENCY": "DOLLARS"},
+            "REPORTING_CURRENCY",
+        ),
+        ({"DJANGO_DEBUG": "true", "DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
+        ({"DJANGO_DEBUG": "true", "EMAIL_PORT": "twenty-five"}, "EMAIL_PORT"),
+    ],
+)
+def test_a_missing_or_bad_variable_is_named_by_a_system_check(env, named):
+    result = run_check(**env)
+    assert result.returncode != 0
+    assert "spendtracker.E001" in result.stderr
+    assert named in result.stderr
