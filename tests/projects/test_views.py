@@ -1,0 +1,128 @@
+"""What the portal pages show, at fixed moments."""
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core import mail
+from django.urls import reverse
+
+from billing.models import BillingSource, CostRecord
+from billing.services import daily_costs_rebuild
+
+pytestmark = pytest.mark.django_db
+
+
+def spend(project, day: date, amount: str) -> None:
+    source, _ = BillingSource.objects.get_or_create(name="s", kind="focus")
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    CostRecord.objects.create(
+        source=source,
+        billing_account_id="a",
+        billing_period_start=start.replace(day=1),
+        billing_period_end=start.replace(day=1) + timedelta(days=32),
+        charge_period_start=start,
+        charge_period_end=start + timedelta(days=1),
+        charge_category="Usage",
+        billed_cost=Decimal(amount),
+        effective_cost=Decimal(amount),
+        list_cost=Decimal(amount),
+        contracted_cost=Decimal(amount),
+        billing_currency="USD",
+        provider_name="AWS",
+        service_name="Amazon EC2",
+        project=project,
+    )
+    daily_costs_rebuild(start=day, end=day + timedelta(days=1))
+
+
+@time_machine.travel(datetime(2026, 2, 1, 0, 30, tzinfo=UTC), tick=False)
+def test_just_after_midnight_on_the_first_the_dashboard_shows_the_new_month(
+    client, world
+):
+    spend(world.project, date(2026, 1, 31), "500")
+    spend(world.project, date(2026, 2, 1), "70")
+    client.force_login(world.lead)
+    summary = client.get(reverse("dashboard")).context["summaries"][0]
+    assert summary.month_plan == Decimal("2000.00")  # February's line
+    assert summary.month_actual == Decimal("70")
+    assert summary.variance.actual_to_date == Decimal("570")
+
+
+@time_machine.travel(datetime(2026, 1, 31, 23, 59, tzinfo=UTC), tick=False)
+def test_the_project_page_shows_the_reason_and_the_chart_data(client, world):
+    spend(world.project, date(2026, 1, 10), "1500")  # January's plan is 1,000
+    client.force_login(world.member)
+    response = client.get(reverse("project_detail", args=[world.project.slug]))
+    page = response.content.decode()
+    assert "Project Llama Sft is 50% over plan to date: $1,500 spent" in page
+    assert response.context["chart"]["actual"] == [Decimal("1500")] + [None] * 11
+    assert 'id="cumulative-data"' in page
+    assert "Edit plan" not in page  # members read only
+
+
+def test_the_organisation_overview_shows_unallocated_spend(client, world):
+    today = datetime.now(UTC).date()
+    spend(None, today, "42")
+    client.force_login(world.finance)
+    response = client.get(reverse("overview"))
+    assert response.context["month_unallocated"] == Decimal("42")
+    assert "$42" in response.content.decode()
+
+
+def test_the_invoice_page_shows_its_lines_and_total(client, world):
+    client.force_login(world.lead)
+    page = client.get(reverse("invoice_detail", args=[world.invoice.pk])).content
+    assert b"H100 hours" in page
+    assert b"$1,234.50" in page
+
+
+def test_a_password_reset_sends_one_email_with_a_working_link(client, world):
+    client.post(reverse("password_reset"), {"email": world.lead.email})
+    assert len(mail.outbox) == 1
+    email = mail.outbox[0]
+    assert email.to == [world.lead.email]
+    assert email.subject == "Reset your Spendtracker password"
+    assert email.alternatives and "Choose a new password" in email.alternatives[0][0]
+    link = next(w for w in email.body.split() if "/accounts/password-reset/" in w)
+    path = link.split("testserver", 1)[1]
+    form_page = client.get(path, follow=True)
+    assert form_page.context["validlink"] is True
+    client.post(
+        form_page.redirect_chain[-1][0],
+        {
+            "new_password1": "a-new-long-password-9",
+            "new_password2": "a-new-long-password-9",
+        },
+    )
+    world.lead.refresh_from_db()
+    assert world.lead.check_password("a-new-long-password-9")
+
+
+def test_an_unknown_address_gets_no_email_and_the_same_answer(client, world):
+    response = client.post(reverse("password_reset"), {"email": "nobody@x.example"})
+    assert response.status_code == 302
+    assert mail.outbox == []
+
+
+def test_the_variance_api_returns_exact_decimal_strings(client, world):
+    with time_machine.travel(datetime(2026, 1, 31, 12, tzinfo=UTC), tick=False):
+        spend(world.project, date(2026, 1, 5), "900.126")
+        client.force_login(world.lead)
+        data = client.get(
+            reverse("api_project_variance", args=[world.project.slug])
+        ).json()
+    assert data == {
+        "slug": "llama-sft",
+        "as_of": "2026-01-31",
+        "currency": "USD",
+        "budget": "3000.00",
+        "plan_to_date": "1000.00",
+        "actual_to_date": "900.13",
+        "variance": "-99.87",
+        "variance_percent": "-10.0",
+        "forecast": "2900.13",
+        "status": "on_track",
+        "reason": "Project Llama Sft is on plan: $900 spent vs $1,000 planned to date",
+    }
