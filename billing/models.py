@@ -12,6 +12,21 @@ COST_DIGITS = {"max_digits": 30, "decimal_places": 11}
 QUANTITY_DIGITS = {"max_digits": 32, "decimal_places": 15}
 
 
+class CostMeasures(models.Model):
+    """The four FOCUS cost measures, kept side by side on every cost row."""
+
+    billed_cost = models.DecimalField(**COST_DIGITS)
+    effective_cost = models.DecimalField(**COST_DIGITS)
+    list_cost = models.DecimalField(**COST_DIGITS)
+    contracted_cost = models.DecimalField(**COST_DIGITS)
+
+    class Meta:
+        abstract = True
+
+
+COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
+
+
 class BillingSource(models.Model):
     class Kind(models.TextChoices):
         FOCUS = "focus", "FOCUS export"
@@ -69,7 +84,7 @@ class ImportRun(models.Model):
         return f"{self.source} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
 
 
-class CostRecord(models.Model):
+class CostRecord(CostMeasures):
     """One billed cost line with FOCUS column semantics; the only fact table."""
 
     source = models.ForeignKey(
@@ -90,10 +105,6 @@ class CostRecord(models.Model):
     charge_class = models.CharField(max_length=20, blank=True)
     charge_description = models.TextField(blank=True)
     charge_frequency = models.CharField(max_length=20, blank=True)
-    billed_cost = models.DecimalField(**COST_DIGITS)
-    effective_cost = models.DecimalField(**COST_DIGITS)
-    list_cost = models.DecimalField(**COST_DIGITS)
-    contracted_cost = models.DecimalField(**COST_DIGITS)
     billing_currency = models.CharField(
         max_length=3, validators=[validate_currency_code]
     )
@@ -151,7 +162,7 @@ class CostRecord(models.Model):
 GPU_HOUR_UNITS = ("gpu-hours", "gpu hours", "gpu-hour", "gpu hour", "gpuhours")
 
 
-class DailyCost(models.Model):
+class DailyCost(CostMeasures):
     """The rollup the portal reads: one row per day, allocation and billing currency.
 
     Amounts are in the reporting currency, converted with `fx_rate`, the rate in force
@@ -180,10 +191,6 @@ class DailyCost(models.Model):
     billing_currency = models.CharField(max_length=3)
     fx_rate = models.DecimalField(max_digits=20, decimal_places=10, null=True)
     is_provisional = models.BooleanField(default=False)
-    billed_cost = models.DecimalField(**COST_DIGITS)
-    effective_cost = models.DecimalField(**COST_DIGITS)
-    list_cost = models.DecimalField(**COST_DIGITS)
-    contracted_cost = models.DecimalField(**COST_DIGITS)
     gpu_hours = models.DecimalField(default=Decimal("0"), **QUANTITY_DIGITS)
 
     class Meta:

@@ -11,10 +11,14 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.db.models.functions import TruncDate
 
-from billing.models import GPU_HOUR_UNITS, CostRecord, DailyCost, FxRate
+from billing.models import (
+    COST_COLUMNS,
+    GPU_HOUR_UNITS,
+    CostRecord,
+    DailyCost,
+    FxRate,
+)
 from projects.models import AllocationRule, TrainingRun
-
-COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,19 @@
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from accounts.models import Membership, Team, User
-from billing.models import ComputeInvoice, ComputeInvoiceLine
+from billing.models import (
+    COST_COLUMNS,
+    BillingSource,
+    ComputeInvoice,
+    ComputeInvoiceLine,
+    CostRecord,
+)
+from billing.services import daily_costs_rebuild
 from budgets.models import Budget, BudgetLine
 from projects.models import Project
 
@@ -84,6 +91,35 @@ def make_budget(project: Project, months: dict[date, str], **extra) -> Budget:
     for month, amount in months.items():
         BudgetLine.objects.create(budget=budget, month=month, amount=Decimal(amount))
     return budget
+
+
+def make_cost_record(day: date, amount: str, **fields) -> CostRecord:
+    """One day's FOCUS cost line; all four cost measures equal `amount`."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    source, _ = BillingSource.objects.get_or_create(
+        name="Test export", defaults={"kind": BillingSource.Kind.FOCUS}
+    )
+    values = {
+        "source": source,
+        "billing_account_id": "111",
+        "billing_period_start": start.replace(day=1),
+        "billing_period_end": start.replace(day=1) + timedelta(days=32),
+        "charge_period_start": start,
+        "charge_period_end": start + timedelta(days=1),
+        "charge_category": "Usage",
+        "billing_currency": "USD",
+        "provider_name": "AWS",
+        "service_name": "Amazon EC2",
+        **{measure: Decimal(amount) for measure in COST_COLUMNS},
+        **fields,
+    }
+    return CostRecord.objects.create(**values)
+
+
+def make_spend(project: Project | None, day: date, amount: str, **fields) -> None:
+    """Spend allocated to a project (None: unallocated), rolled up as imports do."""
+    make_cost_record(day, amount, project=project, **fields)
+    daily_costs_rebuild(start=day, end=day + timedelta(days=1))
 
 
 @pytest.fixture

@@ -3,16 +3,17 @@ on the configured broker (Redis in CI).
 """
 
 import time
-from datetime import UTC, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
-from billing.models import BillingSource, CostRecord, DailyCost
+from billing.models import DailyCost
 from billing.tasks import daily_costs_rebuild_recent
 from spendtracker.celery import app
+from tests.conftest import make_cost_record
 
 
 @pytest.fixture
@@ -31,29 +32,13 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
 
 
 def test_a_worker_rebuilds_the_recent_rollup(worker):
-    source = BillingSource.objects.create(name="s", kind=BillingSource.Kind.FOCUS)
-    yesterday = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    yesterday -= timedelta(days=1)
-    CostRecord.objects.create(
-        source=source,
-        billing_account_id="a",
-        billing_period_start=yesterday.replace(day=1),
-        billing_period_end=yesterday.replace(day=1) + timedelta(days=32),
-        charge_period_start=yesterday,
-        charge_period_end=yesterday + timedelta(days=1),
-        charge_category="Usage",
-        billed_cost=Decimal("12.5"),
-        effective_cost=Decimal("12.5"),
-        list_cost=Decimal("12.5"),
-        contracted_cost=Decimal("12.5"),
-        billing_currency="USD",
-        provider_name="AWS",
-    )
+    yesterday = timezone.now().date() - timedelta(days=1)
+    make_cost_record(yesterday, "12.5")
     daily_costs_rebuild_recent.delay()
     assert wait_for(lambda: DailyCost.objects.exists()), "the worker did not run"
     row = DailyCost.objects.get()
     assert (row.date, row.billed_cost) == (
-        yesterday.astimezone(UTC).date(),
+        yesterday,
         Decimal("12.5"),
     )
 

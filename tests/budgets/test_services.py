@@ -4,13 +4,11 @@ Spend enters as CostRecords and reaches DailyCost through the rollup service, as
 production data does.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
-from billing.models import BillingSource, CostRecord
-from billing.services import daily_costs_rebuild
 from budgets.services import (
     Status,
     budget_plan_to_date,
@@ -19,38 +17,18 @@ from budgets.services import (
     run_variance,
 )
 from projects.models import TrainingRun
-from tests.conftest import make_budget, make_project
+from tests.conftest import make_budget, make_project, make_spend
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def source(db):
-    return BillingSource.objects.create(name="test", kind=BillingSource.Kind.FOCUS)
-
-
-def spend(source, project, day: date, amount: str, run=None, gpu_hours=None):
-    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    CostRecord.objects.create(
-        source=source,
-        billing_account_id="acct",
-        billing_period_start=start.replace(day=1),
-        billing_period_end=start.replace(day=1) + timedelta(days=32),
-        charge_period_start=start,
-        charge_period_end=start + timedelta(days=1),
-        charge_category="Usage",
-        billed_cost=Decimal(amount),
-        effective_cost=Decimal(amount),
-        list_cost=Decimal(amount),
-        contracted_cost=Decimal(amount),
-        billing_currency="USD",
-        provider_name="AWS",
-        consumed_quantity=gpu_hours,
-        consumed_unit="GPU-Hours" if gpu_hours else "",
-        project=project,
-        training_run=run,
+def spend(project, day: date, amount: str, run=None, gpu_hours=None) -> None:
+    gpu = (
+        {"consumed_quantity": gpu_hours, "consumed_unit": "GPU-Hours"}
+        if gpu_hours
+        else {}
     )
-    daily_costs_rebuild(start=day, end=day + timedelta(days=1))
+    make_spend(project, day, amount, training_run=run, **gpu)
 
 
 @pytest.fixture
@@ -95,10 +73,10 @@ def test_a_project_starting_mid_month_spreads_that_month_over_its_own_days(world
     )
 
 
-def test_variance_compares_actual_with_plan_to_date(project, source):
-    spend(source, project, date(2026, 1, 10), "2000.00")
-    spend(source, project, date(2026, 2, 1), "1500.50")
-    spend(source, project, date(2026, 2, 15), "999.99")  # after as_of: not counted
+def test_variance_compares_actual_with_plan_to_date(project):
+    spend(project, date(2026, 1, 10), "2000.00")
+    spend(project, date(2026, 2, 1), "1500.50")
+    spend(project, date(2026, 2, 15), "999.99")  # after as_of: not counted
     variance = project_variance(project=project, as_of=date(2026, 2, 14))
     assert variance.plan_to_date == Decimal("4500")
     assert variance.actual_to_date == Decimal("3500.50")
@@ -108,8 +86,8 @@ def test_variance_compares_actual_with_plan_to_date(project, source):
     assert variance.status == Status.ON_TRACK
 
 
-def test_spending_beyond_the_tolerance_puts_a_project_at_risk(project, source):
-    spend(source, project, date(2026, 1, 5), "3600.00")
+def test_spending_beyond_the_tolerance_puts_a_project_at_risk(project):
+    spend(project, date(2026, 1, 5), "3600.00")
     variance = project_variance(project=project, as_of=date(2026, 1, 31))
     assert variance.variance_percent == Decimal("16.1")  # tolerance is 10%
     assert variance.status == Status.AT_RISK
@@ -118,14 +96,12 @@ def test_spending_beyond_the_tolerance_puts_a_project_at_risk(project, source):
     )
 
 
-def test_a_burn_rate_that_would_overrun_the_budget_puts_a_project_at_risk(
-    project, source
-):
+def test_a_burn_rate_that_would_overrun_the_budget_puts_a_project_at_risk(project):
     # On plan to date, but the last seven days burned 300 a day: 28 more days at that
     # rate end at 3,100 + 28 * 300 = 11,500, far over 5,900.
     for offset in range(7):
-        spend(source, project, date(2026, 1, 25) + timedelta(days=offset), "300")
-    spend(source, project, date(2026, 1, 2), "1000")
+        spend(project, date(2026, 1, 25) + timedelta(days=offset), "300")
+    spend(project, date(2026, 1, 2), "1000")
     variance = project_variance(project=project, as_of=date(2026, 1, 31))
     assert variance.actual_to_date == Decimal("3100")
     assert variance.burn_rate == Decimal("300")
@@ -135,8 +111,8 @@ def test_a_burn_rate_that_would_overrun_the_budget_puts_a_project_at_risk(
     assert "forecast to finish at $11,500" in variance.reason
 
 
-def test_spending_more_than_the_whole_budget_is_over(project, source):
-    spend(source, project, date(2026, 1, 3), "6000")
+def test_spending_more_than_the_whole_budget_is_over(project):
+    spend(project, date(2026, 1, 3), "6000")
     variance = project_variance(project=project, as_of=date(2026, 1, 31))
     assert variance.status == Status.OVER
     assert variance.reason == (
@@ -144,13 +120,13 @@ def test_spending_more_than_the_whole_budget_is_over(project, source):
     )
 
 
-def test_a_zero_budget_is_on_track_until_money_is_spent(world, source):
+def test_a_zero_budget_is_on_track_until_money_is_spent(world):
     project = make_project(world.team, world.lead, "zero")
     make_budget(project, {})
     quiet = project_variance(project=project, as_of=date(2026, 3, 1))
     assert quiet.status == Status.ON_TRACK
     assert quiet.variance_percent is None and quiet.used_percent is None
-    spend(source, project, date(2026, 3, 1), "25")
+    spend(project, date(2026, 3, 1), "25")
     spent = project_variance(project=project, as_of=date(2026, 3, 1))
     assert spent.status == Status.OVER
     assert spent.reason == "Project Zero has no budget but has spent $25"
@@ -161,7 +137,7 @@ def test_a_project_without_a_budget_has_no_variance(world):
     assert project_variance(project=project, as_of=date(2026, 3, 1)) is None
 
 
-def test_a_run_over_its_gpu_hours_says_so_in_words(project, source):
+def test_a_run_over_its_gpu_hours_says_so_in_words(project):
     run = TrainingRun.objects.create(
         project=project,
         name="llama-70b-sft",
@@ -173,9 +149,7 @@ def test_a_run_over_its_gpu_hours_says_so_in_words(project, source):
         start_date=date(2026, 1, 1),
         end_date=date(2026, 1, 10),
     )
-    spend(
-        source, project, date(2026, 1, 4), "1416.81", run=run, gpu_hours=Decimal("569")
-    )
+    spend(project, date(2026, 1, 4), "1416.81", run=run, gpu_hours=Decimal("569"))
     variance = run_variance(run=run, as_of=date(2026, 1, 10), tolerance=Decimal("10"))
     assert variance.total == Decimal("1025.88")  # 412 GPU-hours at 2.49
     assert variance.status == Status.OVER
@@ -184,7 +158,7 @@ def test_a_run_over_its_gpu_hours_says_so_in_words(project, source):
     )
 
 
-def test_a_run_is_planned_evenly_over_its_days(project, source):
+def test_a_run_is_planned_evenly_over_its_days(project):
     run = TrainingRun.objects.create(
         project=project,
         name="short",
@@ -196,15 +170,15 @@ def test_a_run_is_planned_evenly_over_its_days(project, source):
         start_date=date(2026, 1, 1),
         end_date=date(2026, 1, 10),
     )
-    spend(source, project, date(2026, 1, 2), "90", run=run, gpu_hours=Decimal("45"))
+    spend(project, date(2026, 1, 2), "90", run=run, gpu_hours=Decimal("45"))
     variance = run_variance(run=run, as_of=date(2026, 1, 5), tolerance=Decimal("10"))
     assert variance.plan_to_date == Decimal("100")
     assert variance.actual_to_date == Decimal("90")
     assert variance.status == Status.ON_TRACK
 
 
-def test_the_cumulative_chart_stops_actuals_at_the_current_month(project, source):
-    spend(source, project, date(2026, 1, 10), "1000")
+def test_the_cumulative_chart_stops_actuals_at_the_current_month(project):
+    spend(project, date(2026, 1, 10), "1000")
     chart = project_cumulative_by_month(project=project, as_of=date(2026, 1, 20))
     assert chart["labels"] == ["Jan 2026", "Feb 2026"]
     assert chart["plan"] == [Decimal("3100"), Decimal("5900")]

@@ -1,6 +1,6 @@
 """What the portal pages show, at fixed moments."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -8,41 +8,17 @@ import time_machine
 from django.core import mail
 from django.urls import reverse
 
-from billing.models import BillingSource, CostRecord
-from billing.services import daily_costs_rebuild
+from tests.conftest import make_spend
 
 pytestmark = pytest.mark.django_db
-
-
-def spend(project, day: date, amount: str) -> None:
-    source, _ = BillingSource.objects.get_or_create(name="s", kind="focus")
-    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    CostRecord.objects.create(
-        source=source,
-        billing_account_id="a",
-        billing_period_start=start.replace(day=1),
-        billing_period_end=start.replace(day=1) + timedelta(days=32),
-        charge_period_start=start,
-        charge_period_end=start + timedelta(days=1),
-        charge_category="Usage",
-        billed_cost=Decimal(amount),
-        effective_cost=Decimal(amount),
-        list_cost=Decimal(amount),
-        contracted_cost=Decimal(amount),
-        billing_currency="USD",
-        provider_name="AWS",
-        service_name="Amazon EC2",
-        project=project,
-    )
-    daily_costs_rebuild(start=day, end=day + timedelta(days=1))
 
 
 @time_machine.travel(datetime(2026, 2, 1, 0, 30, tzinfo=UTC), tick=False)
 def test_just_after_midnight_on_the_first_the_dashboard_shows_the_new_month(
     client, world
 ):
-    spend(world.project, date(2026, 1, 31), "500")
-    spend(world.project, date(2026, 2, 1), "70")
+    make_spend(world.project, date(2026, 1, 31), "500")
+    make_spend(world.project, date(2026, 2, 1), "70")
     client.force_login(world.lead)
     summary = client.get(reverse("dashboard")).context["summaries"][0]
     assert summary.month_plan == Decimal("2000.00")  # February's line
@@ -52,7 +28,7 @@ def test_just_after_midnight_on_the_first_the_dashboard_shows_the_new_month(
 
 @time_machine.travel(datetime(2026, 1, 31, 23, 59, tzinfo=UTC), tick=False)
 def test_the_project_page_shows_the_reason_and_the_chart_data(client, world):
-    spend(world.project, date(2026, 1, 10), "1500")  # January's plan is 1,000
+    make_spend(world.project, date(2026, 1, 10), "1500")  # January's plan is 1,000
     client.force_login(world.member)
     response = client.get(reverse("project_detail", args=[world.project.slug]))
     page = response.content.decode()
@@ -62,9 +38,9 @@ def test_the_project_page_shows_the_reason_and_the_chart_data(client, world):
     assert "Edit plan" not in page  # members read only
 
 
-def test_the_organisation_overview_shows_unallocated_spend(client, world):
+def test_the_organisation_overview_shows_unallocated_make_spend(client, world):
     today = datetime.now(UTC).date()
-    spend(None, today, "42")
+    make_spend(None, today, "42")
     client.force_login(world.finance)
     response = client.get(reverse("overview"))
     assert response.context["month_unallocated"] == Decimal("42")
@@ -108,7 +84,7 @@ def test_an_unknown_address_gets_no_email_and_the_same_answer(client, world):
 
 def test_the_variance_api_returns_exact_decimal_strings(client, world):
     with time_machine.travel(datetime(2026, 1, 31, 12, tzinfo=UTC), tick=False):
-        spend(world.project, date(2026, 1, 5), "900.126")
+        make_spend(world.project, date(2026, 1, 5), "900.126")
         client.force_login(world.lead)
         data = client.get(
             reverse("api_project_variance", args=[world.project.slug])
