@@ -23,7 +23,7 @@ run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo "Portal: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the portal and the worker)"
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(BIN)/celery -A spendtracker worker --beat --schedule .run/celerybeat-schedule --pool=solo --loglevel=WARNING & \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from billing.models import (
@@ -86,7 +86,7 @@ def _record_fields(record: CostRecord) -> dict:
 
 @transaction.atomic
 def cost_records_reallocate(
-    *, queryset: Iterable[CostRecord] | None = None
+    *, queryset: QuerySet[CostRecord] | None = None
 ) -> tuple[date, date] | None:
     """Re-apply the rules to stored records and rebuild the rollup for the dates moved.
 

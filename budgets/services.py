@@ -160,7 +160,8 @@ def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Varian
             f"Run {run.name} is {_signed_words(over)} plan: "
             f"{gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} of "
             f"{run.planned_gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} planned "
-            f"GPU-hours used at {money(run.rate_per_gpu_hour, run.currency, places=2)}"
+            f"GPU-hours used at "
+            f"{money(run.rate_per_gpu_hour, run.currency, places=2)}/GPU-hour"
         )
         variance = replace(variance, reason=reason)
     return variance

@@ -147,7 +147,7 @@ DEMO_PROJECTS = [
                 "atlas-13b-main",
                 "atlas-main-01",
                 "H100 80GB",
-                64,
+                128,
                 Decimal("180000"),
                 Decimal("2.49"),
                 4,
@@ -157,11 +157,11 @@ DEMO_PROJECTS = [
                 "atlas-13b-ablations",
                 "atlas-abl-02",
                 "H100 80GB",
-                16,
-                Decimal("26000"),
+                32,
+                Decimal("12000"),
                 Decimal("2.49"),
                 5,
-                2,
+                1,
             ),
         ],
     ),
@@ -306,7 +306,7 @@ def demo_seed(*, today: date) -> dict[str, int]:
     CostRecord.objects.bulk_create(records, batch_size=2000)
     first_day = _shift_months(today, -6)
     daily_costs_rebuild(start=first_day, end=today + timedelta(days=1))
-    _invoices(projects[0], today)
+    _invoices(Project.objects.get(slug="support-bot-lora"), today)
     return {
         "users": len(users),
         "projects": len(projects),
@@ -391,6 +391,7 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
         )
     for run in spec.runs:
         run_start = _shift_months(today, -run.start_offset)
+        run_end = _shift_months(run_start, run.months) - timedelta(days=1)
         TrainingRun.objects.update_or_create(
             project=project,
             external_id=run.external_id,
@@ -402,8 +403,10 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
                 "rate_per_gpu_hour": run.rate,
                 "currency": "USD",
                 "start_date": run_start,
-                "end_date": _shift_months(run_start, run.months) - timedelta(days=1),
-                "status": TrainingRun.Status.RUNNING,
+                "end_date": run_end,
+                "status": TrainingRun.Status.COMPLETED
+                if run_end < today
+                else TrainingRun.Status.RUNNING,
             },
         )
     AllocationRule.objects.update_or_create(
@@ -534,8 +537,8 @@ def _record(
 def _invoices(project: Project, today: date) -> None:
     run = project.runs.order_by("start_date").first()
     for offset, number, status, hours in [
-        (2, "LMB-2041", ComputeInvoice.Status.APPROVED, Decimal("2400")),
-        (1, "LMB-2107", ComputeInvoice.Status.DRAFT, Decimal("3150")),
+        (2, "LMB-2041", ComputeInvoice.Status.APPROVED, Decimal("2240")),
+        (1, "LMB-2107", ComputeInvoice.Status.DRAFT, Decimal("2795")),
     ]:
         period_start = _shift_months(today, -offset)
         invoice, _ = ComputeInvoice.objects.update_or_create(
@@ -554,14 +557,14 @@ def _invoices(project: Project, today: date) -> None:
         invoice.lines.all().delete()
         ComputeInvoiceLine.objects.create(
             invoice=invoice,
-            description="Reserved H100 cluster (8 nodes)",
-            gpu_type="H100 80GB",
+            description="On-demand 8x A100 80GB instances",
+            gpu_type="A100 80GB",
             gpu_hours=hours,
             rate=Decimal("1.99"),
             amount=hours * Decimal("1.99"),
         )
         ComputeInvoiceLine.objects.create(
             invoice=invoice,
-            description="Persistent storage, 40 TB",
-            amount=Decimal("920.00"),
+            description="Persistent filesystem, 4 TB",
+            amount=Decimal("92.00"),
         )

@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   const ink = "#17213a", brand = "#3355ff", over = "#c0263b", grid = "#e3e7ef";
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.color = "#5f6b85";
 
   function readJson(id) {
     const node = document.getElementById(id);

@@ -154,7 +154,8 @@ def test_a_run_over_its_gpu_hours_says_so_in_words(project):
     assert variance.total == Decimal("1025.88")  # 412 GPU-hours at 2.49
     assert variance.status == Status.OVER
     assert variance.reason == (
-        "Run llama-70b-sft is 38% over plan: 569 of 412 planned GPU-hours used at $2.49"
+        "Run llama-70b-sft is 38% over plan: "
+        "569 of 412 planned GPU-hours used at $2.49/GPU-hour"
     )
 
 

@@ -54,13 +54,7 @@ def browser():
 
 
 @pytest.fixture
-def allow_async_unsafe(monkeypatch):
-    """ORM calls in the test body run in the thread where Playwright's loop runs."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def demo(allow_async_unsafe, transactional_db, live_server):
+def demo(browser, transactional_db, live_server):
     return demo_seed(today=timezone.now().date())
 
 
@@ -149,9 +143,7 @@ def test_a_team_member_sees_the_over_budget_project_without_an_edit_plan_button(
     page.goto(f"{live_server.url}/projects/{ATLAS}/")
 
     expect(page.get_by_role("heading", level=1)).to_contain_text(ATLAS_NAME)
-    expect(page.get_by_role("heading", level=1).locator(".badge")).to_have_text(
-        "Over"
-    )
+    expect(page.get_by_role("heading", level=1).locator(".badge")).to_have_text("Over")
     expect(page.get_by_role("link", name="Edit plan")).to_have_count(0)
     expect(page.locator(f'a[href="/projects/{ATLAS}/plan/"]')).to_have_count(0)
     assert js_errors == []
