@@ -1,77 +1,32 @@
-"""Allocation of cost records to projects and runs, and the DailyCost rollup."""
+"""Billing imports, re-allocation of history, and the DailyCost rollup."""
 
 import bisect
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db import DatabaseError, transaction
+from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
+from billing.allocation import Allocator
+from billing.importers import ImportFailure, importer_for
+from billing.loader import cost_records_load
 from billing.models import (
     COST_COLUMNS,
     GPU_HOUR_UNITS,
+    BillingSource,
     CostRecord,
     DailyCost,
     FxRate,
+    ImportRun,
 )
-from projects.models import AllocationRule, TrainingRun
-
-
-@dataclass(frozen=True)
-class Allocation:
-    project_id: int | None
-    training_run_id: int | None
-
-
-UNALLOCATED = Allocation(None, None)
-
-
-class Allocator:
-    """Applies the active rules in order; built once per import, used for every row."""
-
-    def __init__(self) -> None:
-        self.rules = list(
-            AllocationRule.objects.filter(is_active=True).order_by("priority", "id")
-        )
-        self.run_ids: dict[tuple[int, str], int] = {
-            (project_id, external_id): run_id
-            for run_id, project_id, external_id in TrainingRun.objects.values_list(
-                "id", "project_id", "external_id"
-            )
-        }
-
-    def allocate(self, record: Mapping) -> Allocation:
-        tags = record.get("tags") or {}
-        for rule in self.rules:
-            if _rule_matches(rule, record, tags):
-                return Allocation(rule.project_id, self._run_id(rule, tags))
-        return UNALLOCATED
-
-    def _run_id(self, rule: AllocationRule, tags: Mapping) -> int | None:
-        if rule.training_run_id:
-            return rule.training_run_id
-        if rule.run_tag_key and rule.run_tag_key in tags:
-            return self.run_ids.get((rule.project_id, str(tags[rule.run_tag_key])))
-        return None
-
-
-def _rule_matches(rule: AllocationRule, record: Mapping, tags: Mapping) -> bool:
-    match rule.match_on:
-        case AllocationRule.MatchOn.TAG:
-            return rule.tag_key in tags and str(tags[rule.tag_key]) == rule.value
-        case AllocationRule.MatchOn.BILLING_ACCOUNT:
-            return record.get("billing_account_id") == rule.value
-        case AllocationRule.MatchOn.SUB_ACCOUNT:
-            return record.get("sub_account_id") == rule.value
-        case AllocationRule.MatchOn.RESOURCE_PREFIX:
-            return (record.get("resource_id") or "").startswith(rule.value)
-        case AllocationRule.MatchOn.SERVICE:
-            return record.get("service_name") == rule.value
-    return False
 
 
 def _record_fields(record: CostRecord) -> dict:
@@ -188,3 +143,159 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
         )
     DailyCost.objects.bulk_create(rows, batch_size=5000)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    run: ImportRun
+
+    def as_json(self) -> dict:
+        """The JSON object `billing_import --json` prints: a promise to scripts."""
+        totals = self.run.totals or {}
+        return {
+            "status": self.run.status,
+            "source": self.run.source.name,
+            "rows": self.run.rows_loaded,
+            "billing_periods": self.run.billing_periods,
+            "billed": totals.get("billed", {}),
+            "effective": totals.get("effective", {}),
+            "unallocated": totals.get("unallocated", {}),
+            "error": self.run.error or None,
+        }
+
+
+def billing_import_file(
+    *, path: Path, source_name: str, file_format: str = "auto"
+) -> ImportOutcome:
+    """Import one export file for a source, replacing that source's rows for every
+    billing period in the file, in one transaction. The same file twice changes
+    nothing and says so; any bad input leaves the database as it was."""
+    checksum = _sha256(path)
+    try:
+        importer = importer_for(path, file_format)
+    except ImportFailure as failure:
+        source = _source(source_name, file_format)
+        return ImportOutcome(_failed_run(source, path, checksum, failure))
+    source = _source(source_name, importer.name)
+    run = ImportRun.objects.create(
+        source=source, file_name=path.name, checksum=checksum
+    )
+    try:
+        with transaction.atomic():
+            # One import of a source at a time: a second one waits here.
+            BillingSource.objects.select_for_update().get(pk=source.pk)
+            previous = _same_file_still_loaded(source, checksum, before=run)
+            if previous:
+                _finish(run, ImportRun.Status.UNCHANGED, previous=previous)
+                return ImportOutcome(run)
+            _replace_periods(source, run, importer.rows(path))
+    except ImportFailure as failure:
+        _fail(run, source, str(failure))
+    except (DatabaseError, ValueError) as exc:
+        _fail(run, source, f"{path.name}: {exc}")
+    return ImportOutcome(run)
+
+
+def _replace_periods(source: BillingSource, run: ImportRun, rows) -> None:
+    started = timezone.now()
+    stats = cost_records_load(
+        rows, source_id=source.pk, import_run_id=run.pk, now=started
+    )
+    if not stats.rows:
+        raise ImportFailure("has a header but no cost rows", file=run.file_name)
+    replaced = CostRecord.objects.filter(
+        source=source, billing_period_start__in=stats.billing_periods
+    ).exclude(import_run=run)
+    old_range = replaced.aggregate(
+        first=Min("charge_period_start"), last=Max("charge_period_start")
+    )
+    replaced.delete()
+    first = min(filter(None, [stats.first_charge, old_range["first"]]))
+    last = max(filter(None, [stats.last_charge, old_range["last"]]))
+    daily_costs_rebuild(start=first.date(), end=last.date() + timedelta(days=1))
+    run.rows_read = run.rows_loaded = stats.rows
+    run.billing_periods = sorted(f"{p:%Y-%m}" for p in stats.billing_periods)
+    run.totals = {
+        "billed": _strings(stats.billed),
+        "effective": _strings(stats.effective),
+        "unallocated": _strings(stats.unallocated),
+    }
+    _finish(run, ImportRun.Status.IMPORTED)
+    closed = [p for p in stats.billing_periods if p < _month_start(started)]
+    source.last_sync_at, source.last_error = timezone.now(), ""
+    if closed:
+        complete = max(closed) + relativedelta(months=1)
+        if not source.data_complete_through or complete > source.data_complete_through:
+            source.data_complete_through = complete
+    source.save(update_fields=["last_sync_at", "last_error", "data_complete_through"])
+
+
+def _same_file_still_loaded(
+    source: BillingSource, checksum: str, *, before: ImportRun
+) -> ImportRun | None:
+    """The earlier import of this very file, if no later import replaced its data."""
+    loaded = source.import_runs.filter(status=ImportRun.Status.IMPORTED).exclude(
+        pk=before.pk
+    )
+    same = loaded.filter(checksum=checksum).order_by("-started_at", "-pk").first()
+    if same is None:
+        return None
+    periods = set(same.billing_periods)
+    later = loaded.filter(started_at__gte=same.started_at).exclude(pk=same.pk)
+    if any(periods & set(other.billing_periods) for other in later):
+        return None
+    return same
+
+
+def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> None:
+    if previous:
+        run.rows_read, run.rows_loaded = previous.rows_read, previous.rows_loaded
+        run.billing_periods, run.totals = previous.billing_periods, previous.totals
+    run.status = status
+    run.finished_at = timezone.now()
+    run.save()
+
+
+def _fail(run: ImportRun, source: BillingSource, error: str) -> None:
+    run.refresh_from_db()
+    run.status, run.error, run.finished_at = (
+        ImportRun.Status.FAILED,
+        error,
+        timezone.now(),
+    )
+    run.rows_loaded = 0
+    run.save()
+    source.last_error = error
+    source.save(update_fields=["last_error"])
+
+
+def _failed_run(
+    source: BillingSource, path: Path, checksum: str, failure: ImportFailure
+) -> ImportRun:
+    run = ImportRun.objects.create(
+        source=source, file_name=path.name, checksum=checksum
+    )
+    _fail(run, source, str(failure))
+    return run
+
+
+def _source(name: str, kind: str) -> BillingSource:
+    kind = kind if kind in BillingSource.Kind.values else BillingSource.Kind.FOCUS
+    source, _ = BillingSource.objects.get_or_create(name=name, defaults={"kind": kind})
+    return source
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _strings(amounts: Mapping[str, Decimal]) -> dict[str, str]:
+    return {currency: str(amount) for currency, amount in sorted(amounts.items())}
+
+
+def _month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from accounts.models import Membership, Team, User
+from billing.allocation import Allocator
 from billing.models import (
     BillingSource,
     ComputeInvoice,
@@ -22,7 +23,7 @@ from billing.models import (
     CostRecord,
     FxRate,
 )
-from billing.services import Allocator, daily_costs_rebuild
+from billing.services import daily_costs_rebuild
 from budgets.models import Budget, BudgetLine
 from budgets.services import month_start, next_month
 from projects.models import AllocationRule, Project, TrainingRun

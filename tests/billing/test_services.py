@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from billing.allocation import Allocator
 from billing.models import DailyCost, FxRate
-from billing.services import Allocator, cost_records_reallocate, daily_costs_rebuild
+from billing.services import cost_records_reallocate, daily_costs_rebuild
 from projects.models import AllocationRule, TrainingRun
 from tests.conftest import make_cost_record
 

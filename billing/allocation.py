@@ -1,0 +1,59 @@
+"""Allocation of cost lines to projects and runs by ordered rules: first match wins."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from projects.models import AllocationRule, TrainingRun
+
+
+@dataclass(frozen=True)
+class Allocation:
+    project_id: int | None
+    training_run_id: int | None
+
+
+UNALLOCATED = Allocation(None, None)
+
+
+class Allocator:
+    """Applies the active rules in order; built once per import, used for every row."""
+
+    def __init__(self) -> None:
+        self.rules = list(
+            AllocationRule.objects.filter(is_active=True).order_by("priority", "id")
+        )
+        self.run_ids: dict[tuple[int, str], int] = {
+            (project_id, external_id): run_id
+            for run_id, project_id, external_id in TrainingRun.objects.values_list(
+                "id", "project_id", "external_id"
+            )
+        }
+
+    def allocate(self, record: Mapping) -> Allocation:
+        tags = record.get("tags") or {}
+        for rule in self.rules:
+            if _rule_matches(rule, record, tags):
+                return Allocation(rule.project_id, self._run_id(rule, tags))
+        return UNALLOCATED
+
+    def _run_id(self, rule: AllocationRule, tags: Mapping) -> int | None:
+        if rule.training_run_id:
+            return rule.training_run_id
+        if rule.run_tag_key and rule.run_tag_key in tags:
+            return self.run_ids.get((rule.project_id, str(tags[rule.run_tag_key])))
+        return None
+
+
+def _rule_matches(rule: AllocationRule, record: Mapping, tags: Mapping) -> bool:
+    match rule.match_on:
+        case AllocationRule.MatchOn.TAG:
+            return rule.tag_key in tags and str(tags[rule.tag_key]) == rule.value
+        case AllocationRule.MatchOn.BILLING_ACCOUNT:
+            return record.get("billing_account_id") == rule.value
+        case AllocationRule.MatchOn.SUB_ACCOUNT:
+            return record.get("sub_account_id") == rule.value
+        case AllocationRule.MatchOn.RESOURCE_PREFIX:
+            return (record.get("resource_id") or "").startswith(rule.value)
+        case AllocationRule.MatchOn.SERVICE:
+            return record.get("service_name") == rule.value
+    return False

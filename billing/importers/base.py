@@ -1,0 +1,264 @@
+"""What every importer shares: opening files, parsing values, and naming bad input.
+
+An importer turns one provider's export into a stream of normalised rows: dicts keyed by
+CostRecord field names, with Decimal money, aware UTC datetimes and tags as a dict. The
+loader does everything else (allocation, idempotency, the database).
+"""
+
+import csv
+import gzip
+import io
+import json
+import re
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Protocol
+
+from billing.models import CostRecord
+
+NULLS = frozenset({"", "null", "NULL", "Null", "None", "N/A"})
+# Longest field the csv module accepts; anything longer is refused with its row number.
+MAX_FIELD_CHARS = 1_000_000
+csv.field_size_limit(MAX_FIELD_CHARS)
+
+
+class ImportFailure(Exception):
+    """Bad input, named by file, row and column so a person can find and fix it."""
+
+    def __init__(
+        self, message: str, *, file: str = "", row: int | None = None, column: str = ""
+    ) -> None:
+        self.message, self.file, self.row, self.column = message, file, row, column
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [part for part in (self.file, self._row(), self._column()) if part]
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def _row(self) -> str:
+        return f"row {self.row}" if self.row is not None else ""
+
+    def _column(self) -> str:
+        return f"column {self.column}" if self.column else ""
+
+
+class Importer(Protocol):
+    """One module per source kind provides this."""
+
+    name: str
+
+    @staticmethod
+    def accepts(header: list[str]) -> bool: ...
+
+    def rows(self, path: Path) -> Iterator[dict]: ...
+
+
+@dataclass
+class _Position:
+    row: int = 0
+
+
+@dataclass
+class CsvFile:
+    """A CSV export, plain or gzip, UTF-8 with or without a byte-order mark."""
+
+    path: Path
+
+    def open(self) -> IO[str]:
+        # Decoding happens lazily while rows are read, where an error can be named.
+        return io.TextIOWrapper(self._binary(), encoding="utf-8-sig", newline="")
+
+    def _binary(self) -> IO[bytes]:
+        """The file's bytes, decompressed if it is gzip; the caller closes it."""
+        with self.path.open("rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+        return gzip.open(self.path) if compressed else self.path.open("rb")  # noqa: SIM115
+
+    def _first_undecodable_byte(self) -> tuple[int | None, int]:
+        """Where decoding fails, by line: decoding runs ahead in blocks, so the row
+        being parsed when it failed is not the row that holds the bad byte."""
+        with self._binary() as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return number, exc.start + 1
+        return None, 0
+
+    def header(self) -> list[str]:
+        with self._named_errors(), self.open() as text:
+            return [column.strip() for column in next(csv.reader(text), [])]
+
+    def records(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """(row number as a spreadsheet shows it, {column: raw value}) for each row."""
+        with self._named_errors() as position, self.open() as text:
+            reader = csv.reader(text)
+            header = [column.strip() for column in next(reader, [])]
+            if not header:
+                raise ImportFailure("the file is empty", file=self.path.name)
+            for values in reader:
+                position.row = reader.line_num
+                if not any(values):
+                    continue
+                if len(values) != len(header):
+                    raise ImportFailure(
+                        f"has {len(values)} fields but the header has {len(header)}",
+                        file=self.path.name,
+                        row=reader.line_num,
+                    )
+                yield reader.line_num, dict(zip(header, values, strict=True))
+
+    @contextmanager
+    def _named_errors(self) -> Iterator[_Position]:
+        """Turn what a damaged file raises into an ImportFailure that names it."""
+        name, position = self.path.name, _Position()
+        try:
+            yield position
+        except UnicodeDecodeError as exc:
+            line, column = self._first_undecodable_byte()
+            raise ImportFailure(
+                f"is not UTF-8 text (byte {column} of the line cannot be decoded: "
+                "save the export as UTF-8)",
+                file=name,
+                row=line,
+            ) from exc
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise ImportFailure(
+                f"the compressed file is truncated or damaged ({exc})", file=name
+            ) from exc
+        except csv.Error as exc:
+            raise ImportFailure(str(exc), file=name, row=position.row + 1) from exc
+
+
+class RowParser:
+    """Turns raw strings into typed values, naming the row and column on failure."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.row = 0
+        self.max_lengths = {
+            field.attname: field.max_length
+            for field in CostRecord._meta.concrete_fields
+            if getattr(field, "max_length", None)
+        }
+
+    def fail(self, column: str, message: str) -> ImportFailure:
+        return ImportFailure(message, file=self.file, row=self.row, column=column)
+
+    def text(self, record: Mapping[str, str], column: str, field: str) -> str:
+        value = clean(record.get(column))
+        if value is None:
+            return ""
+        limit = self.max_lengths.get(field)
+        if limit and len(value) > limit:
+            raise self.fail(column, f"is {len(value):,} characters, over {limit:,}")
+        return value
+
+    def decimal(self, record: Mapping[str, str], column: str) -> Decimal | None:
+        value = clean(record.get(column))
+        if value is None:
+            return None
+        try:
+            return parse_decimal(value)
+        except InvalidOperation:
+            raise self.fail(column, f"{value[:40]!r} is not a number") from None
+
+    def required_decimal(self, record: Mapping[str, str], column: str) -> Decimal:
+        amount = self.decimal(record, column)
+        if amount is None:
+            raise self.fail(column, "is empty but a cost is required")
+        return amount
+
+    def timestamp(self, record: Mapping[str, str], column: str) -> datetime:
+        value = clean(record.get(column))
+        if value is None:
+            raise self.fail(column, "is empty but a date is required")
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise self.fail(column, f"{value[:40]!r} is not a date") from None
+
+    def tags(self, record: Mapping[str, str], column: str) -> dict:
+        value = clean(record.get(column))
+        if value is None:
+            return {}
+        try:
+            tags = json.loads(value if value.startswith("{") else "{" + value + "}")
+        except json.JSONDecodeError:
+            raise self.fail(column, f"{value[:40]!r} is not a JSON object") from None
+        if not isinstance(tags, dict):
+            raise self.fail(column, "is not a JSON object of tags")
+        # Real exports carry keys with stray spaces (" org"); keep the key as written.
+        return tags
+
+
+def first_present(*values: Decimal | None) -> Decimal | None:
+    return next((value for value in values if value is not None), None)
+
+
+def clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in NULLS else value
+
+
+_GROUPED_AMOUNT = re.compile(r"^(-?)[$€£]?(-?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?$")
+
+
+def parse_decimal(value: str) -> Decimal:
+    """A plain decimal, or a spreadsheet-formatted amount such as "$10,000.00"."""
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        match = _GROUPED_AMOUNT.match(value)
+        if not match:
+            raise
+        sign = "-" if match.group(1) or match.group(2) else ""
+        return Decimal(sign + match.group(3).replace(",", "") + (match.group(4) or ""))
+
+
+_TIMESTAMP_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%d",
+    "%m/%d/%Y",
+    "%m/%d/%y",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %I:%M:%S %p",
+)
+
+
+@lru_cache(maxsize=65536)
+def parse_timestamp(value: str) -> datetime:
+    """UTC datetime from the shapes real exports use (ISO with or without T and Z,
+    M/D/YYYY, M/D/YY). Cached: a month of hourly data repeats few distinct values."""
+    for pattern in _TIMESTAMP_FORMATS:
+        try:
+            parsed = datetime.strptime(value, pattern)  # noqa: DTZ007 (made UTC below)
+        except ValueError:
+            continue
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    overflow = _HOUR_OVERFLOW.match(value)
+    if overflow:
+        # The FOCUS 1.2 appendix writes "2023-02-01T30:00:00Z": read hours past 23 as
+        # running into the next day rather than refusing the specification's own data.
+        day, hours, minutes, seconds = overflow.groups()
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+        return start + timedelta(
+            hours=int(hours), minutes=int(minutes), seconds=int(seconds)
+        )
+    raise ValueError(value)
+
+
+_HOUR_OVERFLOW = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):([0-5]\d):([0-5]\d)Z?$")

@@ -1,0 +1,208 @@
+"""`billing_import` on real exports: every cost counted once, exactly, and bad input
+leaving the database as it was."""
+
+import csv
+import gzip
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
+from projects.models import AllocationRule
+from tests.conftest import make_project
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "billing-samples"
+FOCUS_REAL = SAMPLES / "focus-1.0-real" / "focus_sample.csv"
+SPEC_EXAMPLES = sorted((SAMPLES / "focus-spec-v1.2-examples").glob("*.csv"))
+
+
+def run_import(path: Path, source: str = "focus", **options) -> tuple[int, dict]:
+    out = io.StringIO()
+    try:
+        call_command(
+            "billing_import", str(path), source=source, json=True, stdout=out, **options
+        )
+        code = 0
+    except CommandError as error:
+        code = error.returncode
+    return code, json.loads(out.getvalue())
+
+
+def column_sums(path: Path, column: str) -> dict[str, Decimal]:
+    """The file's own total of a cost column per currency, parsed independently."""
+    sums: dict[str, Decimal] = {}
+    with path.open(encoding="utf-8-sig", newline="") as text:
+        for row in csv.DictReader(text):
+            raw = row[column].strip().replace("$", "").replace(",", "")
+            currency = row.get("BillingCurrency", "USD") or "USD"
+            sums[currency] = sums.get(currency, Decimal("0")) + Decimal(raw)
+    return {currency: amount for currency, amount in sums.items()}
+
+
+def as_decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
+    return {currency: Decimal(amount) for currency, amount in amounts.items()}
+
+
+def test_the_real_focus_export_imports_to_the_last_decimal():
+    code, result = run_import(FOCUS_REAL)
+    assert code == 0, result["error"]
+    assert result["status"] == "imported"
+    assert result["rows"] == 1000 == CostRecord.objects.count()
+    assert result["billing_periods"] == ["2024-09", "2024-10"]
+    assert as_decimals(result["billed"]) == column_sums(FOCUS_REAL, "BilledCost")
+    assert as_decimals(result["effective"]) == column_sums(FOCUS_REAL, "EffectiveCost")
+    assert result["billed"] == {"USD": "20.52022672899"}
+
+
+@pytest.mark.parametrize("path", SPEC_EXAMPLES, ids=lambda p: p.stem[:60])
+def test_every_focus_specification_example_imports_with_exact_totals(path):
+    code, result = run_import(path, source=path.stem[:90])
+    assert code == 0, result["error"]
+    assert as_decimals(result["billed"]) == column_sums(path, "BilledCost")
+    assert as_decimals(result["effective"]) == column_sums(path, "EffectiveCost")
+
+
+def test_importing_the_same_file_twice_changes_nothing_and_says_so():
+    run_import(FOCUS_REAL)
+    ids = set(CostRecord.objects.values_list("pk", flat=True))
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"]) == (0, "unchanged")
+    assert set(CostRecord.objects.values_list("pk", flat=True)) == ids
+
+
+def test_a_restated_file_replaces_the_old_rows_of_its_periods_exactly(tmp_path):
+    run_import(FOCUS_REAL)
+    restated = tmp_path / "restated.csv"
+    lines = FOCUS_REAL.read_text(encoding="utf-8").splitlines(keepends=True)
+    restated.write_text("".join(lines[:501]), encoding="utf-8")  # half the rows
+    october = list(CostRecord.objects.filter(billing_period_start__month=10))
+    code, result = run_import(restated)
+    assert (code, result["status"], result["rows"]) == (0, "imported", 500)
+    assert result["billing_periods"] == ["2024-09"]
+    assert CostRecord.objects.filter(billing_period_start__month=9).count() == 500
+    # October is not in the restated file, so its row stays as it was.
+    assert list(CostRecord.objects.filter(billing_period_start__month=10)) == october
+    assert as_decimals(result["billed"]) == column_sums(restated, "BilledCost")
+    rolled_up = sum(DailyCost.objects.values_list("billed_cost", flat=True), Decimal(0))
+    loaded = sum(CostRecord.objects.values_list("billed_cost", flat=True), Decimal(0))
+    assert rolled_up == loaded
+
+
+def test_gzip_files_import_like_plain_ones(tmp_path):
+    packed = tmp_path / "focus.csv.gz"
+    packed.write_bytes(gzip.compress(FOCUS_REAL.read_bytes()))
+    code, result = run_import(packed)
+    assert (code, result["rows"]) == (0, 1000)
+
+
+def test_allocation_rules_apply_at_load_time(world):
+    project = make_project(world.team, world.lead, "vienna")
+    AllocationRule.objects.create(
+        project=project, match_on="tag", tag_key="business_unit", value="ViennaAI"
+    )
+    code, result = run_import(FOCUS_REAL)
+    allocated = CostRecord.objects.filter(project=project)
+    assert allocated.exists()
+    unallocated = sum(
+        CostRecord.objects.filter(project=None).values_list(
+            "effective_cost", flat=True
+        ),
+        Decimal(0),
+    )
+    assert Decimal(result["unallocated"]["USD"]) == unallocated
+    assert DailyCost.objects.filter(project=project).exists()
+
+
+def write(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+HEADER = FOCUS_REAL.read_bytes().split(b"\n", 1)[0]
+GOOD_ROW = FOCUS_REAL.read_bytes().split(b"\n")[1]
+
+
+def bad_cost_row() -> bytes:
+    return GOOD_ROW.replace(b"NULL,0.00000080000,", b"NULL,abc,", 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty.csv: the file is empty"),
+        (
+            "header-only.csv",
+            HEADER + b"\n",
+            "header-only.csv: has a header but no cost rows",
+        ),
+        (
+            "bad-cost.csv",
+            HEADER + b"\n" + GOOD_ROW + b"\n" + bad_cost_row() + b"\n",
+            "bad-cost.csv, row 3, column BilledCost: 'abc' is not a number",
+        ),
+        (
+            "bad-date.csv",
+            HEADER
+            + b"\n"
+            + GOOD_ROW.replace(b'"2024-09-18 23:00:00"', b'"yesterday"', 1),
+            "bad-date.csv, row 2, column ChargePeriodEnd: 'yesterday' is not a date",
+        ),
+        (
+            "latin1.csv",
+            HEADER + b"\n" + GOOD_ROW.replace(b"SunBird", b"S\xfcnBird", 1),
+            "latin1.csv, row 2: is not UTF-8 text (byte 38 of the line",
+        ),
+        (
+            "truncated.csv.gz",
+            gzip.compress(FOCUS_REAL.read_bytes())[:5000],
+            "truncated.csv.gz: the compressed file is truncated or damaged",
+        ),
+        (
+            "long.csv",
+            HEADER
+            + b"\n"
+            + GOOD_ROW.replace(b'"SunBird"', b'"' + b"x" * 5000 + b'"', 1),
+            "long.csv, row 2, column BillingAccountName: is 5,000 characters, over 200",
+        ),
+        (
+            "missing-column.csv",
+            HEADER.replace(b'"EffectiveCost",', b"", 1) + b"\n",
+            "is not a FOCUS export: missing column EffectiveCost",
+        ),
+    ],
+)
+def test_bad_input_fails_clearly_and_keeps_what_was_there(
+    tmp_path, name, content, message
+):
+    run_import(FOCUS_REAL)
+    before = set(CostRecord.objects.values_list("pk", flat=True))
+    daily = list(DailyCost.objects.values_list("pk", flat=True))
+    code, result = run_import(write(tmp_path, name, content), format="focus")
+    assert code == 1
+    assert result["status"] == "failed"
+    assert message in result["error"]
+    assert set(CostRecord.objects.values_list("pk", flat=True)) == before
+    assert list(DailyCost.objects.values_list("pk", flat=True)) == daily
+    assert ImportRun.objects.latest("started_at").error == result["error"]
+    assert BillingSource.objects.get(name="focus").last_error == result["error"]
+
+
+def test_the_next_good_import_works_after_a_failure(tmp_path):
+    run_import(write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row()))
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"], result["rows"]) == (0, "imported", 1000)
+    assert BillingSource.objects.get(name="focus").last_error == ""
+
+
+def test_a_missing_file_fails_with_its_name(tmp_path):
+    code, result = run_import(tmp_path / "nope.csv")
+    assert code == 1
+    assert result["error"].endswith("nope.csv: no such file")
