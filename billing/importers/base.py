@@ -1,8 +1,9 @@
 """What every importer shares: opening files, parsing values, and naming bad input.
 
 An importer turns one provider's export into a stream of normalised rows: dicts keyed by
-CostRecord field names, with Decimal money, aware UTC datetimes and tags as a dict. The
-loader does everything else (allocation, idempotency, the database).
+CostRecord field names (`new_row()` lists them with their empty values), with Decimal
+money, aware UTC datetimes and tags as a flat dict. The loader does everything else
+(allocation, provisional flags, idempotency, the database).
 """
 
 import csv
@@ -26,6 +27,52 @@ NULLS = frozenset({"", "null", "NULL", "Null", "None", "N/A"})
 # Longest field the csv module accepts; anything longer is refused with its row number.
 MAX_FIELD_CHARS = 1_000_000
 csv.field_size_limit(MAX_FIELD_CHARS)
+
+
+# Every key an importer's row carries; the loader adds source, run and allocation.
+ROW_TEXT_FIELDS = (
+    "billing_account_id",
+    "billing_account_name",
+    "sub_account_id",
+    "sub_account_name",
+    "charge_category",
+    "charge_class",
+    "charge_description",
+    "charge_frequency",
+    "billing_currency",
+    "invoice_id",
+    "provider_name",
+    "publisher_name",
+    "invoice_issuer_name",
+    "service_name",
+    "service_category",
+    "region_id",
+    "resource_id",
+    "resource_name",
+    "resource_type",
+    "sku_id",
+    "consumed_unit",
+)
+ROW_REQUIRED_FIELDS = (
+    "billing_period_start",
+    "billing_period_end",
+    "charge_period_start",
+    "charge_period_end",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "contracted_cost",
+)
+
+
+def new_row() -> dict:
+    """A row with every optional field empty; an importer fills in what it knows and
+    must set every field of ROW_REQUIRED_FIELDS."""
+    return {
+        **dict.fromkeys(ROW_TEXT_FIELDS, ""),
+        "consumed_quantity": None,
+        "tags": {},
+    }
 
 
 class ImportFailure(Exception):

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from django.conf import settings
 
-from billing.importers.base import CsvFile, ImportFailure, RowParser, first_present
+from billing.importers.base import (
+    CsvFile,
+    ImportFailure,
+    RowParser,
+    first_present,
+    new_row,
+)
 
 REQUIRED = (
     "BilledCost",
@@ -87,9 +93,10 @@ class FocusImporter:
         has_currency = "BillingCurrency" in header
         for row_number, record in source.records():
             parse.row = row_number
-            row = {
-                field: parse.text(record, column, field) if column else ""
+            row = new_row() | {
+                field: parse.text(record, column, field)
                 for field, column in text_sources.items()
+                if column
             }
             billed = parse.required_decimal(record, "BilledCost")
             effective = parse.required_decimal(record, "EffectiveCost")
