@@ -62,17 +62,12 @@ class UserAdmin(BaseUserAdmin):
 
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Profile", {"fields": ("full_name", "role")}),
         (
-            "Permissions",
+            "Profile",
             {
-                "fields": (
-                    "is_active",
-                    "is_staff",
-                    "is_superuser",
-                    "groups",
-                    "user_permissions",
-                ),
+                "fields": ("full_name", "role", "is_active"),
+                "description": "The Admin role grants Django admin and every "
+                "permission; other roles have no admin access.",
             },
         ),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
@@ -99,11 +94,9 @@ class UserAdmin(BaseUserAdmin):
         "full_name",
         "role",
         "is_active",
-        "is_staff",
-        "is_superuser",
         "last_login",
     )
-    list_filter = ("role", "is_active", "is_staff", "is_superuser", "groups")
+    list_filter = ("role", "is_active")
     search_fields = ("email", "full_name")
     ordering = ("email",)
     inlines = (UserMembershipInline,)

@@ -54,9 +54,8 @@ class User(AbstractUser):
         return self.full_name or self.email
 
     def save(self, *args, **kwargs):
-        # The admin role is Django's superuser: one notion of "admin", not two.
-        if self.role == self.Role.ADMIN:
-            self.is_staff = self.is_superuser = True
+        # The role is the one notion of "admin": Django's flags follow it both ways.
+        self.is_staff = self.is_superuser = self.role == self.Role.ADMIN
         super().save(*args, **kwargs)
 
     def get_full_name(self) -> str:

@@ -12,18 +12,7 @@ from billing.models import (
     FxRate,
     ImportRun,
 )
-
-
-def _money(amount: Decimal | None, currency: str = "", places: int = 2) -> str | None:
-    """Thousands separators and a fixed number of places; tiny non-zero amounts (API
-    tokens) keep enough digits not to read as zero."""
-    if amount is None:
-        return None  # the admin shows its empty value
-    if amount and abs(amount) < Decimal("0.01"):
-        text = f"{amount:,.6f}"
-    else:
-        text = f"{amount:,.{places}f}"
-    return f"{text} {currency}".strip()
+from spendtracker.admin_display import amount_display
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -190,11 +179,11 @@ class CostRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="billed cost", ordering="billed_cost")
     def billed(self, obj: CostRecord) -> str | None:
-        return _money(obj.billed_cost)
+        return amount_display(obj.billed_cost)
 
     @admin.display(description="effective cost", ordering="effective_cost")
     def effective(self, obj: CostRecord) -> str | None:
-        return _money(obj.effective_cost)
+        return amount_display(obj.effective_cost)
 
 
 @admin.register(DailyCost)
@@ -224,15 +213,15 @@ class DailyCostAdmin(ReadOnlyAdmin):
 
     @admin.display(description="effective cost", ordering="effective_cost")
     def effective(self, obj: DailyCost) -> str | None:
-        return _money(obj.effective_cost)
+        return amount_display(obj.effective_cost)
 
     @admin.display(description="billed cost", ordering="billed_cost")
     def billed(self, obj: DailyCost) -> str | None:
-        return _money(obj.billed_cost)
+        return amount_display(obj.billed_cost)
 
     @admin.display(description="GPU-hours", ordering="gpu_hours")
     def gpu_hours_display(self, obj: DailyCost) -> str | None:
-        return _money(obj.gpu_hours) if obj.gpu_hours else None
+        return amount_display(obj.gpu_hours) if obj.gpu_hours else None
 
 
 @admin.register(FxRate)
@@ -277,7 +266,7 @@ class ComputeInvoiceAdmin(admin.ModelAdmin):
 
     @admin.display(description="total", ordering="_total")
     def total_display(self, obj: ComputeInvoice) -> str | None:
-        return _money(obj._total or Decimal("0"), obj.currency)
+        return amount_display(obj._total or Decimal("0"), obj.currency)
 
 
 @admin.register(ComputeInvoiceLine)
@@ -298,4 +287,4 @@ class ComputeInvoiceLineAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: ComputeInvoiceLine) -> str | None:
-        return _money(obj.amount, obj.invoice.currency)
+        return amount_display(obj.amount, obj.invoice.currency)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -93,9 +93,22 @@ class FxTable:
         return self.rates[currency][index] if index >= 0 else None
 
 
+# Any constant shared by every rebuild; the lock lasts until the transaction ends.
+ROLLUP_LOCK_ID = 7_340_001
+
+
+def _lock_rollup() -> None:
+    """Rebuilds delete then insert: two at once over the same days would count twice.
+    PostgreSQL serialises them with an advisory lock; SQLite has one writer anyway."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_ID])
+
+
 @transaction.atomic
 def daily_costs_rebuild(*, start: date, end: date) -> int:
     """Rebuild the DailyCost rows of charge dates in [start, end) from CostRecord."""
+    _lock_rollup()
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     end_at = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
     DailyCost.objects.filter(date__gte=start, date__lt=end).delete()

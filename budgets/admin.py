@@ -5,12 +5,7 @@ from django.db.models import Sum
 
 from budgets.forms import BaseBudgetLineFormSet
 from budgets.models import Budget, BudgetLine
-
-
-def _money(amount: Decimal | None, currency: str) -> str | None:
-    if amount is None:
-        return None  # the admin shows its empty value
-    return f"{amount:,.2f} {currency}"
+from spendtracker.admin_display import amount_display
 
 
 class BudgetLineInline(admin.TabularInline):
@@ -67,11 +62,11 @@ class BudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="total", ordering="total")
     def total_display(self, obj: Budget) -> str | None:
-        return _money(obj.total, obj.currency)
+        return amount_display(obj.total, obj.currency)
 
     @admin.display(description="sum of lines", ordering="_planned_total")
     def planned_total_display(self, obj: Budget) -> str | None:
-        return _money(obj._planned_total or Decimal("0"), obj.currency)
+        return amount_display(obj._planned_total or Decimal("0"), obj.currency)
 
 
 @admin.register(BudgetLine)
@@ -86,4 +81,4 @@ class BudgetLineAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: BudgetLine) -> str | None:
-        return _money(obj.amount, obj.budget.currency)
+        return amount_display(obj.amount, obj.budget.currency)

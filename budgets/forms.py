@@ -49,12 +49,15 @@ class BudgetForm(forms.ModelForm):
         return total
 
 
+LINE_FIELDS = ("month", "category", "amount")
+
+
 class BudgetLineForm(forms.ModelForm):
     month = MonthField()
 
     class Meta:
         model = BudgetLine
-        fields = ["month", "category", "amount"]
+        fields = list(LINE_FIELDS)
 
     def clean_amount(self) -> Decimal:
         amount = self.cleaned_data["amount"]
@@ -64,16 +67,20 @@ class BudgetLineForm(forms.ModelForm):
 
 
 class BaseBudgetLineFormSet(BaseInlineFormSet):
+    def kept_lines(self) -> list[dict]:
+        """Month, category and amount of every filled-in line not marked for removal."""
+        return [
+            {field: form.cleaned_data.get(field, "") for field in LINE_FIELDS}
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+
     def clean(self) -> None:
         super().clean()
         if any(self.errors):
             return
         budget: Budget = self.instance
-        kept = [
-            form.cleaned_data
-            for form in self.forms
-            if form.cleaned_data and not form.cleaned_data.get("DELETE")
-        ]
+        kept = self.kept_lines()
         seen = set()
         for line in kept:
             key = (line["month"], line.get("category", ""))

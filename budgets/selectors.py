@@ -34,7 +34,9 @@ def actual_between(
     return rows.aggregate(total=Sum(measure))["total"] or ZERO
 
 
-def gpu_hours_between(*, start: date | None = None, end: date | None = None, **scope):
+def gpu_hours_between(
+    *, start: date | None = None, end: date | None = None, **scope
+) -> Decimal:
     rows = DailyCost.objects.filter(**scope)
     if start:
         rows = rows.filter(date__gte=start)
@@ -69,7 +71,7 @@ def actual_by_day(
 
 
 def spend_breakdown(*, measure: str, group_by: str, **scope) -> list[dict]:
-    """Totals per provider, service or run, largest first, with the provisional part."""
+    """Totals per provider, service or run, largest first."""
     return list(
         converted_daily_costs()
         .filter(**scope)

@@ -163,7 +163,7 @@ def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Varian
             f"GPU-hours used at "
             f"{money(run.rate_per_gpu_hour, run.currency, places=2)}/GPU-hour"
         )
-        variance = replace(variance, reason=reason)
+        variance = replace(variance, status=Status.OVER, reason=reason)
     return variance
 
 
@@ -354,6 +354,10 @@ def budget_save_plan(*, form: "BudgetForm", lines: "BudgetLineFormSet") -> Budge
         budget.approved_by = None
         budget.approved_at = None
     budget.save()
-    lines.instance = budget
-    lines.save()
+    # Replace the lines as a set: saving form by form would trip the one-line-per-month
+    # constraint when two months are swapped.
+    budget.lines.all().delete()
+    BudgetLine.objects.bulk_create(
+        BudgetLine(budget=budget, **line) for line in lines.kept_lines()
+    )
     return budget

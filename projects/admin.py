@@ -1,17 +1,11 @@
-from decimal import Decimal
-
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import DecimalField, ExpressionWrapper, F
 
+from billing.services import cost_records_reallocate
 from projects.models import AllocationRule, Project, TrainingRun
-
-
-def _money(amount: Decimal | None, currency: str, places: int = 2) -> str | None:
-    if amount is None:
-        return None  # the admin shows its empty value
-    return f"{amount:,.{places}f} {currency}"
+from spendtracker.admin_display import amount_display
 
 
 class TrainingRunInline(admin.TabularInline):
@@ -84,7 +78,7 @@ class ProjectAdmin(admin.ModelAdmin):
             budget = obj.budget
         except ObjectDoesNotExist:
             return None
-        return _money(budget.total, budget.currency)
+        return amount_display(budget.total, budget.currency)
 
 
 @admin.register(TrainingRun)
@@ -118,11 +112,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="rate / GPU-hour", ordering="rate_per_gpu_hour")
     def rate(self, obj: TrainingRun) -> str | None:
-        return _money(obj.rate_per_gpu_hour, obj.currency, places=4)
+        return amount_display(obj.rate_per_gpu_hour, obj.currency, places=4)
 
     @admin.display(description="planned cost", ordering="_planned_cost")
     def planned_cost_display(self, obj: TrainingRun) -> str | None:
-        return _money(obj.planned_cost, obj.currency)
+        return amount_display(obj.planned_cost, obj.currency)
 
 
 @admin.register(AllocationRule)
@@ -143,3 +137,19 @@ class AllocationRuleAdmin(admin.ModelAdmin):
     ordering = ("priority", "id")
     autocomplete_fields = ("project", "training_run")
     list_select_related = ("project", "training_run")
+    actions = ["reallocate_history"]
+
+    @admin.action(description="Re-apply all active rules to stored costs")
+    def reallocate_history(self, request, queryset):
+        # Rules are ordered across all projects, so the whole set is re-applied
+        # whichever rules are selected.
+        moved = cost_records_reallocate()
+        if moved is None:
+            self.message_user(request, "No cost moved: every record already matches.")
+        else:
+            start, end = moved
+            self.message_user(
+                request,
+                f"Costs re-allocated; rollup rebuilt for {start} to {end}.",
+                messages.SUCCESS,
+            )

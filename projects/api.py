@@ -1,5 +1,6 @@
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -8,7 +9,7 @@ from accounts.permissions import project_get_for_user, projects_visible_to
 from budgets.services import project_variance
 
 
-class ProjectListApi(APIView):
+class ProjectListApi(ListAPIView):
     class OutputSerializer(serializers.Serializer):
         slug = serializers.CharField()
         name = serializers.CharField()
@@ -23,9 +24,8 @@ class ProjectListApi(APIView):
 
     serializer_class = OutputSerializer
 
-    def get(self, request: Request) -> Response:
-        projects = projects_visible_to(request.user).select_related("team")
-        return Response(self.OutputSerializer(projects, many=True).data)
+    def get_queryset(self):
+        return projects_visible_to(self.request.user).select_related("team")
 
 
 class ProjectVarianceApi(APIView):

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
+from django.db.models import Min
 from django.utils.text import slugify
 
 from accounts.models import Membership, Team, User
@@ -86,10 +87,10 @@ class DemoProject:
     start_offset: int  # months before the current month the project starts
     start_day: int = 1
     # How actual spend compares with plan, per month (same length as monthly_plan).
-    factors: list[float] = field(default_factory=list)
+    factors: list[int] = field(default_factory=list)  # percent of plan
     services: list[Service] = field(default_factory=list)
     runs: list[DemoRun] = field(default_factory=list)
-    recent_surge: float = 1.0  # multiplies the last seven days (a burn spike)
+    recent_surge: int = 100  # percent applied to the last seven days (a burn spike)
     status: str = Project.Status.ACTIVE
 
 
@@ -140,7 +141,7 @@ DEMO_PROJECTS = [
         "foundation-models",
         Project.Kind.PRE_TRAINING,
         monthly_plan=[40_000, 90_000, 120_000, 120_000, 110_000, 80_000, 40_000],
-        factors=[1.05, 1.2, 1.35, 1.5, 1.6, 1.7, 1.7],
+        factors=[105, 120, 135, 150, 160, 170, 170],
         start_offset=5,
         services=[AWS_GPU, AWS_S3],
         runs=[
@@ -172,7 +173,7 @@ DEMO_PROJECTS = [
         "foundation-models",
         Project.Kind.PEFT,
         monthly_plan=[6_000, 9_000, 9_000, 8_000],
-        factors=[0.7, 0.6, 0.65, 0.6],
+        factors=[70, 60, 65, 60],
         start_offset=2,
         start_day=10,
         services=[LAMBDA_GPU],
@@ -195,7 +196,7 @@ DEMO_PROJECTS = [
         "foundation-models",
         Project.Kind.INFERENCE,
         monthly_plan=[20_000] * 7 + [22_000] * 2,
-        factors=[0.98, 1.02, 1.0, 0.97, 1.03, 1.0, 0.99, 1.0, 1.0],
+        factors=[98, 102, 100, 97, 103, 100, 99, 100, 100],
         start_offset=6,
         services=[OPENAI],
     ),
@@ -205,7 +206,7 @@ DEMO_PROJECTS = [
         "foundation-models",
         Project.Kind.EVALUATION,
         monthly_plan=[5_000] * 10,
-        factors=[1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.25, 1.25, 1.25, 1.25],
+        factors=[100, 105, 110, 115, 120, 125, 125, 125, 125, 125],
         start_offset=6,
         services=[ANTHROPIC, COREWEAVE],
     ),
@@ -215,7 +216,7 @@ DEMO_PROJECTS = [
         "applied-ml",
         Project.Kind.FINE_TUNING,
         monthly_plan=[15_000, 30_000, 30_000, 20_000, 15_000],
-        factors=[0.9, 0.95, 1.0, 0.9, 1.0],
+        factors=[90, 95, 100, 90, 100],
         start_offset=3,
         services=[COREWEAVE_TRAINING, AWS_S3],
         runs=[
@@ -237,7 +238,7 @@ DEMO_PROJECTS = [
         "applied-ml",
         Project.Kind.DATA,
         monthly_plan=[4_000] * 9,
-        factors=[0.9] * 9,
+        factors=[90] * 9,
         start_offset=6,
         services=[SCALEWAY],
     ),
@@ -247,10 +248,10 @@ DEMO_PROJECTS = [
         "research",
         Project.Kind.FINE_TUNING,
         monthly_plan=[12_000, 12_000, 12_000, 12_000, 12_000],
-        factors=[0.95, 1.0, 0.9, 1.0, 1.0],
+        factors=[95, 100, 90, 100, 100],
         start_offset=3,
         services=[COREWEAVE, ANTHROPIC],
-        recent_surge=2.6,
+        recent_surge=260,
     ),
     DemoProject(
         "Speech eval harness",
@@ -258,7 +259,7 @@ DEMO_PROJECTS = [
         "research",
         Project.Kind.EVALUATION,
         monthly_plan=[3_000, 3_000, 3_000],
-        factors=[0.95, 0.97, 0.9],
+        factors=[95, 97, 90],
         start_offset=6,
         services=[OPENAI],
         status=Project.Status.COMPLETED,
@@ -294,7 +295,11 @@ def demo_seed(*, today: date) -> dict[str, int]:
         defaults={"rate": Decimal("1.08")},
     )
     projects = [_project(spec, teams, users, today) for spec in DEMO_PROJECTS]
-    CostRecord.objects.filter(source=source).delete()
+    replaced = CostRecord.objects.filter(source=source)
+    # Rebuild the rollup wherever old demo records were, not only the new range:
+    # seeding again in a later month must not leave last time's oldest days behind.
+    oldest = replaced.aggregate(first=Min("charge_period_start"))["first"]
+    replaced.delete()
     allocator = Allocator()
     records = []
     for spec, project in zip(DEMO_PROJECTS, projects, strict=True):
@@ -306,6 +311,8 @@ def demo_seed(*, today: date) -> dict[str, int]:
         record.training_run_id = allocation.training_run_id
     CostRecord.objects.bulk_create(records, batch_size=2000)
     first_day = _shift_months(today, -6)
+    if oldest:
+        first_day = min(first_day, oldest.date())
     daily_costs_rebuild(start=first_day, end=today + timedelta(days=1))
     _invoices(Project.objects.get(slug="support-bot-lora"), today)
     return {
@@ -323,8 +330,6 @@ def _users() -> dict[str, User]:
             defaults={
                 "full_name": name,
                 "role": role,
-                "is_staff": role == User.Role.ADMIN,
-                "is_superuser": role == User.Role.ADMIN,
                 "is_active": True,
             },
         )
@@ -435,12 +440,11 @@ def _project_costs(
         )
         month_days = (next_month(day) - max(month_start(day), project.start_date)).days
         planned_daily = Decimal(spec.monthly_plan[month_index]) / month_days
-        factor = Decimal(str(spec.factors[month_index]))
+        factor = Decimal(spec.factors[month_index]) / 100
         if (today - day).days < 7:
-            factor *= Decimal(str(spec.recent_surge))
-        noise = Decimal(
-            str(round(random.Random(f"{spec.slug}{day}").uniform(0.85, 1.15), 3))
-        )
+            factor *= Decimal(spec.recent_surge) / 100
+        # Day-to-day wobble of ±15%, the same on every run for the same day.
+        noise = Decimal(random.Random(f"{spec.slug}{day}").randint(850, 1150)) / 1000
         for service in spec.services:
             amount = (planned_daily * factor * noise * service.share).quantize(
                 CENT, ROUND_HALF_UP

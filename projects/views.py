@@ -11,7 +11,6 @@ from accounts.permissions import (
     require_plan_editor,
     user_can_edit_plan,
 )
-from billing.models import BillingSource
 from budgets import selectors
 from budgets.forms import BudgetForm, BudgetLineFormSet
 from budgets.models import Budget
@@ -40,7 +39,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "summaries": summaries,
         "counts": counts,
         "today": today,
-        "sources": BillingSource.objects.filter(is_enabled=True),
     }
     if request.user.sees_everything:
         context["unallocated_month"] = selectors.actual_between(
@@ -85,6 +83,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "rules": project.allocation_rules.select_related("training_run"),
         "can_edit": user_can_edit_plan(request.user, project),
         "invoices": project.compute_invoices.all(),
+        "unconverted": selectors.unconverted_totals(project=project),
     }
     return render(request, "projects/project_detail.html", context)
 

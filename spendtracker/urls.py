@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -21,6 +22,7 @@ auth_urls = [
         auth_views.PasswordResetView.as_view(
             email_template_name="registration/password_reset_email.txt",
             html_email_template_name="registration/password_reset_email.html",
+            extra_email_context={"site_url": settings.SITE_URL},
         ),
         name="password_reset",
     ),

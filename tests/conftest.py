@@ -130,9 +130,7 @@ def world(db) -> World:
     member = make_user("member@test.example")
     outsider = make_user("outsider@test.example")
     finance = make_user("finance@test.example", role=User.Role.FINANCE)
-    admin = make_user(
-        "admin@test.example", role=User.Role.ADMIN, is_staff=True, is_superuser=True
-    )
+    admin = make_user("admin@test.example", role=User.Role.ADMIN)
     Membership.objects.create(user=lead, team=team, role=Membership.Role.LEAD)
     Membership.objects.create(user=member, team=team, role=Membership.Role.MEMBER)
     Membership.objects.create(user=outsider, team=other_team, role=Membership.Role.LEAD)

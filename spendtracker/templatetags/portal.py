@@ -4,18 +4,14 @@ from decimal import Decimal
 
 from django import template
 from django.conf import settings
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
 
+from budgets.services import Status
 from spendtracker.currencies import money as format_money
 
 register = template.Library()
 
-STATUS_LABELS = {
-    "on_track": "On track",
-    "at_risk": "At risk",
-    "over": "Over",
-    "no_budget": "No budget",
-}
+STATUS_LABELS = dict(Status.choices) | {"no_budget": "No budget"}
 
 
 @register.filter
@@ -60,4 +56,4 @@ def capped(value, limit: int = 100) -> Decimal:
 @register.simple_tag
 def status_badge(status: str) -> str:
     label = STATUS_LABELS.get(status, status)
-    return mark_safe(f'<span class="badge badge-{status}">{label}</span>')
+    return format_html('<span class="badge badge-{}">{}</span>', status, label)

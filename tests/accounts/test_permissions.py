@@ -97,7 +97,8 @@ def test_finance_sees_every_team_project_on_the_dashboard(client, world):
 
 def test_the_api_hides_other_teams_projects(client, world):
     client.force_login(world.member)
-    slugs = [p["slug"] for p in client.get(reverse("api_project_list")).json()]
+    page = client.get(reverse("api_project_list")).json()
+    slugs = [p["slug"] for p in page["results"]]
     assert slugs == [world.project.slug]
 
 
@@ -105,3 +106,11 @@ def test_a_finance_user_cannot_post_a_plan_change(client, world):
     client.force_login(world.finance)
     response = client.post(reverse("budget_edit", args=[world.project.slug]), {})
     assert response.status_code == 403
+
+
+def test_an_admin_moved_to_finance_loses_admin_rights(world):
+    world.admin.role = world.admin.Role.FINANCE
+    world.admin.save()
+    world.admin.refresh_from_db()
+    assert not (world.admin.is_superuser or world.admin.is_staff)
+    assert not world.admin.is_admin

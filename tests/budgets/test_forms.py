@@ -174,3 +174,42 @@ def test_a_refused_new_budget_leaves_no_budget_behind(lead_client, world):
     lead_client.post(reverse("budget_edit", args=[project.slug]), data)
     assert not Budget.objects.filter(project=project).exists()
     assert not BudgetLine.objects.filter(budget__project=project).exists()
+
+
+def test_two_months_can_swap_their_amounts_in_one_save(lead_client, world):
+    data = plan_post(
+        world.project.budget, [("2026-02", "1000.00"), ("2026-01", "2000.00")]
+    )
+    assert post_plan(lead_client, world, data).status_code == 302
+    assert snapshot(world)[2] == [
+        (date(2026, 1, 1), Decimal("2000.00")),
+        (date(2026, 2, 1), Decimal("1000.00")),
+    ]
+
+
+def test_a_failure_while_saving_lines_keeps_the_old_plan(
+    lead_client, world, monkeypatch
+):
+    before = snapshot(world)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(BudgetLine.objects, "bulk_create", fail)
+    data = plan_post(
+        world.project.budget,
+        [("2026-01", "1500.00"), ("2026-02", "2000.00")],
+        total="3500.00",
+    )
+    with pytest.raises(RuntimeError):
+        post_plan(lead_client, world, data)
+    assert snapshot(world) == before
+
+
+@pytest.mark.parametrize(("persona", "status"), [("member", 403), ("outsider", 404)])
+def test_only_leads_may_post_a_plan(client, world, persona, status):
+    before = snapshot(world)
+    client.force_login(getattr(world, persona))
+    data = plan_post(world.project.budget, [("2026-01", "3000.00")])
+    assert post_plan(client, world, data).status_code == status
+    assert snapshot(world) == before

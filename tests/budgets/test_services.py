@@ -184,3 +184,22 @@ def test_the_cumulative_chart_stops_actuals_at_the_current_month(project):
     assert chart["labels"] == ["Jan 2026", "Feb 2026"]
     assert chart["plan"] == [Decimal("3100"), Decimal("5900")]
     assert chart["actual"] == [Decimal("1000"), None]
+
+
+def test_a_run_over_its_gpu_hours_is_over_even_when_its_cost_is_not(project):
+    run = TrainingRun.objects.create(
+        project=project,
+        name="cheap-hours",
+        external_id="cheap",
+        gpu_type="A100",
+        gpu_count=1,
+        planned_gpu_hours=Decimal("100"),
+        rate_per_gpu_hour=Decimal("2"),
+        start_date=date(2026, 1, 1),
+        end_date=date(2026, 1, 10),
+    )
+    spend(project, date(2026, 1, 2), "150", run=run, gpu_hours=Decimal("120"))
+    variance = run_variance(run=run, as_of=date(2026, 1, 10), tolerance=Decimal("10"))
+    assert variance.actual_to_date < variance.total
+    assert variance.status == Status.OVER
+    assert variance.reason.startswith("Run cheap-hours is 20% over plan: 120 of 100")

@@ -1,10 +1,14 @@
+from datetime import date
+
 import pytest
 from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing.models import DailyCost
+from billing.models import CostRecord, DailyCost
+from billing.services import daily_costs_rebuild
 from budgets.services import Status, project_variance
+from projects.demo import demo_seed
 from projects.models import Project
 
 
@@ -43,3 +47,17 @@ def test_seed_demo_refuses_to_create_known_logins_in_production(db, settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="DJANGO_DEBUG off"):
         call_command("seed_demo")
+
+
+def test_seeding_again_a_month_later_leaves_no_stale_rollup(db):
+    demo_seed(today=date(2026, 11, 26))
+    demo_seed(today=date(2026, 12, 30))
+    rolled_up = list(DailyCost.objects.order_by("pk").values_list(*ROLLUP_FIELDS))
+    daily_costs_rebuild(start=date(2000, 1, 1), end=date(2100, 1, 1))
+    rebuilt = list(DailyCost.objects.order_by("pk").values_list(*ROLLUP_FIELDS))
+    assert sorted(rolled_up, key=str) == sorted(rebuilt, key=str)
+    oldest_cost = CostRecord.objects.earliest("charge_period_start").charge_period_start
+    assert not DailyCost.objects.filter(date__lt=oldest_cost.date()).exists()
+
+
+ROLLUP_FIELDS = ("date", "project_id", "training_run_id", "effective_cost")
