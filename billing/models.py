@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
 
+from spendtracker.crypto import decrypt_json, encrypt_json, mask
 from spendtracker.currencies import validate_currency_code
 
 # FOCUS costs carry up to 11 decimal places; quantities up to 15.
@@ -41,6 +42,17 @@ class BillingSource(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind)
     is_enabled = models.BooleanField(default=True)
+    config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where to read from, e.g. bucket and prefix, organisation id.",
+    )
+    credentials_token = models.TextField(
+        blank=True, editable=False, help_text="Fernet-encrypted JSON; never shown."
+    )
+    sync_every_minutes = models.PositiveIntegerField(
+        default=6 * 60, help_text="How often billing_sync fetches this source."
+    )
     data_complete_through = models.DateTimeField(
         null=True,
         blank=True,
@@ -54,6 +66,18 @@ class BillingSource(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def credentials(self) -> dict:
+        return decrypt_json(self.credentials_token)
+
+    @credentials.setter
+    def credentials(self, value: dict) -> None:
+        self.credentials_token = encrypt_json(value) if value else ""
+
+    @property
+    def masked_credentials(self) -> dict[str, str]:
+        return {key: mask(str(value)) for key, value in self.credentials.items()}
 
 
 class ImportRun(models.Model):

@@ -3,7 +3,9 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from billing.services import daily_costs_rebuild
+from billing.models import BillingSource
+from billing.services import billing_sync_source, daily_costs_rebuild
+from billing.sync import FETCHERS, ProviderError
 
 RECENT_DAYS = 45
 
@@ -15,3 +17,31 @@ def daily_costs_rebuild_recent() -> int:
     return daily_costs_rebuild(
         start=today - timedelta(days=RECENT_DAYS), end=today + timedelta(days=1)
     )
+
+
+@shared_task(
+    autoretry_for=(ProviderError,),
+    retry_backoff=60,
+    retry_backoff_max=60 * 60,
+    retry_jitter=True,
+    max_retries=6,
+)
+def billing_sync(source_id: int) -> str:
+    """Safe to run twice: an import replaces whole periods under a row lock."""
+    return billing_sync_source(source_id=source_id).run.status
+
+
+@shared_task
+def billing_sync_due() -> int:
+    """Enqueue every enabled source whose schedule says it is time."""
+    now = timezone.now()
+    sources = BillingSource.objects.filter(is_enabled=True, kind__in=FETCHERS)
+    ids = [
+        source.pk
+        for source in sources  # a handful of rows: simpler than date arithmetic in SQL
+        if source.last_sync_at is None
+        or source.last_sync_at <= now - timedelta(minutes=source.sync_every_minutes)
+    ]
+    for source_id in ids:
+        billing_sync.delay(source_id)
+    return len(ids)

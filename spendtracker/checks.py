@@ -1,3 +1,4 @@
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, register
 
@@ -5,7 +6,18 @@ from django.core.checks import Error, register
 @register()
 def configuration_check(app_configs, **kwargs):
     """Name every environment variable that is missing or could not be parsed."""
+    problems = list(settings.CONFIG_ERRORS)
+    if settings.FIELD_ENCRYPTION_KEY:
+        try:
+            Fernet(settings.FIELD_ENCRYPTION_KEY)
+        except ValueError:
+            problems.append(
+                (
+                    "FIELD_ENCRYPTION_KEY",
+                    "is not a Fernet key (32 url-safe base64 bytes)",
+                )
+            )
     return [
         Error(f"{name}: {problem}", hint="See .env.example.", id="spendtracker.E001")
-        for name, problem in settings.CONFIG_ERRORS
+        for name, problem in problems
     ]

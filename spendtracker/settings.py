@@ -214,6 +214,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", _strict_bool, False)
 CELERY_BEAT_SCHEDULE = {
+    "billing-sync-due": {
+        # Each source has its own interval; this only looks for the ones that are due.
+        "task": "billing.tasks.billing_sync_due",
+        "schedule": crontab(minute="*/15"),
+        "options": {"expires": 14 * 60},
+    },
     "rebuild-recent-daily-costs": {
         # Cheap safety net: the rollup of the last days is rebuilt nightly so that any
         # change made outside the importers (admin edits, FX rates) reaches the portal.

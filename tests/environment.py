@@ -11,3 +11,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-produc
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("REPORTING_CURRENCY", "USD")
+# A fixed test key; production keys come from the environment only.
+os.environ.setdefault(
+    "FIELD_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE="
+)

@@ -42,6 +42,10 @@ def test_a_complete_configuration_passes_the_checks():
         ),
         ({"DJANGO_DEBUG": "true", "DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
         ({"DJANGO_DEBUG": "true", "EMAIL_PORT": "twenty-five"}, "EMAIL_PORT"),
+        (
+            {"DJANGO_DEBUG": "true", "FIELD_ENCRYPTION_KEY": "short"},
+            "FIELD_ENCRYPTION_KEY: is not a Fernet key",
+        ),
     ],
 )
 def test_a_missing_or_bad_variable_is_named_by_a_system_check(env, named):

@@ -1,0 +1,129 @@
+"""billing_sync: fetched sources load like files, retry on provider failure, and say
+`unchanged` when the provider sends the same data again.
+
+The fetcher here stands in for a provider's API at the boundary: it is what a real
+fetcher module yields, and the real ones are tested against local fake servers.
+"""
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from billing import sync
+from billing.importers.base import new_row
+from billing.models import BillingSource, CostRecord, ImportRun
+from billing.tasks import billing_sync_due
+
+pytestmark = pytest.mark.django_db
+
+
+class ScriptedFetcher:
+    kind = "openai"
+    responses: list = []
+
+    def fetch(self, *, source, since):
+        response = self.responses.pop(0)
+        if isinstance(response, Exception):
+            raise response
+        for day, amount in response:
+            start = datetime(2026, 10, day, tzinfo=UTC)
+            yield new_row() | {
+                "billing_account_id": "org-1",
+                "provider_name": "OpenAI",
+                "billing_currency": "USD",
+                "charge_category": "Usage",
+                "billing_period_start": datetime(2026, 10, 1, tzinfo=UTC),
+                "billing_period_end": datetime(2026, 11, 1, tzinfo=UTC),
+                "charge_period_start": start,
+                "charge_period_end": start + timedelta(days=1),
+                **dict.fromkeys(
+                    ("billed_cost", "effective_cost", "list_cost", "contracted_cost"),
+                    Decimal(amount),
+                ),
+            }
+
+
+@pytest.fixture
+def source(monkeypatch):
+    monkeypatch.setitem(sync.FETCHERS, "openai", ScriptedFetcher)
+    ScriptedFetcher.responses = []
+    return BillingSource.objects.create(name="OpenAI org", kind="openai")
+
+
+def sync_json(*args) -> dict:
+    out = io.StringIO()
+    call_command("billing_sync", *args, json=True, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_a_sync_loads_what_the_provider_sends(source):
+    ScriptedFetcher.responses = [[(1, "1.25"), (2, "2.50")]]
+    result = sync_json()["sources"][0]
+    assert (result["status"], result["rows"]) == ("imported", 2)
+    assert result["billed"] == {"USD": "3.75"}
+    assert CostRecord.objects.count() == 2
+
+
+def test_the_same_data_twice_is_unchanged_and_loads_nothing_new(source):
+    ScriptedFetcher.responses = [[(1, "1.25")], [(1, "1.25")]]
+    sync_json()
+    ids = list(CostRecord.objects.values_list("pk", flat=True))
+    result = sync_json()["sources"][0]
+    assert result["status"] == "unchanged"
+    assert list(CostRecord.objects.values_list("pk", flat=True)) == ids
+
+
+def test_restated_data_replaces_the_period(source):
+    ScriptedFetcher.responses = [[(1, "1.25"), (2, "2.50")], [(1, "1.30")]]
+    sync_json()
+    result = sync_json()["sources"][0]
+    assert result["status"] == "imported"
+    assert list(CostRecord.objects.values_list("billed_cost", flat=True)) == [
+        Decimal("1.30")
+    ]
+
+
+def test_a_provider_outage_fails_the_run_and_keeps_the_data(source):
+    ScriptedFetcher.responses = [[(1, "1.25")], sync.ProviderError("503 from API")]
+    sync_json()
+    with pytest.raises(CommandError):
+        call_command("billing_sync", stdout=io.StringIO())
+    assert CostRecord.objects.count() == 1
+    source.refresh_from_db()
+    assert "503 from API" in source.last_error
+    assert ImportRun.objects.latest("pk").status == ImportRun.Status.FAILED
+
+
+def test_a_file_only_source_cannot_be_synced(source):
+    BillingSource.objects.create(name="FOCUS files", kind="focus")
+    with pytest.raises(CommandError, match="import its files with billing_import"):
+        call_command("billing_sync", source="FOCUS files", stdout=io.StringIO())
+
+
+def test_only_sources_whose_interval_has_passed_are_due(source, monkeypatch):
+    queued = []
+    monkeypatch.setattr("billing.tasks.billing_sync.delay", queued.append)
+    fresh = BillingSource.objects.create(
+        name="fresh", kind="openai", last_sync_at=datetime.now(UTC)
+    )
+    BillingSource.objects.filter(pk=source.pk).update(
+        last_sync_at=datetime.now(UTC) - timedelta(hours=7)
+    )
+    assert billing_sync_due() == 1
+    assert queued == [source.pk]
+    assert fresh.pk not in queued
+
+
+def test_credentials_are_stored_encrypted_and_shown_masked(source):
+    source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
+    source.save()
+    stored = BillingSource.objects.values_list("credentials_token", flat=True).get()
+    assert "sk-admin" not in stored
+    source.refresh_from_db()
+    assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
+    assert source.masked_credentials == {"api_key": "sk-…cdef"}
