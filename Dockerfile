@@ -25,6 +25,9 @@ COPY . .
 RUN DJANGO_SECRET_KEY=build-only-dummy-never-used-at-run-time DJANGO_DEBUG=false \
     python manage.py collectstatic --noinput
 
+# The uploads volume takes this folder's ownership when compose first creates it.
+RUN mkdir -p /app/media && chown app:app /app/media
+
 USER app
 
 EXPOSE 8000

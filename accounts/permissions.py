@@ -65,3 +65,9 @@ def require_plan_editor(user: User, project: Project) -> None:
 def require_organisation_view(user: User) -> None:
     if not user.sees_everything:
         raise PermissionDenied("The organisation overview is for finance and admins.")
+
+
+def require_billing_operator(user: User) -> None:
+    """Billing sources, uploads and import history belong to finance and admins."""
+    if not user.sees_everything:
+        raise PermissionDenied("Billing sources are managed by finance and admins.")

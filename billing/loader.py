@@ -3,7 +3,7 @@ COPY (psycopg 3), or bulk_create on SQLite, with allocation and totals on the wa
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -52,8 +52,16 @@ class LoadStats:
             self.unallocated[currency] += ZERO  # every currency appears in every total
 
 
+PROGRESS_EVERY = 10_000
+
+
 def cost_records_load(
-    rows: Iterable[dict], *, source_id: int, import_run_id: int, now: datetime
+    rows: Iterable[dict],
+    *,
+    source_id: int,
+    import_run_id: int,
+    now: datetime,
+    progress: Callable[[int], None] = lambda count: None,
 ) -> LoadStats:
     """Allocate and insert rows; the caller owns the transaction.
 
@@ -74,6 +82,8 @@ def cost_records_load(
                 is_provisional=row["billing_period_end"] > now,
             )
             stats.count(row)
+            if stats.rows % PROGRESS_EVERY == 0:
+                progress(stats.rows)
             yield row
 
     if connection.vendor == "postgresql":

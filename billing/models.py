@@ -67,6 +67,9 @@ class BillingSource(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        return reverse("source_detail", kwargs={"pk": self.pk})
+
     @property
     def credentials(self) -> dict:
         return decrypt_json(self.credentials_token)
@@ -92,6 +95,12 @@ class ImportRun(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.RUNNING)
     file_name = models.CharField(max_length=500, blank=True)
+    upload = models.FileField(
+        upload_to="imports/%Y/%m/",
+        blank=True,
+        help_text="The exported file as uploaded in the portal, kept for audit.",
+    )
+    file_format = models.CharField(max_length=20, default="auto")
     checksum = models.CharField(max_length=64, blank=True)
     billing_periods = models.JSONField(default=list)
     rows_read = models.PositiveIntegerField(default=0)
@@ -106,6 +115,13 @@ class ImportRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("import_detail", kwargs={"pk": self.pk})
+
+    @property
+    def duration(self):
+        return self.finished_at - self.started_at if self.finished_at else None
 
 
 class CostRecord(CostMeasures):

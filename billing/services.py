@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
+from django.core.cache import cache
+from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -184,21 +186,58 @@ def billing_import_file(
     """Import one export file for a source, replacing that source's rows for every
     billing period in the file, in one transaction. The same file twice changes
     nothing and says so; any bad input leaves the database as it was."""
-    checksum = _sha256(path)
     try:
         importer = importer_for(path, file_format)
     except ImportFailure as failure:
         source = _source(source_name, file_format)
-        return ImportOutcome(_failed_run(source, path, checksum, failure))
+        run = ImportRun.objects.create(
+            source=source, file_name=path.name, checksum=_sha256(path)
+        )
+        _fail(run, source, str(failure))
+        return ImportOutcome(run)
     source = _source(source_name, importer.name)
     run = ImportRun.objects.create(
-        source=source, file_name=path.name, checksum=checksum
+        source=source, file_name=path.name, file_format=file_format
     )
+    return import_run_execute(run=run, path=path)
+
+
+def billing_upload_accept(
+    *, uploaded: UploadedFile, source_name: str, file_format: str = "auto"
+) -> ImportRun:
+    """Keep an uploaded export with a new ImportRun and queue its import. A file whose
+    format cannot be recognised fails at once, so the person uploading sees why."""
+    source = _source(source_name, file_format)
+    run = ImportRun.objects.create(
+        source=source, file_name=uploaded.name, file_format=file_format
+    )
+    run.upload.save(uploaded.name, uploaded, save=True)
     try:
+        importer = importer_for(Path(run.upload.path), file_format)
+    except ImportFailure as failure:
+        run.checksum = _sha256(Path(run.upload.path))
+        _fail(run, source, str(failure))
+        return run
+    if source.kind != importer.name and not source.import_runs.exclude(pk=run.pk):
+        source.kind = importer.name  # a source created by this upload takes its kind
+        source.save(update_fields=["kind"])
+    from billing.tasks import import_upload  # tasks import this module
+
+    transaction.on_commit(lambda: import_upload.delay(run.pk))
+    return run
+
+
+def import_run_execute(*, run: ImportRun, path: Path) -> ImportOutcome:
+    """Run the import that `run` stands for: the file to the database, or a failure."""
+    source = run.source
+    run.checksum = _sha256(path)
+    run.save(update_fields=["checksum"])
+    try:
+        importer = importer_for(path, run.file_format)
         with transaction.atomic():
             # One import of a source at a time: a second one waits here.
             BillingSource.objects.select_for_update().get(pk=source.pk)
-            previous = _same_file_still_loaded(source, checksum, before=run)
+            previous = _same_file_still_loaded(source, run.checksum, before=run)
             if previous:
                 _finish(run, ImportRun.Status.UNCHANGED, previous=previous)
                 return ImportOutcome(run)
@@ -206,8 +245,17 @@ def billing_import_file(
     except ImportFailure as failure:
         _fail(run, source, str(failure))
     except (DatabaseError, ValueError) as exc:
-        _fail(run, source, f"{path.name}: {exc}")
+        _fail(run, source, f"{run.file_name}: {exc}")
     return ImportOutcome(run)
+
+
+def import_progress(run: ImportRun) -> int:
+    """Rows loaded so far by a running import (the worker reports them)."""
+    return cache.get(_progress_key(run.pk), 0)
+
+
+def _progress_key(run_id: int) -> str:
+    return f"import-progress:{run_id}"
 
 
 class _Unchanged(Exception):
@@ -280,7 +328,11 @@ def _same_data_loaded(run: ImportRun) -> ImportRun | None:
 def _replace_periods(source: BillingSource, run: ImportRun, rows) -> None:
     started = timezone.now()
     stats = cost_records_load(
-        rows, source_id=source.pk, import_run_id=run.pk, now=started
+        rows,
+        source_id=source.pk,
+        import_run_id=run.pk,
+        now=started,
+        progress=lambda count: cache.set(_progress_key(run.pk), count, 60 * 60),
     )
     if not stats.rows:
         raise ImportFailure("has a header but no cost rows", file=run.file_name)
@@ -348,16 +400,6 @@ def _fail(run: ImportRun, source: BillingSource, error: str) -> None:
     run.save()
     source.last_error = error
     source.save(update_fields=["last_error"])
-
-
-def _failed_run(
-    source: BillingSource, path: Path, checksum: str, failure: ImportFailure
-) -> ImportRun:
-    run = ImportRun.objects.create(
-        source=source, file_name=path.name, checksum=checksum
-    )
-    _fail(run, source, str(failure))
-    return run
 
 
 def _source(name: str, kind: str) -> BillingSource:

@@ -1,10 +1,15 @@
 from datetime import timedelta
+from pathlib import Path
 
 from celery import shared_task
 from django.utils import timezone
 
-from billing.models import BillingSource
-from billing.services import billing_sync_source, daily_costs_rebuild
+from billing.models import BillingSource, ImportRun
+from billing.services import (
+    billing_sync_source,
+    daily_costs_rebuild,
+    import_run_execute,
+)
 from billing.sync import FETCHERS, ProviderError
 
 RECENT_DAYS = 45
@@ -17,6 +22,16 @@ def daily_costs_rebuild_recent() -> int:
     return daily_costs_rebuild(
         start=today - timedelta(days=RECENT_DAYS), end=today + timedelta(days=1)
     )
+
+
+@shared_task
+def import_upload(run_id: int) -> str:
+    """Import an uploaded export; its ImportRun already exists, so the portal can
+    follow it from the moment of upload."""
+    run = ImportRun.objects.select_related("source").get(pk=run_id)
+    if run.status != ImportRun.Status.RUNNING:
+        return run.status  # already done: a redelivered message changes nothing
+    return import_run_execute(run=run, path=Path(run.upload.path)).run.status
 
 
 @shared_task(

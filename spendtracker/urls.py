@@ -53,6 +53,20 @@ urlpatterns = [
     path("overview/", report_views.organisation_overview, name="overview"),
     path("invoices/", billing_views.invoice_list, name="invoice_list"),
     path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),
+    path("billing/sources/", billing_views.source_list, name="source_list"),
+    path(
+        "billing/sources/<int:pk>/", billing_views.source_detail, name="source_detail"
+    ),
+    path("billing/upload/", billing_views.upload, name="upload"),
+    path("billing/imports/", billing_views.import_list, name="import_list"),
+    path(
+        "billing/imports/<int:pk>/", billing_views.import_detail, name="import_detail"
+    ),
+    path(
+        "billing/imports/<int:pk>/status/",
+        billing_views.import_status,
+        name="import_status",
+    ),
     path("healthz", site_views.health, name="health"),
     path("api/v1/", include("spendtracker.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -12,6 +12,7 @@ from billing.models import (
     ComputeInvoice,
     ComputeInvoiceLine,
     CostRecord,
+    ImportRun,
 )
 from billing.services import daily_costs_rebuild
 from budgets.models import Budget, BudgetLine
@@ -60,6 +61,8 @@ class World:
     project: Project
     other_project: Project
     invoice: ComputeInvoice
+    source: BillingSource
+    import_run: ImportRun
 
 
 def make_user(email: str, role: str = User.Role.STANDARD, **extra) -> User:
@@ -149,6 +152,8 @@ def world(db) -> World:
     ComputeInvoiceLine.objects.create(
         invoice=invoice, description="H100 hours", amount=Decimal("1234.5000")
     )
+    source = BillingSource.objects.create(name="AWS export", kind="focus")
+    import_run = ImportRun.objects.create(source=source, file_name="cur.csv")
     return World(
         team=team,
         other_team=other_team,
@@ -160,4 +165,6 @@ def world(db) -> World:
         project=project,
         other_project=other_project,
         invoice=invoice,
+        source=source,
+        import_run=import_run,
     )

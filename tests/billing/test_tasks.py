@@ -5,12 +5,16 @@ on the configured broker (Redis in CI).
 import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
 from django.utils import timezone
 
-from billing.models import DailyCost
+from billing.models import DailyCost, ImportRun
+from billing.services import billing_upload_accept
 from billing.tasks import daily_costs_rebuild_recent
 from spendtracker.celery import app
 from tests.conftest import make_cost_record
@@ -48,3 +52,21 @@ def test_the_nightly_rollup_is_scheduled_once_a_day_and_expires_before_the_next(
     assert entry["task"] == daily_costs_rebuild_recent.name
     assert entry["schedule"].hour == {2} and entry["schedule"].minute == {15}
     assert entry["options"]["expires"] < 24 * 60 * 60
+
+
+def test_a_worker_imports_an_uploaded_export(worker, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    sample = (
+        Path(__file__).resolve().parents[3]
+        / "shared/data/billing-samples/focus-1.0-real/focus_sample.csv"
+    )
+    with transaction.atomic():
+        run = billing_upload_accept(
+            uploaded=SimpleUploadedFile("focus.csv", sample.read_bytes()),
+            source_name="uploads",
+        )
+    assert wait_for(
+        lambda: ImportRun.objects.get(pk=run.pk).status != ImportRun.Status.RUNNING
+    ), "the worker did not import the upload"
+    run.refresh_from_db()
+    assert (run.status, run.rows_loaded) == (ImportRun.Status.IMPORTED, 1000)

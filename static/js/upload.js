@@ -1,0 +1,65 @@
+// Upload with a progress bar for the bytes sent, then for the import the worker runs.
+(function () {
+  "use strict";
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const box = document.getElementById("upload-progress");
+  const bar = document.getElementById("progress-bar");
+  const label = document.getElementById("progress-label");
+  const errorBox = document.getElementById("upload-error");
+  const button = document.getElementById("upload-button");
+  const params = new URLSearchParams(window.location.search);
+  if (params.get("source")) form.elements.source.value = params.get("source");
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = false;
+    button.disabled = false;
+  }
+
+  function follow(statusUrl) {
+    label.textContent = "Importing…";
+    bar.style.width = "100%";
+    bar.classList.add("pulse");
+    const timer = setInterval(async () => {
+      const response = await fetch(statusUrl, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const state = await response.json();
+      label.textContent = state.status === "running"
+        ? `Importing… ${state.rows.toLocaleString()} rows so far`
+        : `Import ${state.status}: ${state.rows.toLocaleString()} rows`;
+      if (state.status !== "running") {
+        clearInterval(timer);
+        window.location.href = state.url;
+      }
+    }, 1000);
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    errorBox.hidden = true;
+    button.disabled = true;
+    box.hidden = false;
+    const request = new XMLHttpRequest();
+    request.open("POST", form.action);
+    request.setRequestHeader("Accept", "application/json");
+    request.upload.addEventListener("progress", (e) => {
+      if (!e.lengthComputable) return;
+      const percent = Math.round((e.loaded / e.total) * 100);
+      bar.style.width = percent + "%";
+      label.textContent = `Uploading… ${percent}%`;
+    });
+    request.addEventListener("load", () => {
+      let body = {};
+      try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
+      if (request.status === 202) return follow(body.status_url);
+      const errors = body.errors
+        ? Object.entries(body.errors).map(([field, messages]) => `${field}: ${messages.join(" ")}`).join(" · ")
+        : `The upload failed (HTTP ${request.status}).`;
+      box.hidden = true;
+      showError(errors);
+    });
+    request.addEventListener("error", () => showError("The upload was interrupted. Try again."));
+    request.send(new FormData(form));
+  });
+})();
