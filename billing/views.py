@@ -46,7 +46,8 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def source_list(request: HttpRequest) -> HttpResponse:
     require_billing_operator(request.user)
     sources = BillingSource.objects.annotate(
-        imports=Count("import_runs"), records=Count("cost_records", distinct=True)
+        imports=Count("import_runs", distinct=True),
+        records=Count("cost_records", distinct=True),
     )
     return render(request, "billing/source_list.html", {"sources": sources})
 

@@ -53,6 +53,18 @@ def capped(value, limit: int = 100) -> Decimal:
     return max(Decimal(0), min(Decimal(value), Decimal(limit)))
 
 
+@register.filter
+def seconds(duration) -> str:
+    """A timedelta as a person reads it: 0.1 s, 42 s, 3 min 5 s."""
+    if duration is None:
+        return "—"
+    total = duration.total_seconds()
+    if total < 60:
+        return f"{total:.1f} s"
+    minutes, secs = divmod(round(total), 60)
+    return f"{minutes} min {secs} s"
+
+
 @register.simple_tag
 def status_badge(status: str) -> str:
     label = STATUS_LABELS.get(status, status)
