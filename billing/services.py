@@ -30,16 +30,71 @@ from billing.models import (
     ImportRun,
 )
 from billing.sync import ProviderError, fetcher_for
+from projects.models import Project
+
+# The columns allocation rules read.
+ALLOCATION_INPUTS = [
+    "tags",
+    "billing_account_id",
+    "sub_account_id",
+    "resource_id",
+    "service_name",
+]
 
 
 def _record_fields(record: CostRecord) -> dict:
-    return {
-        "tags": record.tags,
-        "billing_account_id": record.billing_account_id,
-        "sub_account_id": record.sub_account_id,
-        "resource_id": record.resource_id,
-        "service_name": record.service_name,
-    }
+    return {name: getattr(record, name) for name in ALLOCATION_INPUTS}
+
+
+def _allocation_changes(queryset: QuerySet[CostRecord] | None):
+    """Each stored record whose allocation the current rules would change, with the
+    allocation they would give it."""
+    allocator = Allocator()
+    records = CostRecord.objects.all() if queryset is None else queryset
+    fields = ["pk", "project_id", "training_run_id", "charge_period_start"]
+    fields += ["billing_currency", "effective_cost", *ALLOCATION_INPUTS]
+    for record in records.only(*fields).iterator(chunk_size=5000):
+        allocation = allocator.allocate(_record_fields(record))
+        current = (record.project_id, record.training_run_id)
+        if current != (allocation.project_id, allocation.training_run_id):
+            yield record, allocation
+
+
+@dataclass(frozen=True)
+class AllocationMove:
+    """Cost that a rule change would move from one project to another."""
+
+    from_project: str
+    to_project: str
+    rows: int
+    effective: dict[str, Decimal]
+
+
+def allocation_preview(
+    *, queryset: QuerySet[CostRecord] | None = None
+) -> list[AllocationMove]:
+    """What re-applying the rules would move, largest first; nothing is changed."""
+    names = dict(Project.objects.values_list("pk", "name"))
+    moves: dict[tuple[int | None, int | None], tuple[int, dict[str, Decimal]]] = {}
+    for record, allocation in _allocation_changes(queryset):
+        key = (record.project_id, allocation.project_id)
+        rows, effective = moves.get(key, (0, {}))
+        currency = record.billing_currency
+        effective[currency] = (
+            effective.get(currency, Decimal(0)) + record.effective_cost
+        )
+        moves[key] = (rows + 1, effective)
+    unallocated = "(unallocated)"
+    result = [
+        AllocationMove(
+            from_project=names.get(old, unallocated) if old else unallocated,
+            to_project=names.get(new, unallocated) if new else unallocated,
+            rows=rows,
+            effective=effective,
+        )
+        for (old, new), (rows, effective) in moves.items()
+    ]
+    return sorted(result, key=lambda move: -sum(move.effective.values()))
 
 
 @transaction.atomic
@@ -51,18 +106,11 @@ def cost_records_reallocate(
     Returns the half-open range of charge dates whose rollup was rebuilt, or None when
     no record changed allocation.
     """
-    allocator = Allocator()
-    records = CostRecord.objects.all() if queryset is None else queryset
     changed: list[CostRecord] = []
-    for record in records.iterator(chunk_size=5000):
-        allocation = allocator.allocate(_record_fields(record))
-        if (record.project_id, record.training_run_id) != (
-            allocation.project_id,
-            allocation.training_run_id,
-        ):
-            record.project_id = allocation.project_id
-            record.training_run_id = allocation.training_run_id
-            changed.append(record)
+    for record, allocation in _allocation_changes(queryset):
+        record.project_id = allocation.project_id
+        record.training_run_id = allocation.training_run_id
+        changed.append(record)
     if not changed:
         return None
     CostRecord.objects.bulk_update(

@@ -2,8 +2,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import DecimalField, ExpressionWrapper, F
+from django.template.response import TemplateResponse
 
-from billing.services import cost_records_reallocate
+from billing.services import allocation_preview, cost_records_reallocate
 from projects.models import AllocationRule, Project, TrainingRun
 from spendtracker.admin_display import amount_display
 
@@ -139,10 +140,22 @@ class AllocationRuleAdmin(admin.ModelAdmin):
     list_select_related = ("project", "training_run")
     actions = ["reallocate_history"]
 
-    @admin.action(description="Re-apply all active rules to stored costs")
+    @admin.action(description="Re-apply all active rules to stored costs…")
     def reallocate_history(self, request, queryset):
         # Rules are ordered across all projects, so the whole set is re-applied
-        # whichever rules are selected.
+        # whichever rules are selected. The first click previews; "Apply" moves.
+        if request.POST.get("apply") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/projects/allocationrule/reallocate_preview.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Re-allocate stored costs",
+                    "moves": allocation_preview(),
+                    "selected": queryset.values_list("pk", flat=True),
+                    "opts": self.model._meta,
+                },
+            )
         moved = cost_records_reallocate()
         if moved is None:
             self.message_user(request, "No cost moved: every record already matches.")

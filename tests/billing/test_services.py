@@ -4,10 +4,15 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from billing.allocation import Allocator
-from billing.models import DailyCost, FxRate
-from billing.services import cost_records_reallocate, daily_costs_rebuild
+from billing.models import CostRecord, DailyCost, FxRate
+from billing.services import (
+    allocation_preview,
+    cost_records_reallocate,
+    daily_costs_rebuild,
+)
 from projects.models import AllocationRule, TrainingRun
 from tests.conftest import make_cost_record
 
@@ -136,3 +141,29 @@ def test_gpu_hours_are_summed_from_gpu_hour_units_only():
     record(consumed_quantity=Decimal("500"), consumed_unit="Requests")
     daily_costs_rebuild(start=date(2026, 3, 1), end=date(2026, 4, 1))
     assert DailyCost.objects.get().gpu_hours == Decimal("11")
+
+
+def test_a_preview_shows_what_would_move_and_changes_nothing(world):
+    record(tags={"project": "llama"}, amount="10.5")
+    record(tags={"project": "llama"}, amount="2.25")
+    rule(world.project, 1, AllocationRule.MatchOn.TAG, "llama", tag_key="project")
+    moves = allocation_preview()
+    assert [(m.from_project, m.to_project, m.rows, m.effective) for m in moves] == [
+        ("(unallocated)", world.project.name, 2, {"USD": Decimal("12.75")})
+    ]
+    assert not CostRecord.objects.filter(project=world.project).exists()
+
+
+def test_an_admin_previews_then_applies_a_reallocation(client, world):
+    record(tags={"project": "llama"}, amount="10.5")
+    new_rule = rule(
+        world.project, 1, AllocationRule.MatchOn.TAG, "llama", tag_key="project"
+    )
+    client.force_login(world.admin)
+    url = reverse("admin:projects_allocationrule_changelist")
+    chosen = {"action": "reallocate_history", "_selected_action": [new_rule.pk]}
+    preview = client.post(url, chosen)
+    assert b"(unallocated)" in preview.content and b"$10.50" in preview.content
+    assert not CostRecord.objects.filter(project=world.project).exists()
+    client.post(url, {**chosen, "apply": "yes"})
+    assert CostRecord.objects.filter(project=world.project).count() == 1
