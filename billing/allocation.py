@@ -1,9 +1,14 @@
-"""Allocation of cost lines to projects and runs by ordered rules: first match wins."""
+"""Allocation of cost lines to projects and runs by ordered rules: first match wins.
+
+When no rule matches, one convention applies: a cost tagged `project=<project slug>`
+goes to that project (and `training_run=<external id>` to that run). Invoices and
+training scripts that name their project need no rule; anything else stays unallocated.
+"""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from projects.models import AllocationRule, TrainingRun
+from projects.models import AllocationRule, Project, TrainingRun
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,8 @@ class Allocation:
 
 
 UNALLOCATED = Allocation(None, None)
+PROJECT_TAG = "project"
+RUN_TAG = "training_run"
 
 
 class Allocator:
@@ -28,13 +35,19 @@ class Allocator:
                 "id", "project_id", "external_id"
             )
         }
+        self.project_ids = dict(Project.objects.values_list("slug", "id"))
 
     def allocate(self, record: Mapping) -> Allocation:
         tags = record.get("tags") or {}
         for rule in self.rules:
             if _rule_matches(rule, record, tags):
                 return Allocation(rule.project_id, self._run_id(rule, tags))
-        return UNALLOCATED
+        project_id = self.project_ids.get(str(tags.get(PROJECT_TAG, "")))
+        if project_id is None:
+            return UNALLOCATED
+        return Allocation(
+            project_id, self.run_ids.get((project_id, str(tags.get(RUN_TAG, ""))))
+        )
 
     def _run_id(self, rule: AllocationRule, tags: Mapping) -> int | None:
         if rule.training_run_id:

@@ -12,9 +12,11 @@ from itertools import islice
 from django.db import connection
 
 from billing.allocation import Allocator
-from billing.models import CostRecord
+from billing.models import COST_COLUMNS, COST_DIGITS, CostRecord
 
 ZERO = Decimal("0")
+COST_EXPONENT = -COST_DIGITS["decimal_places"]
+COST_QUANTUM = Decimal(1).scaleb(COST_EXPONENT)
 BATCH_SIZE = 5000
 LOAD_FIELDS = [f.attname for f in CostRecord._meta.concrete_fields if f.attname != "id"]
 
@@ -63,23 +65,24 @@ def cost_records_load(
     now: datetime,
     progress: Callable[[int], None] = lambda count: None,
 ) -> LoadStats:
-    """Allocate and insert rows; the caller owns the transaction.
-
-    A row whose billing period has not ended yet is provisional: the provider will
-    restate it until the period closes and is invoiced.
-    """
+    """Allocate and insert rows; the caller owns the transaction."""
     stats = LoadStats()
     allocator = Allocator()
 
     def prepared() -> Iterator[dict]:
         for row in rows:
+            for column in COST_COLUMNS:
+                # Totals must equal what the database keeps: round as it would, and
+                # only values with more places than it keeps (doubles from Parquet).
+                if row[column].as_tuple().exponent < COST_EXPONENT:
+                    row[column] = row[column].quantize(COST_QUANTUM)
             allocation = allocator.allocate(row)
             row.update(
                 source_id=source_id,
                 import_run_id=import_run_id,
                 project_id=allocation.project_id,
                 training_run_id=allocation.training_run_id,
-                is_provisional=row["billing_period_end"] > now,
+                is_provisional=_provisional(row, now),
             )
             stats.count(row)
             if stats.rows % PROGRESS_EVERY == 0:
@@ -91,6 +94,12 @@ def cost_records_load(
     else:
         _bulk_create(prepared())
     return stats
+
+
+def _provisional(row: dict, now: datetime) -> bool:
+    """Spend is provisional while its billing period is open and no invoice covers it:
+    the provider will restate it until then."""
+    return row["billing_period_end"] > now and not row["invoice_id"]
 
 
 def _copy(rows: Iterator[dict]) -> None:

@@ -2,7 +2,7 @@
 
 import bisect
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -247,7 +247,18 @@ def billing_import_file(
     run = ImportRun.objects.create(
         source=source, file_name=path.name, file_format=file_format
     )
+    if source.kind != importer.name:
+        _fail(run, source, _kind_mismatch(source, importer.name, path.name))
+        return ImportOutcome(run)
     return import_run_execute(run=run, path=path)
+
+
+def _kind_mismatch(source: BillingSource, kind: str, file_name: str) -> str:
+    # Importing into another kind's source would replace its data with unrelated rows.
+    return (
+        f"{file_name}: is a {kind} export, but {source.name!r} is a "
+        f"{source.kind} source; use another source name"
+    )
 
 
 def billing_upload_accept(
@@ -266,7 +277,10 @@ def billing_upload_accept(
         run.checksum = _sha256(Path(run.upload.path))
         _fail(run, source, str(failure))
         return run
-    if source.kind != importer.name and not source.import_runs.exclude(pk=run.pk):
+    if source.kind != importer.name:
+        if source.import_runs.exclude(pk=run.pk).exists():
+            _fail(run, source, _kind_mismatch(source, importer.name, uploaded.name))
+            return run
         source.kind = importer.name  # a source created by this upload takes its kind
         source.save(update_fields=["kind"])
     from billing.tasks import import_upload  # tasks import this module
@@ -331,7 +345,8 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         with transaction.atomic():
             BillingSource.objects.select_for_update().get(pk=source.pk)
             rows = _hashed(fetcher.fetch(source=source, since=since), digest)
-            _replace_periods(source, run, rows)
+            window = [since, _month_start(timezone.now())]
+            _replace_periods(source, run, rows, periods=sorted(set(window)))
             run.checksum = digest.hexdigest()
             run.save(update_fields=["checksum"])
             previous = _same_data_loaded(run)
@@ -373,7 +388,16 @@ def _same_data_loaded(run: ImportRun) -> ImportRun | None:
     return latest if same else None
 
 
-def _replace_periods(source: BillingSource, run: ImportRun, rows) -> None:
+def _replace_periods(
+    source: BillingSource,
+    run: ImportRun,
+    rows,
+    *,
+    periods: Collection[datetime] = (),
+) -> None:
+    """Load `rows` and drop the source's older rows of every billing period they fall
+    in, plus `periods`: a period the source no longer reports is emptied. Without
+    `periods`, rows are required (a file with a header only is a mistake)."""
     started = timezone.now()
     stats = cost_records_load(
         rows,
@@ -382,27 +406,31 @@ def _replace_periods(source: BillingSource, run: ImportRun, rows) -> None:
         now=started,
         progress=lambda count: cache.set(_progress_key(run.pk), count, 60 * 60),
     )
-    if not stats.rows:
+    if not stats.rows and not periods:
         raise ImportFailure("has a header but no cost rows", file=run.file_name)
+    restated = stats.billing_periods | set(periods)
     replaced = CostRecord.objects.filter(
-        source=source, billing_period_start__in=stats.billing_periods
+        source=source, billing_period_start__in=restated
     ).exclude(import_run=run)
     old_range = replaced.aggregate(
         first=Min("charge_period_start"), last=Max("charge_period_start")
     )
     replaced.delete()
-    first = min(filter(None, [stats.first_charge, old_range["first"]]))
-    last = max(filter(None, [stats.last_charge, old_range["last"]]))
-    daily_costs_rebuild(start=first.date(), end=last.date() + timedelta(days=1))
+    touched = list(filter(None, [stats.first_charge, old_range["first"]]))
+    touched += filter(None, [stats.last_charge, old_range["last"]])
+    if touched:
+        daily_costs_rebuild(
+            start=min(touched).date(), end=max(touched).date() + timedelta(days=1)
+        )
     run.rows_read = run.rows_loaded = stats.rows
-    run.billing_periods = sorted(f"{p:%Y-%m}" for p in stats.billing_periods)
+    run.billing_periods = sorted(f"{p:%Y-%m}" for p in restated)
     run.totals = {
         "billed": _strings(stats.billed),
         "effective": _strings(stats.effective),
         "unallocated": _strings(stats.unallocated),
     }
     _finish(run, ImportRun.Status.IMPORTED)
-    closed = [p for p in stats.billing_periods if p < _month_start(started)]
+    closed = [p for p in restated if p < _month_start(started)]
     source.last_sync_at, source.last_error = timezone.now(), ""
     if closed:
         complete = max(closed) + relativedelta(months=1)

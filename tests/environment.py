@@ -11,6 +11,9 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-produc
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("REPORTING_CURRENCY", "USD")
+# Without a broker given (CI gives Redis), the worker tests use Celery's in-memory
+# transport: a real worker in this process, and no folder shared with other runs.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 # A fixed test key; production keys come from the environment only.
 os.environ.setdefault(
     "FIELD_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE="

@@ -2,11 +2,18 @@
 
 from pathlib import Path
 
+from billing.importers.aws_cur import AwsCurImporter
+from billing.importers.azure import AzureCostDetailsImporter
 from billing.importers.base import CsvFile, Importer, ImportFailure
 from billing.importers.focus import FocusImporter
+from billing.importers.invoice_csv import InvoiceCsvImporter
+from billing.importers.parquet import ParquetExport, is_parquet
 
 IMPORTERS: dict[str, type[Importer]] = {
     FocusImporter.name: FocusImporter,
+    AzureCostDetailsImporter.name: AzureCostDetailsImporter,
+    InvoiceCsvImporter.name: InvoiceCsvImporter,
+    AwsCurImporter.name: AwsCurImporter,
 }
 
 
@@ -19,7 +26,9 @@ def importer_for(path: Path, file_format: str = "auto") -> Importer:
             raise ImportFailure(
                 f"format {file_format!r} is not supported yet (supported: {known})"
             ) from None
-    header = CsvFile(path).header()
+    header = (
+        ParquetExport(path).header() if is_parquet(path) else CsvFile(path).header()
+    )
     if not header:
         raise ImportFailure("the file is empty", file=path.name)
     for importer in IMPORTERS.values():

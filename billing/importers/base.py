@@ -262,13 +262,17 @@ _GROUPED_AMOUNT = re.compile(r"^(-?)[$€£]?(-?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)
 def parse_decimal(value: str) -> Decimal:
     """A plain decimal, or a spreadsheet-formatted amount such as "$10,000.00"."""
     try:
-        return Decimal(value)
+        amount = Decimal(value)
     except InvalidOperation:
         match = _GROUPED_AMOUNT.match(value)
         if not match:
             raise
         sign = "-" if match.group(1) or match.group(2) else ""
         return Decimal(sign + match.group(3).replace(",", "") + (match.group(4) or ""))
+    if not amount.is_finite():
+        # "NaN" and "Infinity" parse, but one of them would poison every total.
+        raise InvalidOperation(value)
+    return amount
 
 
 _TIMESTAMP_FORMATS = (

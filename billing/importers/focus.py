@@ -1,4 +1,4 @@
-"""FOCUS 1.0 to 1.3 cost and usage exports, from any provider.
+"""FOCUS 1.0 to 1.3 cost and usage exports, from any provider: CSV, gzip or Parquet.
 
 Columns that FOCUS added or renamed across versions are all accepted: 1.3's
 ServiceProviderName stands in for ProviderName. Unknown and `x_` columns are ignored.
@@ -18,6 +18,7 @@ from billing.importers.base import (
     first_present,
     new_row,
 )
+from billing.importers.parquet import ParquetExport, is_parquet
 
 REQUIRED = (
     "BilledCost",
@@ -75,7 +76,7 @@ class FocusImporter:
         return {"BilledCost", "ChargePeriodStart", "ChargeCategory"} <= columns
 
     def rows(self, path: Path) -> Iterator[dict]:
-        source = CsvFile(path)
+        source = ParquetExport(path) if is_parquet(path) else CsvFile(path)
         header = source.header()
         if not header:
             raise ImportFailure("the file is empty", file=path.name)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from billing.allocation import Allocator
+from billing.allocation import Allocation, Allocator
 from billing.models import CostRecord, DailyCost, FxRate
 from billing.services import (
     allocation_preview,
@@ -167,3 +167,16 @@ def test_an_admin_previews_then_applies_a_reallocation(client, world):
     assert not CostRecord.objects.filter(project=world.project).exists()
     client.post(url, {**chosen, "apply": "yes"})
     assert CostRecord.objects.filter(project=world.project).count() == 1
+
+
+def test_a_cost_tagged_with_a_project_slug_goes_there_when_no_rule_matches(world):
+    rule(world.other_project, 1, AllocationRule.MatchOn.SERVICE, "Claude API")
+    allocator = Allocator()
+    by_tag = allocator.allocate({"tags": {"project": world.project.slug}})
+    by_rule = allocator.allocate(
+        {"tags": {"project": world.project.slug}, "service_name": "Claude API"}
+    )
+    unknown = allocator.allocate({"tags": {"project": "no-such-project"}})
+    assert by_tag.project_id == world.project.pk
+    assert by_rule.project_id == world.other_project.pk  # rules come first
+    assert unknown == Allocation(None, None)

@@ -1,0 +1,238 @@
+"""Approved compute invoices become cost through the loader: exactly their lines, on
+their project, replaced when they change and gone when they are no longer approved."""
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+
+from billing.invoices import SOURCE_NAME, compute_invoices_load
+from billing.models import (
+    BillingSource,
+    ComputeInvoice,
+    ComputeInvoiceLine,
+    CostRecord,
+    DailyCost,
+    ImportRun,
+)
+from billing.services import cost_records_reallocate
+from projects.models import AllocationRule, TrainingRun
+from tests.conftest import make_cost_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = ComputeInvoice.Status
+
+
+@pytest.fixture(autouse=True)
+def february():
+    """January's invoices arrive in February, once January is closed."""
+    with time_machine.travel(datetime(2026, 2, 10, 9, tzinfo=UTC), tick=False):
+        yield
+
+
+def set_status(invoice: ComputeInvoice, status: str) -> ComputeInvoice:
+    invoice.status = status
+    invoice.save(update_fields=["status"])
+    return invoice
+
+
+def invoice_in(world, number: str, start: date, end: date, amount: str):
+    invoice = ComputeInvoice.objects.create(
+        vendor="CoreWeave",
+        invoice_number=number,
+        issued_on=end,
+        period_start=start,
+        period_end=end,
+        currency="USD",
+        project=world.project,
+        status=Status.APPROVED,
+    )
+    ComputeInvoiceLine.objects.create(
+        invoice=invoice, description="HGX H100 node-hours", amount=Decimal(amount)
+    )
+    return invoice
+
+
+def total(queryset, column: str = "billed_cost") -> Decimal:
+    return sum(queryset.values_list(column, flat=True), Decimal("0"))
+
+
+def test_an_approved_invoice_puts_its_exact_total_into_cost_and_daily_cost(world):
+    ComputeInvoiceLine.objects.create(
+        invoice=world.invoice,
+        description="On-demand 8x H100 SXM",
+        gpu_type="H100 80GB SXM",
+        gpu_hours=Decimal("512.5000"),
+        rate=Decimal("2.99"),
+        amount=Decimal("1532.3750"),
+    )
+    set_status(world.invoice, Status.APPROVED)
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.IMPORTED, run.error
+    assert world.invoice.total == Decimal("2766.8750")
+    assert total(CostRecord.objects.filter(project=world.project)) == Decimal(
+        "2766.8750"
+    )
+    daily = DailyCost.objects.filter(project=world.project)
+    assert total(daily, "effective_cost") == Decimal("2766.8750")
+    assert total(daily, "gpu_hours") == Decimal("512.5")
+    assert not daily.filter(is_provisional=True).exists()
+    assert (run.rows_loaded, run.billing_periods) == (2, ["2026-01"])
+    assert run.totals["billed"] == {"USD": "2766.8750"}
+    assert run.totals["unallocated"] == {"USD": "0"}
+
+
+def test_invoice_rows_name_vendor_invoice_and_the_tags_tag_rules_match(world):
+    run = TrainingRun.objects.create(
+        project=world.project,
+        name="SFT 3",
+        external_id="sft-run-3",
+        gpu_type="H100",
+        gpu_count=8,
+        planned_gpu_hours=Decimal("500"),
+        rate_per_gpu_hour=Decimal("2.99"),
+        start_date=date(2026, 1, 1),
+        end_date=date(2026, 1, 31),
+    )
+    world.invoice.training_run = run
+    world.invoice.save()
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    record = CostRecord.objects.get()
+    assert (record.provider_name, record.invoice_id) == ("Lambda", "INV-1")
+    assert record.tags == {"project": "llama-sft", "training_run": "sft-run-3"}
+    assert (record.project, record.training_run) == (world.project, run)
+    assert (record.charge_period_start, record.charge_period_end) == (
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 2, 1, tzinfo=UTC),
+    )
+    assert record.source.kind == BillingSource.Kind.COMPUTE_INVOICE
+
+
+@pytest.mark.parametrize("status", [Status.DRAFT, Status.REJECTED])
+def test_a_draft_or_rejected_invoice_adds_no_cost(world, status):
+    set_status(world.invoice, status)
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.IMPORTED, run.error
+    assert not CostRecord.objects.exists()
+    assert not DailyCost.objects.exists()
+
+
+def test_loading_twice_with_nothing_changed_reports_unchanged(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    records = set(CostRecord.objects.values_list("pk", flat=True))
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.UNCHANGED
+    assert run.totals["billed"] == {"USD": "1234.5000"}
+    assert set(CostRecord.objects.values_list("pk", flat=True)) == records
+
+
+def test_an_edited_approved_invoice_replaces_its_cost_when_loaded_again(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    world.invoice.lines.update(amount=Decimal("1000.0100"))
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.IMPORTED
+    assert total(CostRecord.objects) == Decimal("1000.0100")
+    assert total(DailyCost.objects.filter(project=world.project)) == Decimal(
+        "1000.0100"
+    )
+
+
+def test_setting_an_invoice_back_to_draft_and_loading_removes_its_cost(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    set_status(world.invoice, Status.DRAFT)
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.IMPORTED, run.error
+    assert run.billing_periods == ["2026-01"]
+    assert not CostRecord.objects.exists()
+    assert not DailyCost.objects.exists()
+
+
+def test_un_approving_one_month_s_invoice_keeps_the_other_months(world):
+    december = invoice_in(
+        world, "CW-12", date(2025, 12, 1), date(2025, 12, 31), "500.00"
+    )
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    set_status(world.invoice, Status.REJECTED)
+    run = compute_invoices_load()
+    assert run.billing_periods == ["2025-12", "2026-01"]
+    assert set(CostRecord.objects.values_list("invoice_id", flat=True)) == {"CW-12"}
+    assert total(DailyCost.objects) == december.total == Decimal("500.0000")
+
+
+def test_approving_again_after_removal_loads_the_invoice_again(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    set_status(world.invoice, Status.DRAFT)
+    compute_invoices_load()
+    set_status(world.invoice, Status.APPROVED)
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.IMPORTED
+    assert total(DailyCost.objects) == Decimal("1234.5000")
+
+
+def test_loading_one_invoice_keeps_the_other_approved_invoices_of_its_month(world):
+    other = invoice_in(world, "CW-1", date(2026, 1, 1), date(2026, 1, 31), "700.00")
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    world.invoice.lines.update(amount=Decimal("34.5000"))
+    run = compute_invoices_load(invoice_ids=[world.invoice.pk])
+    assert run.status == ImportRun.Status.IMPORTED, run.error
+    assert set(CostRecord.objects.values_list("invoice_id", flat=True)) == {
+        "INV-1",
+        other.invoice_number,
+    }
+    assert total(DailyCost.objects) == Decimal("734.5000")
+
+
+def test_moving_an_invoice_to_another_month_moves_its_cost(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    world.invoice.period_start, world.invoice.period_end = (
+        date(2025, 12, 1),
+        date(2025, 12, 31),
+    )
+    world.invoice.save()
+    run = compute_invoices_load(invoice_ids=[world.invoice.pk])
+    assert run.billing_periods == ["2025-12", "2026-01"]
+    assert set(DailyCost.objects.values_list("date", flat=True)) == {date(2025, 12, 1)}
+    assert total(DailyCost.objects.filter(project=world.project)) == Decimal(
+        "1234.5000"
+    )
+
+
+def test_invoice_costs_stay_on_their_project_when_history_is_reallocated(world):
+    set_status(world.invoice, Status.APPROVED)
+    compute_invoices_load()
+    assert cost_records_reallocate() is None
+    assert CostRecord.objects.get().project == world.project
+
+
+def test_a_rule_that_matches_invoice_costs_still_comes_first(world):
+    set_status(world.invoice, Status.APPROVED)
+    AllocationRule.objects.create(
+        project=world.other_project, match_on="service", value="GPU compute"
+    )
+    compute_invoices_load()
+    assert CostRecord.objects.get().project == world.other_project
+
+
+def test_a_source_of_the_same_name_but_another_kind_is_left_alone(world):
+    make_cost_record(
+        date(2026, 1, 5),
+        "42.00",
+        source=BillingSource.objects.create(
+            name=SOURCE_NAME, kind=BillingSource.Kind.FOCUS
+        ),
+    )
+    set_status(world.invoice, Status.APPROVED)
+    run = compute_invoices_load()
+    assert run.status == ImportRun.Status.FAILED
+    assert "rename it" in run.error
+    assert total(CostRecord.objects) == Decimal("42.00")
