@@ -8,6 +8,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -206,3 +208,23 @@ def test_a_missing_file_fails_with_its_name(tmp_path):
     code, result = run_import(tmp_path / "nope.csv")
     assert code == 1
     assert result["error"].endswith("nope.csv: no such file")
+
+
+def test_a_focus_parquet_export_is_detected_and_imports_exactly(tmp_path):
+    with FOCUS_REAL.open(encoding="utf-8", newline="") as text:
+        rows = list(csv.DictReader(text))
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    columns["BilledCost"] = [Decimal(value) for value in columns["BilledCost"]]
+    table = pa.table(
+        {
+            name: pa.array(values, type=pa.decimal128(20, 11))
+            if name == "BilledCost"
+            else pa.array(values)
+            for name, values in columns.items()
+        }
+    )
+    path = tmp_path / "focus.parquet"
+    pq.write_table(table, path)
+    code, result = run_import(path)
+    assert (code, result["rows"]) == (0, 1000), result["error"]
+    assert as_decimals(result["billed"]) == column_sums(FOCUS_REAL, "BilledCost")
