@@ -3,6 +3,7 @@ from decimal import Decimal
 from django.contrib import admin
 from django.db.models import Sum
 
+from billing.invoices import compute_invoices_queue_load
 from billing.models import (
     BillingSource,
     ComputeInvoice,
@@ -260,9 +261,31 @@ class ComputeInvoiceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("project", "training_run")
     list_select_related = ("project", "training_run")
     inlines = (ComputeInvoiceLineInline,)
+    actions = ["approve", "reject"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_total=Sum("lines__amount"))
+
+    def save_related(self, request, form, formsets, change):
+        # Lines are saved after the invoice: restate its cost once both are in.
+        super().save_related(request, form, formsets, change)
+        compute_invoices_queue_load(invoice_ids=[form.instance.pk])
+
+    @admin.action(description="Approve: count these invoices as cost")
+    def approve(self, request, queryset):
+        self._set_status(request, queryset, ComputeInvoice.Status.APPROVED)
+
+    @admin.action(description="Reject: remove these invoices from cost")
+    def reject(self, request, queryset):
+        self._set_status(request, queryset, ComputeInvoice.Status.REJECTED)
+
+    def _set_status(self, request, queryset, status: str) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        queryset.update(status=status)
+        compute_invoices_queue_load(invoice_ids=ids)
+        self.message_user(
+            request, f"{len(ids)} invoice(s) {status}; their cost is being restated."
+        )
 
     @admin.display(description="total", ordering="_total")
     def total_display(self, obj: ComputeInvoice) -> str | None:

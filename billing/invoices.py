@@ -40,6 +40,13 @@ SOURCE_NAME = "Compute invoices"
 RUN_NAME = "approved compute invoices"
 
 
+def compute_invoices_queue_load(*, invoice_ids: list[int]) -> None:
+    """Restate these invoices' cost in the worker once the change is committed."""
+    from billing.tasks import compute_invoices_load_task  # tasks import this module
+
+    transaction.on_commit(lambda: compute_invoices_load_task.delay(invoice_ids))
+
+
 def compute_invoices_load(*, invoice_ids: list[int] | None = None) -> ImportRun:
     """Load approved invoices into CostRecord, replacing the source's billing periods.
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from celery import shared_task
 from django.utils import timezone
 
+from billing.invoices import compute_invoices_load
 from billing.models import BillingSource, ImportRun
 from billing.services import (
     billing_sync_source,
@@ -22,6 +23,12 @@ def daily_costs_rebuild_recent() -> int:
     return daily_costs_rebuild(
         start=today - timedelta(days=RECENT_DAYS), end=today + timedelta(days=1)
     )
+
+
+@shared_task
+def compute_invoices_load_task(invoice_ids: list[int] | None = None) -> str:
+    """Restate approved invoices' cost: after an approval, and nightly for all."""
+    return compute_invoices_load(invoice_ids=invoice_ids).status
 
 
 @shared_task

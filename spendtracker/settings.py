@@ -241,6 +241,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/15"),
         "options": {"expires": 14 * 60},
     },
+    "load-compute-invoices": {
+        # Invoice changes are restated as they happen; this catches any that a
+        # stopped worker missed.
+        "task": "billing.tasks.compute_invoices_load_task",
+        "schedule": crontab(minute=45, hour=1),
+        "options": {"expires": 23 * 60 * 60},
+    },
     "rebuild-recent-daily-costs": {
         # Cheap safety net: the rollup of the last days is rebuilt nightly so that any
         # change made outside the importers (admin edits, FX rates) reaches the portal.

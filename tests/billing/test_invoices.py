@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.urls import reverse
 
 from billing.invoices import SOURCE_NAME, compute_invoices_load
 from billing.models import (
@@ -18,6 +19,7 @@ from billing.models import (
 )
 from billing.services import cost_records_reallocate
 from projects.models import AllocationRule, TrainingRun
+from spendtracker.celery import app
 from tests.conftest import make_cost_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -236,3 +238,20 @@ def test_a_source_of_the_same_name_but_another_kind_is_left_alone(world):
     assert run.status == ImportRun.Status.FAILED
     assert "rename it" in run.error
     assert total(CostRecord.objects) == Decimal("42.00")
+
+
+def test_approving_in_the_admin_puts_the_invoice_into_cost(
+    client, world, django_capture_on_commit_callbacks
+):
+    app.conf.task_always_eager = True
+    try:
+        client.force_login(world.admin)
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(
+                reverse("admin:billing_computeinvoice_changelist"),
+                {"action": "approve", "_selected_action": [world.invoice.pk]},
+            )
+    finally:
+        app.conf.task_always_eager = False
+    assert CostRecord.objects.get().billed_cost == Decimal("1234.50000000000")
+    assert CostRecord.objects.get().project == world.project
