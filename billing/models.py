@@ -120,6 +120,25 @@ class ImportRun(models.Model):
         return reverse("import_detail", kwargs={"pk": self.pk})
 
     @property
+    def totals_by_currency(self) -> list[dict]:
+        """Billed, effective, allocated and unallocated (effective) per currency."""
+        totals = self.totals or {}
+        rows = []
+        for currency, billed in totals.get("billed", {}).items():
+            effective = Decimal(totals.get("effective", {}).get(currency, "0"))
+            unallocated = Decimal(totals.get("unallocated", {}).get(currency, "0"))
+            rows.append(
+                {
+                    "currency": currency,
+                    "billed": Decimal(billed),
+                    "effective": effective,
+                    "allocated": effective - unallocated,
+                    "unallocated": unallocated,
+                }
+            )
+        return rows
+
+    @property
     def duration(self):
         return self.finished_at - self.started_at if self.finished_at else None
 
