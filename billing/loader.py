@@ -105,7 +105,10 @@ def _provisional(row: dict, now: datetime) -> bool:
 def _copy(rows: Iterator[dict]) -> None:
     table = CostRecord._meta.db_table
     columns = ", ".join(connection.ops.quote_name(name) for name in LOAD_FIELDS)
+    # The raw psycopg cursor raises psycopg's errors: wrap them as Django's, so the
+    # import's failure handling sees a value out of range like any other error.
     with (
+        connection.wrap_database_errors,
         connection.cursor() as cursor,
         cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
     ):

@@ -306,7 +306,7 @@ def import_run_execute(*, run: ImportRun, path: Path) -> ImportOutcome:
             _replace_periods(source, run, importer.rows(path))
     except ImportFailure as failure:
         _fail(run, source, str(failure))
-    except (DatabaseError, ValueError) as exc:
+    except (DatabaseError, ValueError, ArithmeticError) as exc:
         _fail(run, source, f"{run.file_name}: {exc}")
     return ImportOutcome(run)
 

@@ -23,6 +23,8 @@ from typing import IO, Protocol
 
 from billing.models import CostRecord
 
+# CostRecord keeps 30 digits, 11 after the point: larger amounts cannot be stored.
+LARGEST_AMOUNT = Decimal(10) ** 19
 NULLS = frozenset({"", "null", "NULL", "Null", "None", "N/A"})
 # Longest field the csv module accepts; anything longer is refused with its row number.
 MAX_FIELD_CHARS = 1_000_000
@@ -212,9 +214,12 @@ class RowParser:
         if value is None:
             return None
         try:
-            return parse_decimal(value)
+            amount = parse_decimal(value)
         except InvalidOperation:
             raise self.fail(column, f"{value[:40]!r} is not a number") from None
+        if abs(amount) >= LARGEST_AMOUNT:
+            raise self.fail(column, f"{value[:40]!r} is too large to be a cost")
+        return amount
 
     def required_decimal(self, record: Mapping[str, str], column: str) -> Decimal:
         amount = self.decimal(record, column)

@@ -19,6 +19,7 @@ from billing.importers.base import (
     new_row,
 )
 from billing.importers.parquet import ParquetExport, is_parquet
+from spendtracker.currencies import ISO_4217_CODES
 
 REQUIRED = (
     "BilledCost",
@@ -108,8 +109,10 @@ class FocusImporter:
                 if has_currency
                 else settings.REPORTING_CURRENCY
             )
-            if not currency:
-                raise parse.fail("BillingCurrency", "is empty")
+            if currency not in ISO_4217_CODES:
+                raise parse.fail(
+                    "BillingCurrency", f"{currency!r} is not an ISO 4217 currency code"
+                )
             row.update(
                 billing_currency=currency,
                 billed_cost=billed,

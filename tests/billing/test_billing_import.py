@@ -228,3 +228,11 @@ def test_a_focus_parquet_export_is_detected_and_imports_exactly(tmp_path):
     code, result = run_import(path)
     assert (code, result["rows"]) == (0, 1000), result["error"]
     assert as_decimals(result["billed"]) == column_sums(FOCUS_REAL, "BilledCost")
+
+
+def test_an_amount_too_large_to_store_fails_on_its_cell(tmp_path):
+    huge = GOOD_ROW.replace(b"NULL,0.00000080000,", b"NULL,1e30,", 1)
+    code, result = run_import(write(tmp_path, "huge.csv", HEADER + b"\n" + huge))
+    assert code == 1
+    assert "huge.csv, row 2, column BilledCost: '1e30' is too large" in result["error"]
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
