@@ -57,7 +57,7 @@ from billing.importers.base import (
     first_present,
     new_row,
 )
-from billing.models import COST_DIGITS, QUANTITY_DIGITS
+from billing.models import COST_DIGITS
 from spendtracker.currencies import ISO_4217_CODES
 
 PROVIDER = "Microsoft"
@@ -66,10 +66,6 @@ ONE_DAY = timedelta(days=1)
 # A computed price x quantity is kept to the precision CostRecord stores.
 COST_PLACES = Decimal(1).scaleb(-COST_DIGITS["decimal_places"])
 WIDE = Context(prec=60)
-# A quantity column holds 17 integer digits (a cost column 19): refuse more by name.
-LIMIT = Decimal(10) ** (
-    QUANTITY_DIGITS["max_digits"] - QUANTITY_DIGITS["decimal_places"]
-)
 
 # Field -> the header names that carry it, preferred first.
 COLUMNS = {
@@ -211,11 +207,7 @@ class _Line:
 
     def decimal(self, field: str) -> Decimal | None:
         column = self.column(field)
-        amount = self.parse.decimal(self.record, column) if column else None
-        # The database would refuse the row without naming it.
-        if amount is not None and abs(amount) >= LIMIT:
-            raise self.parse.fail(column, f"{amount} is too large to store")
-        return amount
+        return self.parse.decimal(self.record, column) if column else None
 
     def required_decimal(self, field: str) -> Decimal:
         amount = self.decimal(field)

@@ -23,8 +23,8 @@ from typing import IO, Protocol
 
 from billing.models import CostRecord
 
-# CostRecord keeps 30 digits, 11 after the point: larger amounts cannot be stored.
-LARGEST_AMOUNT = Decimal(10) ** 19
+# CostRecord keeps costs to 19 digits before the point and quantities to 17.
+LARGEST_AMOUNT = Decimal(10) ** 17
 NULLS = frozenset({"", "null", "NULL", "Null", "None", "N/A"})
 # Longest field the csv module accepts; anything longer is refused with its row number.
 MAX_FIELD_CHARS = 1_000_000
@@ -218,7 +218,7 @@ class RowParser:
         except InvalidOperation:
             raise self.fail(column, f"{value[:40]!r} is not a number") from None
         if abs(amount) >= LARGEST_AMOUNT:
-            raise self.fail(column, f"{value[:40]!r} is too large to be a cost")
+            raise self.fail(column, f"{value[:40]!r} is too large to store")
         return amount
 
     def required_decimal(self, record: Mapping[str, str], column: str) -> Decimal:

@@ -234,5 +234,8 @@ def test_an_amount_too_large_to_store_fails_on_its_cell(tmp_path):
     huge = GOOD_ROW.replace(b"NULL,0.00000080000,", b"NULL,1e30,", 1)
     code, result = run_import(write(tmp_path, "huge.csv", HEADER + b"\n" + huge))
     assert code == 1
-    assert "huge.csv, row 2, column BilledCost: '1e30' is too large" in result["error"]
+    assert (
+        "huge.csv, row 2, column BilledCost: '1e30' is too large to store"
+        in result["error"]
+    )
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
