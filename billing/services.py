@@ -340,11 +340,11 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         )
     since = _month_start(timezone.now()) - relativedelta(months=1)
     run = ImportRun.objects.create(source=source, file_name=f"{source.kind} API")
-    digest = hashlib.sha256()
+    digest = RowsFingerprint()
     try:
         with transaction.atomic():
             BillingSource.objects.select_for_update().get(pk=source.pk)
-            rows = _hashed(fetcher.fetch(source=source, since=since), digest)
+            rows = digest.passing(fetcher.fetch(source=source, since=since))
             window = [since, _month_start(timezone.now())]
             _replace_periods(source, run, rows, periods=sorted(set(window)))
             run.checksum = digest.hexdigest()
@@ -361,17 +361,35 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         )
     except ImportFailure as failure:
         _fail(run, source, str(failure))
+    except (DatabaseError, ValueError, ArithmeticError) as exc:
+        _fail(run, source, f"{source.name}: {exc}")
     except ProviderError as exc:
         _fail(run, source, f"{source.name}: the provider failed: {exc}")
+        raise
+    except Exception as exc:
+        # A bug, not bad data: record it on the run, then let it surface.
+        _fail(run, source, f"{source.name}: unexpected error: {exc!r}")
         raise
     return ImportOutcome(run)
 
 
-def _hashed(rows, digest):
-    """Pass rows through, hashing their content, to recognise a reload of the same."""
-    for row in rows:
-        digest.update(repr(sorted(row.items())).encode())
-        yield row
+class RowsFingerprint:
+    """A checksum of a set of rows that does not depend on their order (a provider
+    may return the same rows in any order): the sum of the rows' own digests."""
+
+    MODULUS = 2**256
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def passing(self, rows):
+        for row in rows:
+            digest = hashlib.sha256(repr(sorted(row.items())).encode()).digest()
+            self.total = (self.total + int.from_bytes(digest)) % self.MODULUS
+            yield row
+
+    def hexdigest(self) -> str:
+        return f"{self.total:064x}"
 
 
 def _same_data_loaded(run: ImportRun) -> ImportRun | None:

@@ -32,3 +32,7 @@ def register(fetcher: type[Fetcher]) -> type[Fetcher]:
 def fetcher_for(source: BillingSource) -> Fetcher | None:
     fetcher = FETCHERS.get(source.kind)
     return fetcher() if fetcher else None
+
+
+# Last, because the fetcher modules import register() and ProviderError from here.
+from billing.importers import anthropic_costs, gcp_billing, openai_costs  # noqa: E402,F401 (registers the fetchers)

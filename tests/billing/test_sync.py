@@ -127,3 +127,17 @@ def test_credentials_are_stored_encrypted_and_shown_masked(source):
     source.refresh_from_db()
     assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
     assert source.masked_credentials == {"api_key": "sk-…cdef"}
+
+
+def test_the_same_rows_in_another_order_are_unchanged(source):
+    ScriptedFetcher.responses = [[(1, "1.25"), (2, "2.50")], [(2, "2.50"), (1, "1.25")]]
+    sync_json()
+    assert sync_json()["sources"][0]["status"] == "unchanged"
+
+
+def test_a_quiet_month_empties_what_the_provider_no_longer_reports(source):
+    ScriptedFetcher.responses = [[(1, "1.25")], []]
+    sync_json()
+    result = sync_json()["sources"][0]
+    assert result["status"] == "imported"
+    assert not CostRecord.objects.exists()

@@ -1,0 +1,124 @@
+"""OpenAI Costs API: what an organisation was billed, per UTC day, project and line
+item (shared/reference/billing-formats.md, section 6.1).
+
+`GET {base_url}/v1/organization/costs` with an Admin API key as a Bearer token,
+`start_time` in Unix seconds, `bucket_width=1d` and `limit` buckets a page; the next
+page is asked for with `page` = the previous answer's `next_page` while `has_more`.
+
+- `amount.value` is a JSON number in dollars: it is read from the response text
+  straight into a Decimal, never through a float; only digits beyond CostRecord's 11
+  decimal places are rounded. The currency is lower case ("usd"): upper-cased.
+- One row per bucket and result; a result is one project and line item when grouped
+  by them. The API gives one amount, so the four cost measures are all that amount
+  (it publishes no list or contracted prices). Charge period: the bucket
+  [start_time, end_time); billing period: the calendar month of the bucket's start.
+- The project becomes the tag `openai_project_id` (and the sub account), so tag rules
+  can allocate projects. A result with a null project_id, which the docs do not
+  explain beyond "when group_by=project_id", gets no tag and stays unallocated
+  unless another rule matches it.
+- The reference's table writes `group_by[]` and `project_ids[]`; OpenAI's OpenAPI
+  description names them `group_by` and `project_ids` (arrays, one query parameter
+  per value), which is what OpenAI's own cookbook sends: so does this module.
+
+Source config (all optional): `base_url`; `organization`, the organisation id
+(`org-…`): the billing account, and sent as the `OpenAI-Organization` header;
+`project`, a project id or a list of them, to fetch only those; `group_by`, default
+["project_id", "line_item"]. Credentials: {"api_key": "<admin key>"}.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from billing.importers.base import ImportFailure, new_row
+from billing.importers.http import (
+    Node,
+    ProviderApi,
+    api_key,
+    billing_month,
+    config_group_by,
+    config_text,
+    cost,
+)
+from billing.models import COST_COLUMNS, BillingSource
+from billing.sync import register
+
+DEFAULT_BASE_URL = "https://api.openai.com"
+COSTS_PATH = "/v1/organization/costs"
+BUCKETS_PER_PAGE = 31  # the API takes 1 to 180
+GROUPS = ("project_id", "line_item")
+PROVIDER = "OpenAI"
+
+
+@register
+class OpenAICostsFetcher:
+    kind = "openai"
+
+    def fetch(self, *, source: BillingSource, since: datetime) -> Iterator[dict]:
+        key = api_key(source)
+        organization = config_text(source, "organization")
+        headers = {"Authorization": f"Bearer {key}"}
+        if organization:
+            headers["OpenAI-Organization"] = organization
+        params: dict[str, object] = {
+            "start_time": int(since.timestamp()),
+            "bucket_width": "1d",
+            "limit": BUCKETS_PER_PAGE,
+            "group_by": config_group_by(source, GROUPS),
+        }
+        if projects := _projects(source):
+            params["project_ids"] = projects
+        base_url = config_text(source, "base_url") or DEFAULT_BASE_URL
+        with ProviderApi(
+            name=PROVIDER, base_url=base_url, headers=headers, secret=key
+        ) as api:
+            for page in api.pages(COSTS_PATH, params):
+                for bucket in page["data"].items():
+                    yield from _bucket_rows(bucket, organization or "openai")
+
+
+def _bucket_rows(bucket: Node, account: str) -> Iterator[dict]:
+    start = _moment(bucket["start_time"])
+    end = _moment(bucket["end_time"])
+    if end <= start:
+        raise bucket["end_time"].fail("is not after start_time")
+    period_start, period_end = billing_month(start)
+    for result in bucket["results"].items():
+        amount = result["amount"]
+        project = result.optional("project_id")
+        line_item = result.optional("line_item")
+        project_id = project.text() if project else ""
+        yield new_row() | {
+            "billing_account_id": account,
+            "sub_account_id": project_id,
+            "provider_name": PROVIDER,
+            "publisher_name": PROVIDER,
+            "invoice_issuer_name": PROVIDER,
+            "service_name": "OpenAI API",
+            "service_category": "AI and Machine Learning",
+            "charge_category": "Usage",
+            "charge_frequency": "Usage-Based",
+            "charge_description": line_item.text() if line_item else "",
+            "billing_currency": amount["currency"].currency(),
+            "billing_period_start": period_start,
+            "billing_period_end": period_end,
+            "charge_period_start": start,
+            "charge_period_end": end,
+            **dict.fromkeys(COST_COLUMNS, cost(amount["value"].decimal())),
+            "tags": {"openai_project_id": project_id} if project_id else {},
+        }
+
+
+def _moment(node: Node) -> datetime:
+    return datetime.fromtimestamp(node.integer(), tz=UTC)
+
+
+def _projects(source: BillingSource) -> list[str]:
+    value = (source.config or {}).get("project") or []
+    projects = [value] if isinstance(value, str) else value
+    if not isinstance(projects, list) or not all(
+        isinstance(project, str) for project in projects
+    ):
+        raise ImportFailure(
+            f"{source.name}: config project must be a project id or a list of them"
+        )
+    return projects
