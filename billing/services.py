@@ -323,7 +323,7 @@ def _progress_key(run_id: int) -> str:
 class _Unchanged(Exception):
     """Raised inside the import transaction to roll back a reload of identical data."""
 
-    def __init__(self, previous: ImportRun) -> None:
+    def __init__(self, previous: ImportRun | None) -> None:
         self.previous = previous
 
 
@@ -345,8 +345,14 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         with transaction.atomic():
             BillingSource.objects.select_for_update().get(pk=source.pk)
             rows = digest.passing(fetcher.fetch(source=source, since=since))
-            window = [since, _month_start(timezone.now())]
-            _replace_periods(source, run, rows, periods=sorted(set(window)))
+            # A fetcher may skip the periods it knows to be unchanged: it then names,
+            # by the time fetch() returns, those it restates; the others keep their
+            # rows, and when it restates none, nothing changed.
+            window = {since, _month_start(timezone.now())}
+            periods = getattr(fetcher, "covered_periods", window)
+            if not periods:
+                raise _Unchanged(_latest_import(run))
+            _replace_periods(source, run, rows, periods=sorted(periods))
             run.checksum = digest.hexdigest()
             run.save(update_fields=["checksum"])
             previous = _same_data_loaded(run)
@@ -392,13 +398,18 @@ class RowsFingerprint:
         return f"{self.total:064x}"
 
 
-def _same_data_loaded(run: ImportRun) -> ImportRun | None:
-    latest = (
+def _latest_import(run: ImportRun) -> ImportRun | None:
+    """The source's latest import before `run`."""
+    return (
         run.source.import_runs.filter(status=ImportRun.Status.IMPORTED)
         .exclude(pk=run.pk)
         .order_by("-started_at", "-pk")
         .first()
     )
+
+
+def _same_data_loaded(run: ImportRun) -> ImportRun | None:
+    latest = _latest_import(run)
     same = latest and (latest.checksum, latest.billing_periods) == (
         run.checksum,
         run.billing_periods,

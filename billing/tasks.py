@@ -5,13 +5,13 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.invoices import compute_invoices_load
-from billing.models import BillingSource, ImportRun
+from billing.models import ImportRun
 from billing.services import (
     billing_sync_source,
     daily_costs_rebuild,
     import_run_execute,
 )
-from billing.sync import FETCHERS, ProviderError
+from billing.sync import ProviderError, sources_to_sync
 
 RECENT_DAYS = 45
 
@@ -57,10 +57,9 @@ def billing_sync(source_id: int) -> str:
 def billing_sync_due() -> int:
     """Enqueue every enabled source whose schedule says it is time."""
     now = timezone.now()
-    sources = BillingSource.objects.filter(is_enabled=True, kind__in=FETCHERS)
     ids = [
         source.pk
-        for source in sources  # a handful of rows: simpler than date arithmetic in SQL
+        for source in sources_to_sync()  # a handful: simpler than SQL date arithmetic
         if source.last_sync_at is None
         or source.last_sync_at <= now - timedelta(minutes=source.sync_every_minutes)
     ]

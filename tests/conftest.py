@@ -16,7 +16,7 @@ from billing.models import (
 )
 from billing.services import daily_costs_rebuild
 from budgets.models import Budget, BudgetLine
-from projects.models import Project
+from projects.models import Project, TrainingRun
 
 PASSWORD = "correct-horse-battery"
 SKIPPED: list[str] = []
@@ -94,6 +94,22 @@ def make_budget(project: Project, months: dict[date, str], **extra) -> Budget:
     for month, amount in months.items():
         BudgetLine.objects.create(budget=budget, month=month, amount=Decimal(amount))
     return budget
+
+
+def make_run(project: Project, **overrides) -> TrainingRun:
+    """A planned run of 8 H100s over January 2026; a test overrides what it measures."""
+    fields = {
+        "name": "SFT run",
+        "external_id": "sft-run",
+        "gpu_type": "H100",
+        "gpu_count": 8,
+        "planned_gpu_hours": Decimal("500"),
+        "rate_per_gpu_hour": Decimal("2.99"),
+        "start_date": date(2026, 1, 1),
+        "end_date": date(2026, 1, 31),
+        **overrides,
+    }
+    return TrainingRun.objects.create(project=project, **fields)
 
 
 def make_cost_record(day: date, amount: str, **fields) -> CostRecord:

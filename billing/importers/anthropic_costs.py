@@ -38,17 +38,16 @@ Credentials: {"api_key": "<admin key, sk-ant-admin…>"}.
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from billing.importers.base import new_row
 from billing.importers.http import (
     Node,
     ProviderApi,
     api_key,
-    billing_month,
     config_group_by,
     config_text,
     cost,
+    usage_row,
 )
-from billing.models import COST_COLUMNS, BillingSource
+from billing.models import BillingSource
 from billing.sync import register
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -91,31 +90,23 @@ def _bucket_rows(bucket: Node, account: str, *, by_workspace: bool) -> Iterator[
     end = _moment(bucket["ending_at"])
     if end <= start:
         raise bucket["ending_at"].fail("is not after starting_at")
-    period_start, period_end = billing_month(start)
     for result in bucket["results"].items():
         workspace = _workspace(result, by_workspace=by_workspace)
         description = result.optional("description")
         # Lowest currency units (cents) to dollars: exact, the point moves two places.
         dollars = cost(result["amount"].decimal().scaleb(-2))
-        yield new_row() | {
-            "billing_account_id": account,
-            "sub_account_id": workspace,
-            "provider_name": PROVIDER,
-            "publisher_name": PROVIDER,
-            "invoice_issuer_name": PROVIDER,
-            "service_name": "Claude API",
-            "service_category": "AI and Machine Learning",
-            "charge_category": "Usage",
-            "charge_frequency": "Usage-Based",
-            "charge_description": description.text() if description else "",
-            "billing_currency": result["currency"].currency(),
-            "billing_period_start": period_start,
-            "billing_period_end": period_end,
-            "charge_period_start": start,
-            "charge_period_end": end,
-            **dict.fromkeys(COST_COLUMNS, dollars),
-            "tags": {"anthropic_workspace_id": workspace} if workspace else {},
-        }
+        yield usage_row(
+            provider=PROVIDER,
+            service="Claude API",
+            account=account,
+            sub_account=workspace,
+            sub_account_tag="anthropic_workspace_id",
+            description=description.text() if description else "",
+            currency=result["currency"].currency(),
+            start=start,
+            end=end,
+            amount=dollars,
+        )
 
 
 def _moment(node: Node) -> datetime:

@@ -1,6 +1,6 @@
 """What the fetchers of provider APIs share: one HTTP session that retries what is
 transient, pages through `has_more` / `next_page`, and reads the JSON it gets back so
-that a missing or mistyped field is named.
+that a missing or mistyped field is named; and the cost row of a day's usage.
 
 Failures that may pass (rate limits, 5xx, the network) raise ProviderError, and the
 Celery task retries the sync later. Failures that will not pass on their own (a refused
@@ -22,8 +22,8 @@ from dateutil.relativedelta import relativedelta
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from billing.importers.base import ImportFailure
-from billing.models import COST_DIGITS, BillingSource
+from billing.importers.base import ImportFailure, new_row
+from billing.models import COST_COLUMNS, COST_DIGITS, BillingSource
 from billing.sync import ProviderError
 from spendtracker.currencies import ISO_4217_CODES
 
@@ -261,3 +261,42 @@ def billing_month(moment: datetime) -> tuple[datetime, datetime]:
     """The calendar month, in UTC, that contains `moment`: [start, end)."""
     start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return start, start + relativedelta(months=1)
+
+
+def usage_row(
+    *,
+    provider: str,
+    service: str,
+    account: str,
+    sub_account: str,
+    sub_account_tag: str,
+    description: str,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    amount: Decimal,
+) -> dict:
+    """One day's usage of an AI provider's API as a cost row. The APIs give one
+    amount, so the four cost measures are all that amount; the billing period is the
+    calendar month of the charge's start. The sub account (a project, a workspace) is
+    also the tag `sub_account_tag`, so that tag rules can allocate it."""
+    period_start, period_end = billing_month(start)
+    return new_row() | {
+        "billing_account_id": account,
+        "sub_account_id": sub_account,
+        "provider_name": provider,
+        "publisher_name": provider,
+        "invoice_issuer_name": provider,
+        "service_name": service,
+        "service_category": "AI and Machine Learning",
+        "charge_category": "Usage",
+        "charge_frequency": "Usage-Based",
+        "charge_description": description,
+        "billing_currency": currency,
+        "billing_period_start": period_start,
+        "billing_period_end": period_end,
+        "charge_period_start": start,
+        "charge_period_end": end,
+        **dict.fromkeys(COST_COLUMNS, amount),
+        "tags": {sub_account_tag: sub_account} if sub_account else {},
+    }

@@ -29,17 +29,17 @@ Source config (all optional): `base_url`; `organization`, the organisation id
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from billing.importers.base import ImportFailure, new_row
+from billing.importers.base import ImportFailure
 from billing.importers.http import (
     Node,
     ProviderApi,
     api_key,
-    billing_month,
     config_group_by,
     config_text,
     cost,
+    usage_row,
 )
-from billing.models import COST_COLUMNS, BillingSource
+from billing.models import BillingSource
 from billing.sync import register
 
 DEFAULT_BASE_URL = "https://api.openai.com"
@@ -81,31 +81,22 @@ def _bucket_rows(bucket: Node, account: str) -> Iterator[dict]:
     end = _moment(bucket["end_time"])
     if end <= start:
         raise bucket["end_time"].fail("is not after start_time")
-    period_start, period_end = billing_month(start)
     for result in bucket["results"].items():
         amount = result["amount"]
         project = result.optional("project_id")
         line_item = result.optional("line_item")
-        project_id = project.text() if project else ""
-        yield new_row() | {
-            "billing_account_id": account,
-            "sub_account_id": project_id,
-            "provider_name": PROVIDER,
-            "publisher_name": PROVIDER,
-            "invoice_issuer_name": PROVIDER,
-            "service_name": "OpenAI API",
-            "service_category": "AI and Machine Learning",
-            "charge_category": "Usage",
-            "charge_frequency": "Usage-Based",
-            "charge_description": line_item.text() if line_item else "",
-            "billing_currency": amount["currency"].currency(),
-            "billing_period_start": period_start,
-            "billing_period_end": period_end,
-            "charge_period_start": start,
-            "charge_period_end": end,
-            **dict.fromkeys(COST_COLUMNS, cost(amount["value"].decimal())),
-            "tags": {"openai_project_id": project_id} if project_id else {},
-        }
+        yield usage_row(
+            provider=PROVIDER,
+            service="OpenAI API",
+            account=account,
+            sub_account=project.text() if project else "",
+            sub_account_tag="openai_project_id",
+            description=line_item.text() if line_item else "",
+            currency=amount["currency"].currency(),
+            start=start,
+            end=end,
+            amount=cost(amount["value"].decimal()),
+        )
 
 
 def _moment(node: Node) -> datetime:

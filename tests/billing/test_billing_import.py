@@ -1,21 +1,19 @@
 """`billing_import` on real exports: every cost counted once, exactly, and bad input
 leaving the database as it was."""
 
-import csv
 import gzip
-import io
-import json
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
 from projects.models import AllocationRule
+from tests.billing import importing
+from tests.billing.importing import as_decimals, column_sums, read_csv, total
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,31 +23,14 @@ FOCUS_REAL = SAMPLES / "focus-1.0-real" / "focus_sample.csv"
 SPEC_EXAMPLES = sorted((SAMPLES / "focus-spec-v1.2-examples").glob("*.csv"))
 
 
-def run_import(path: Path, source: str = "focus", **options) -> tuple[int, dict]:
-    out = io.StringIO()
-    try:
-        call_command(
-            "billing_import", str(path), source=source, json=True, stdout=out, **options
-        )
-        code = 0
-    except CommandError as error:
-        code = error.returncode
-    return code, json.loads(out.getvalue())
+run_import = partial(importing.run_import, source="focus")
 
 
-def column_sums(path: Path, column: str) -> dict[str, Decimal]:
-    """The file's own total of a cost column per currency, parsed independently."""
-    sums: dict[str, Decimal] = {}
-    with path.open(encoding="utf-8-sig", newline="") as text:
-        for row in csv.DictReader(text):
-            raw = row[column].strip().replace("$", "").replace(",", "")
-            currency = row.get("BillingCurrency", "USD") or "USD"
-            sums[currency] = sums.get(currency, Decimal("0")) + Decimal(raw)
-    return {currency: amount for currency, amount in sums.items()}
-
-
-def as_decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
-    return {currency: Decimal(amount) for currency, amount in amounts.items()}
+def focus_sums(path: Path, column: str) -> dict[str, Decimal]:
+    """The file's own total of a FOCUS cost column per currency; the specification's
+    examples name no currency: they are in dollars."""
+    rows = read_csv(path)
+    return column_sums(rows, column, "BillingCurrency", default_currency="USD")
 
 
 def test_the_real_focus_export_imports_to_the_last_decimal():
@@ -58,8 +39,8 @@ def test_the_real_focus_export_imports_to_the_last_decimal():
     assert result["status"] == "imported"
     assert result["rows"] == 1000 == CostRecord.objects.count()
     assert result["billing_periods"] == ["2024-09", "2024-10"]
-    assert as_decimals(result["billed"]) == column_sums(FOCUS_REAL, "BilledCost")
-    assert as_decimals(result["effective"]) == column_sums(FOCUS_REAL, "EffectiveCost")
+    assert as_decimals(result["billed"]) == focus_sums(FOCUS_REAL, "BilledCost")
+    assert as_decimals(result["effective"]) == focus_sums(FOCUS_REAL, "EffectiveCost")
     assert result["billed"] == {"USD": "20.52022672899"}
 
 
@@ -67,8 +48,8 @@ def test_the_real_focus_export_imports_to_the_last_decimal():
 def test_every_focus_specification_example_imports_with_exact_totals(path):
     code, result = run_import(path, source=path.stem[:90])
     assert code == 0, result["error"]
-    assert as_decimals(result["billed"]) == column_sums(path, "BilledCost")
-    assert as_decimals(result["effective"]) == column_sums(path, "EffectiveCost")
+    assert as_decimals(result["billed"]) == focus_sums(path, "BilledCost")
+    assert as_decimals(result["effective"]) == focus_sums(path, "EffectiveCost")
 
 
 def test_importing_the_same_file_twice_changes_nothing_and_says_so():
@@ -91,10 +72,8 @@ def test_a_restated_file_replaces_the_old_rows_of_its_periods_exactly(tmp_path):
     assert CostRecord.objects.filter(billing_period_start__month=9).count() == 500
     # October is not in the restated file, so its row stays as it was.
     assert list(CostRecord.objects.filter(billing_period_start__month=10)) == october
-    assert as_decimals(result["billed"]) == column_sums(restated, "BilledCost")
-    rolled_up = sum(DailyCost.objects.values_list("billed_cost", flat=True), Decimal(0))
-    loaded = sum(CostRecord.objects.values_list("billed_cost", flat=True), Decimal(0))
-    assert rolled_up == loaded
+    assert as_decimals(result["billed"]) == focus_sums(restated, "BilledCost")
+    assert total(DailyCost.objects) == total(CostRecord.objects)
 
 
 def test_gzip_files_import_like_plain_ones(tmp_path):
@@ -112,12 +91,7 @@ def test_allocation_rules_apply_at_load_time(world):
     code, result = run_import(FOCUS_REAL)
     allocated = CostRecord.objects.filter(project=project)
     assert allocated.exists()
-    unallocated = sum(
-        CostRecord.objects.filter(project=None).values_list(
-            "effective_cost", flat=True
-        ),
-        Decimal(0),
-    )
+    unallocated = total(CostRecord.objects.filter(project=None), "effective_cost")
     assert Decimal(result["unallocated"]["USD"]) == unallocated
     assert DailyCost.objects.filter(project=project).exists()
 
@@ -211,8 +185,7 @@ def test_a_missing_file_fails_with_its_name(tmp_path):
 
 
 def test_a_focus_parquet_export_is_detected_and_imports_exactly(tmp_path):
-    with FOCUS_REAL.open(encoding="utf-8", newline="") as text:
-        rows = list(csv.DictReader(text))
+    rows = read_csv(FOCUS_REAL)
     columns = {name: [row[name] for row in rows] for name in rows[0]}
     columns["BilledCost"] = [Decimal(value) for value in columns["BilledCost"]]
     table = pa.table(
@@ -227,7 +200,7 @@ def test_a_focus_parquet_export_is_detected_and_imports_exactly(tmp_path):
     pq.write_table(table, path)
     code, result = run_import(path)
     assert (code, result["rows"]) == (0, 1000), result["error"]
-    assert as_decimals(result["billed"]) == column_sums(FOCUS_REAL, "BilledCost")
+    assert as_decimals(result["billed"]) == focus_sums(FOCUS_REAL, "BilledCost")
 
 
 def test_an_amount_too_large_to_store_fails_on_its_cell(tmp_path):

@@ -2,24 +2,19 @@
 two recorded pages (tests/data/anthropic/), checks the key, the version header and the
 query, and records every request it receives."""
 
-import io
 import json
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing.importers import http as provider_http
 from billing.models import BillingSource, CostRecord, ImportRun
+from tests.billing.fakes import ApiError, FakeProvider, Request, fake_provider_fixture
+from tests.billing.importing import failed_sync, sync, total
 
 pytestmark = pytest.mark.django_db
 
@@ -33,88 +28,44 @@ WORKSPACE = "wrkspc_01JwQvzr7rXLA5AGx3HKfFUJ"
 
 
 @dataclass
-class FakeAnthropic:
-    url: str = ""
+class FakeAnthropic(FakeProvider):
     pages: dict[str | None, bytes] = field(
         default_factory=lambda: {
             None: (PAGES / "cost_report_page_1.json").read_bytes(),
             NEXT_PAGE: (PAGES / "cost_report_page_2.json").read_bytes(),
         }
     )
-    # Statuses to answer, in order, before the recorded pages are served again.
-    failures: list[int] = field(default_factory=list)
-    requests: list[dict] = field(default_factory=list)
+    overloaded = "Internal server error"
 
+    def refusal(self, request: Request) -> ApiError | None:
+        if request["headers"]["x-api-key"] != API_KEY:
+            return ApiError(401, "invalid x-api-key", "authentication_error")
+        if request["headers"]["anthropic-version"] != "2023-06-01":
+            return ApiError(400, "bad anthropic-version", "invalid_request_error")
+        return None
 
-class AnthropicHandler(BaseHTTPRequestHandler):
-    server: "FakeServer"
-
-    def do_GET(self) -> None:
-        api = self.server.api
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        api.requests.append({"path": url.path, "query": query, "headers": self.headers})
-        if self.headers["x-api-key"] != API_KEY:
-            return self.error(401, "authentication_error", "invalid x-api-key")
-        if self.headers["anthropic-version"] != "2023-06-01":
-            return self.error(400, "invalid_request_error", "bad anthropic-version")
-        if api.failures:
-            return self.error(api.failures.pop(0), "api_error", "Internal server error")
-        if url.path != "/v1/organizations/cost_report":
-            return self.error(404, "not_found_error", "Not found")
-        if problem := self.query_problem(query):
-            return self.error(400, "invalid_request_error", problem)
-        self.answer(200, api.pages[query.get("page", [None])[0]])
-
-    @staticmethod
-    def query_problem(query: dict[str, list[str]]) -> str:
+    def rejection(self, request: Request) -> ApiError | None:
+        if request["path"] != "/v1/organizations/cost_report":
+            return ApiError(404, "Not found", "not_found_error")
         expected = {
             "starting_at": [SINCE],
             "bucket_width": ["1d"],
             "group_by[]": ["workspace_id", "description"],
         }
-        wrong = [name for name, value in expected.items() if query.get(name) != value]
-        if not 1 <= int(query.get("limit", ["7"])[0]) <= 31:
-            wrong.append("limit")
-        if query.get("page", [None])[0] not in (None, NEXT_PAGE):
-            wrong.append("page")
-        return f"invalid query: {', '.join(wrong)}" if wrong else ""
+        if wrong := self.wrong_parameters(request, expected=expected, most=31):
+            return ApiError(
+                400, f"invalid query: {', '.join(wrong)}", "invalid_request_error"
+            )
+        return None
 
-    def error(self, status: int, kind: str, message: str) -> None:
-        body = {"type": "error", "error": {"type": kind, "message": message}}
-        self.answer(status, json.dumps(body).encode())
-
-    def answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the test asserts on `requests` instead."""
+    def error_body(self, error: ApiError) -> dict:
+        return {
+            "type": "error",
+            "error": {"type": error.kind, "message": error.message},
+        }
 
 
-class FakeServer(ThreadingHTTPServer):
-    api: FakeAnthropic
-
-
-@pytest.fixture
-def fake_anthropic(monkeypatch) -> Iterator[FakeAnthropic]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    # Retries wait milliseconds instead of seconds.
-    monkeypatch.setattr(provider_http, "BACKOFF_FACTOR", 0.001)
-    server = FakeServer(("127.0.0.1", 0), AnthropicHandler)
-    server.api = FakeAnthropic(url=f"http://127.0.0.1:{server.server_port}")
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server.api
-    finally:
-        server.shutdown()
-        server.server_close()
+fake_anthropic = fake_provider_fixture(FakeAnthropic)
 
 
 @pytest.fixture
@@ -133,18 +84,6 @@ def frozen_time():
         yield
 
 
-def sync(source: BillingSource) -> dict:
-    out = io.StringIO()
-    call_command("billing_sync", "--source", source.name, json=True, stdout=out)
-    return json.loads(out.getvalue())["sources"][0]
-
-
-def failed_sync(source: BillingSource) -> str:
-    with pytest.raises(CommandError) as failure:
-        sync(source)
-    return str(failure.value)
-
-
 def recorded_cents() -> list[Decimal]:
     cents = []
     for name in ("cost_report_page_1.json", "cost_report_page_2.json"):
@@ -154,17 +93,13 @@ def recorded_cents() -> list[Decimal]:
     return cents
 
 
-def stored_billed() -> Decimal:
-    return sum(CostRecord.objects.values_list("billed_cost", flat=True), Decimal(0))
-
-
 def test_a_sync_loads_both_pages_in_dollars_exactly(source):
     result = sync(source)
     expected = sum(recorded_cents(), Decimal(0)) / 100
     assert (result["status"], result["rows"]) == ("imported", len(recorded_cents()))
     assert Decimal(result["billed"]["USD"]) == expected
     assert Decimal(result["effective"]["USD"]) == expected
-    assert stored_billed() == expected
+    assert total(CostRecord.objects) == expected
     assert result["billing_periods"] == ["2026-09", "2026-10"]
 
 
@@ -223,10 +158,11 @@ def test_the_default_workspace_which_has_no_id_is_tagged_default(source):
 
 
 def test_a_500_is_retried_and_the_sync_then_succeeds(source, fake_anthropic):
-    fake_anthropic.failures = [500, 503]
+    fake_anthropic.fail(500)
+    fake_anthropic.fail(503)
     assert sync(source)["status"] == "imported"
     assert len(fake_anthropic.requests) == 4
-    assert stored_billed() == sum(recorded_cents(), Decimal(0)) / 100
+    assert total(CostRecord.objects) == sum(recorded_cents(), Decimal(0)) / 100
 
 
 def test_a_persistent_503_fails_the_sync_and_keeps_what_was_loaded(
@@ -235,7 +171,7 @@ def test_a_persistent_503_fails_the_sync_and_keeps_what_was_loaded(
     sync(source)
     loaded = sorted(CostRecord.objects.values_list("pk", "billed_cost"))
     fake_anthropic.requests.clear()
-    fake_anthropic.failures = [503] * (provider_http.RETRIES + 1)
+    fake_anthropic.fail(503, times=provider_http.RETRIES + 1)
     failed_sync(source)
     assert len(fake_anthropic.requests) == provider_http.RETRIES + 1
     source.refresh_from_db()

@@ -2,23 +2,16 @@
 recorded pages (tests/data/openai/), checks the key and the query, and records every
 request it receives."""
 
-import io
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from accounts.models import Team
 from billing.importers import http as provider_http
@@ -26,6 +19,13 @@ from billing.models import BillingSource, CostRecord, ImportRun
 from billing.sync import ProviderError
 from billing.tasks import billing_sync
 from projects.models import AllocationRule
+from tests.billing.fakes import (
+    ApiError,
+    FakeProvider,
+    Request,
+    fake_provider_fixture,
+)
+from tests.billing.importing import failed_sync, sync, total
 from tests.conftest import make_project, make_user
 
 pytestmark = pytest.mark.django_db
@@ -40,92 +40,40 @@ PROJECT = "proj_Kx3b9Qm2ZtR7wVn1YcHa"
 
 
 @dataclass
-class FakeOpenAI:
-    url: str = ""
+class FakeOpenAI(FakeProvider):
     pages: dict[str | None, bytes] = field(
         default_factory=lambda: {
             None: (PAGES / "costs_page_1.json").read_bytes(),
             NEXT_PAGE: (PAGES / "costs_page_2.json").read_bytes(),
         }
     )
-    # Statuses to answer, in order, before the recorded pages are served again.
-    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    requests: list[dict] = field(default_factory=list)
+    overloaded = "The server is overloaded."
 
-    def fail(self, status: int, times: int = 1, **headers: str) -> None:
-        self.failures += [(status, headers)] * times
-
-
-class OpenAIHandler(BaseHTTPRequestHandler):
-    server: "FakeServer"
-
-    def do_GET(self) -> None:
-        api = self.server.api
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        api.requests.append({"path": url.path, "query": query, "headers": self.headers})
-        if self.headers["Authorization"] != f"Bearer {API_KEY}":
+    def refusal(self, request: Request) -> ApiError | None:
+        authorization = request["headers"]["Authorization"]
+        if authorization != f"Bearer {API_KEY}":
             # OpenAI names the key it was given (masked); this one is less careful.
-            given = self.headers["Authorization"].removeprefix("Bearer ")
-            return self.error(401, f"Incorrect API key provided: {given}.")
-        if api.failures:
-            status, headers = api.failures.pop(0)
-            return self.error(status, "The server is overloaded.", headers)
-        if url.path != "/v1/organization/costs":
-            return self.error(404, f"Invalid URL (GET {url.path})")
-        if problem := self.query_problem(query):
-            return self.error(400, problem)
-        self.answer(200, api.pages[query.get("page", [None])[0]])
+            given = authorization.removeprefix("Bearer ")
+            return ApiError(401, f"Incorrect API key provided: {given}.")
+        return None
 
-    @staticmethod
-    def query_problem(query: dict[str, list[str]]) -> str:
-        expected = {"start_time": [str(SINCE)], "bucket_width": ["1d"]}
-        wrong = [name for name, value in expected.items() if query.get(name) != value]
-        if query.get("group_by") != ["project_id", "line_item"]:
-            wrong.append("group_by")
-        if not 1 <= int(query.get("limit", ["7"])[0]) <= 180:
-            wrong.append("limit")
-        if query.get("page", [None])[0] not in (None, NEXT_PAGE):
-            wrong.append("page")
-        return f"Invalid parameters: {', '.join(wrong)}" if wrong else ""
+    def rejection(self, request: Request) -> ApiError | None:
+        if request["path"] != "/v1/organization/costs":
+            return ApiError(404, f"Invalid URL (GET {request['path']})")
+        expected = {
+            "start_time": [str(SINCE)],
+            "bucket_width": ["1d"],
+            "group_by": ["project_id", "line_item"],
+        }
+        if wrong := self.wrong_parameters(request, expected=expected, most=180):
+            return ApiError(400, f"Invalid parameters: {', '.join(wrong)}")
+        return None
 
-    def error(self, status: int, message: str, headers: dict | None = None) -> None:
-        body = {"error": {"message": message, "type": "invalid_request_error"}}
-        self.answer(status, json.dumps(body).encode(), headers or {})
-
-    def answer(self, status: int, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the test asserts on `requests` instead."""
+    def error_body(self, error: ApiError) -> dict:
+        return {"error": {"message": error.message, "type": "invalid_request_error"}}
 
 
-class FakeServer(ThreadingHTTPServer):
-    api: FakeOpenAI
-
-
-@pytest.fixture
-def fake_openai(monkeypatch) -> Iterator[FakeOpenAI]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    # Retries wait milliseconds instead of seconds.
-    monkeypatch.setattr(provider_http, "BACKOFF_FACTOR", 0.001)
-    server = FakeServer(("127.0.0.1", 0), OpenAIHandler)
-    server.api = FakeOpenAI(url=f"http://127.0.0.1:{server.server_port}")
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server.api
-    finally:
-        server.shutdown()
-        server.server_close()
+fake_openai = fake_provider_fixture(FakeOpenAI)
 
 
 @pytest.fixture
@@ -146,18 +94,6 @@ def frozen_time():
         yield
 
 
-def sync(source: BillingSource) -> dict:
-    out = io.StringIO()
-    call_command("billing_sync", "--source", source.name, json=True, stdout=out)
-    return json.loads(out.getvalue())["sources"][0]
-
-
-def failed_sync(source: BillingSource) -> str:
-    with pytest.raises(CommandError) as failure:
-        sync(source)
-    return str(failure.value)
-
-
 def recorded_amounts() -> list[Decimal]:
     amounts = []
     for name in ("costs_page_1.json", "costs_page_2.json"):
@@ -167,17 +103,13 @@ def recorded_amounts() -> list[Decimal]:
     return amounts
 
 
-def stored_billed() -> Decimal:
-    return sum(CostRecord.objects.values_list("billed_cost", flat=True), Decimal(0))
-
-
 def test_a_sync_loads_every_result_of_both_pages_exactly(source):
     result = sync(source)
     expected = sum(recorded_amounts(), Decimal(0))
     assert (result["status"], result["rows"]) == ("imported", len(recorded_amounts()))
     assert Decimal(result["billed"]["USD"]) == expected
     assert Decimal(result["effective"]["USD"]) == expected
-    assert stored_billed() == expected
+    assert total(CostRecord.objects) == expected
     assert result["billing_periods"] == ["2026-09", "2026-10"]
 
 
@@ -264,7 +196,7 @@ def test_a_503_is_retried_and_the_sync_then_succeeds(source, fake_openai):
     result = sync(source)
     assert result["status"] == "imported"
     assert len(fake_openai.requests) == 3
-    assert stored_billed() == sum(recorded_amounts(), Decimal(0))
+    assert total(CostRecord.objects) == sum(recorded_amounts(), Decimal(0))
 
 
 def test_a_429_waits_as_long_as_retry_after_asks(source, fake_openai):

@@ -2,22 +2,21 @@
 CUR 2.0 exports as CSV and Parquet, every cost exact and every line type amortised as
 AWS documents."""
 
-import csv
 import gzip
-import io
 import json
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing.importers import parquet
 from billing.models import CostRecord, DailyCost
+from tests.billing import importing
+from tests.billing.importing import as_decimals, column_sums, read_csv, write_csv
 
 pytestmark = pytest.mark.django_db
 
@@ -27,41 +26,7 @@ LEGACY_CUR = (
 )
 
 
-def run_import(path: Path, source: str = "aws", **options) -> tuple[int, dict]:
-    out = io.StringIO()
-    try:
-        call_command(
-            "billing_import", str(path), source=source, json=True, stdout=out, **options
-        )
-        code = 0
-    except CommandError as error:
-        code = error.returncode
-    return code, json.loads(out.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as text:
-        return list(csv.DictReader(text))
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as text:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def unblended_sums(rows: list[dict[str, str]], cost: str, currency: str) -> dict:
-    """The file's own total of its unblended cost per currency, parsed independently."""
-    sums: dict[str, Decimal] = {}
-    for row in rows:
-        sums[row[currency]] = sums.get(row[currency], Decimal(0)) + Decimal(row[cost])
-    return sums
-
-
-def as_decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
-    return {currency: Decimal(amount) for currency, amount in amounts.items()}
+run_import = partial(importing.run_import, source="aws")
 
 
 def test_the_real_legacy_cur_sample_imports_to_the_last_decimal():
@@ -70,7 +35,7 @@ def test_the_real_legacy_cur_sample_imports_to_the_last_decimal():
     assert code == 0, result["error"]
     assert result["rows"] == len(rows) == 1281 == CostRecord.objects.count()
     assert result["billing_periods"] == ["2023-11"]
-    expected = unblended_sums(rows, "lineItem/UnblendedCost", "lineItem/CurrencyCode")
+    expected = column_sums(rows, "lineItem/UnblendedCost", "lineItem/CurrencyCode")
     assert as_decimals(result["billed"]) == expected == {"USD": Decimal("1.6823086974")}
     # Only on-demand usage and tax: amortised and billed cost are the same.
     assert as_decimals(result["effective"]) == expected
@@ -255,7 +220,7 @@ def cur2_rows() -> list[dict[str, str]]:
 
 
 def cur2_totals() -> tuple[dict[str, Decimal], dict[str, Decimal]]:
-    billed = unblended_sums(
+    billed = column_sums(
         cur2_rows(), "line_item_unblended_cost", "line_item_currency_code"
     )
     effective = sum((Decimal(line[3]) for line in CUR2_LINES), Decimal(0))

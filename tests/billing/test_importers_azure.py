@@ -2,21 +2,19 @@
 cost counted once and exactly, commitments split into billed and effective spend as
 Microsoft's FOCUS conversion does, bad input named and the database left as it was."""
 
-import csv
-import io
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing.importers.azure import AzureCostDetailsImporter
 from billing.importers.base import CsvFile
 from billing.importers.focus import FocusImporter
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
+from tests.billing import importing
+from tests.billing.importing import as_decimals, column_sums, read_csv, write_csv
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,7 +23,6 @@ AZURE = SAMPLES / "native-azure-cost-details"
 EA_EXPORT = AZURE / "focus_converters__sample-anonymous-ea-export-dataset.csv"
 EA_ACTUAL = AZURE / "finops-toolkit__EA_ActualCost_Small.csv"
 FOCUS_REAL = SAMPLES / "focus-1.0-real" / "focus_sample.csv"
-STORED_PLACES = Decimal("1e-11")
 
 # Each real sample, with the columns its own schema variant names cost and currency.
 REAL_SAMPLES = [
@@ -95,47 +92,11 @@ MCA_DEFAULTS = {
 }
 
 
-def run_import(path: Path, source: str = "azure", **options) -> tuple[int, dict]:
-    out = io.StringIO()
-    try:
-        call_command(
-            "billing_import", str(path), source=source, json=True, stdout=out, **options
-        )
-        code = 0
-    except CommandError as error:
-        code = error.returncode
-    return code, json.loads(out.getvalue())
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as text:
-        return list(csv.DictReader(text))
-
-
-def column_sums(path: Path, cost: str, currency: str) -> dict[str, Decimal]:
-    """The file's own total of its cost column per currency, parsed independently,
-    each cost to the 11 places CostRecord keeps (Azure writes some with 16)."""
-    sums: dict[str, Decimal] = {}
-    for row in read_rows(path):
-        amount = Decimal(row[cost]).quantize(STORED_PLACES)
-        sums[row[currency]] = sums.get(row[currency], Decimal(0)) + amount
-    return sums
-
-
-def as_decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
-    return {currency: Decimal(amount) for currency, amount in amounts.items()}
-
-
-def write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as text:
-        writer = csv.DictWriter(text, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+run_import = partial(importing.run_import, source="azure")
 
 
 def mca_export(path: Path, *rows: dict[str, str]) -> Path:
-    return write_csv(path, MCA_HEADER, [MCA_DEFAULTS | row for row in rows])
+    return write_csv(path, [MCA_DEFAULTS | row for row in rows], header=MCA_HEADER)
 
 
 def utc(*parts: int) -> datetime:
@@ -147,9 +108,9 @@ def test_a_real_ea_export_bills_exactly_its_cost_column(path, cost, currency):
     code, result = run_import(path)
     assert code == 0, result["error"]
     assert result["status"] == "imported"
-    assert result["rows"] == len(read_rows(path)) == CostRecord.objects.count()
+    assert result["rows"] == len(read_csv(path)) == CostRecord.objects.count()
     assert result["billing_periods"] == ["2023-09"]
-    assert as_decimals(result["billed"]) == column_sums(path, cost, currency)
+    assert as_decimals(result["billed"]) == column_sums(read_csv(path), cost, currency)
     assert BillingSource.objects.get(name="azure").kind == "azure"
 
 
@@ -180,7 +141,7 @@ def test_a_reservation_purchase_is_billed_in_full_and_left_out_of_effective_spen
     assert purchase.list_cost == purchase.contracted_cost == Decimal("3.25")
     assert purchase.charge_frequency == "Recurring"
     assert purchase.consumed_quantity is None
-    costs = column_sums(EA_ACTUAL, "Cost", "BillingCurrency")["USD"]
+    costs = column_sums(read_csv(EA_ACTUAL), "Cost", "BillingCurrency")["USD"]
     assert Decimal(result["effective"]["USD"]) == costs - Decimal("3.25")
 
 
@@ -306,9 +267,9 @@ def test_a_focus_file_forced_through_the_azure_format_names_the_missing_columns(
 def sample_with(tmp_path: Path, name: str, row: int, **changes: str) -> Path:
     """The toolkit sample with one data row (as a spreadsheet numbers it) changed."""
     header = CsvFile(EA_ACTUAL).header()
-    rows = read_rows(EA_ACTUAL)
+    rows = read_csv(EA_ACTUAL)
     rows[row - 2] |= changes
-    return write_csv(tmp_path / name, header, rows)
+    return write_csv(tmp_path / name, rows, header=header)
 
 
 @pytest.mark.parametrize(

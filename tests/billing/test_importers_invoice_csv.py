@@ -1,20 +1,19 @@
 """The invoice template: the documented example imports to the cent, and a mistyped
 invoice is refused naming file, row and column, leaving the database as it was."""
 
-import csv
-import io
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing.importers import importer_for
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
-from projects.models import AllocationRule, TrainingRun
+from projects.models import AllocationRule
+from tests.billing import importing
+from tests.billing.importing import as_decimals, column_sums, read_csv, total
+from tests.conftest import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,30 +21,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "invoice-template.csv"
 SOURCE = "GPU invoices"
 
 
-def run_import(path: Path, **options) -> tuple[int, dict]:
-    out = io.StringIO()
-    try:
-        call_command(
-            "billing_import", str(path), source=SOURCE, json=True, stdout=out, **options
-        )
-        code = 0
-    except CommandError as error:
-        code = error.returncode
-    return code, json.loads(out.getvalue())
-
-
-def amount_sum(path: Path) -> dict[str, Decimal]:
-    """The file's own total per currency, read independently of the importer."""
-    sums: dict[str, Decimal] = {}
-    with path.open(encoding="utf-8", newline="") as text:
-        for line in csv.DictReader(text):
-            currency = line["currency"]
-            sums[currency] = sums.get(currency, Decimal("0")) + Decimal(line["amount"])
-    return sums
-
-
-def total(queryset, column: str = "billed_cost") -> Decimal:
-    return sum(queryset.values_list(column, flat=True), Decimal("0"))
+run_import = partial(importing.run_import, source=SOURCE)
 
 
 def utc(*parts: int) -> datetime:
@@ -62,8 +38,8 @@ def test_the_template_example_imports_with_exact_totals():
     assert (result["status"], result["rows"]) == ("imported", 2)
     assert result["billing_periods"] == ["2026-01"]
     assert result["billed"] == {"USD": "17198.08"}
-    assert {cur: Decimal(v) for cur, v in result["billed"].items()} == amount_sum(
-        TEMPLATE
+    assert as_decimals(result["billed"]) == column_sums(
+        read_csv(TEMPLATE), "amount", "currency"
     )
     assert result["effective"] == result["billed"]
     assert total(CostRecord.objects) == Decimal("17198.08")
@@ -96,17 +72,7 @@ def test_each_line_becomes_a_usage_row_over_its_inclusive_period():
 
 
 def test_project_and_run_become_tags_that_a_tag_rule_allocates(world):
-    run = TrainingRun.objects.create(
-        project=world.project,
-        name="SFT run 3",
-        external_id="sft-run-3",
-        gpu_type="H100 80GB SXM",
-        gpu_count=8,
-        planned_gpu_hours=Decimal("1500"),
-        rate_per_gpu_hour=Decimal("2.99"),
-        start_date=world.project.start_date,
-        end_date=world.project.end_date,
-    )
+    run = make_run(world.project, external_id="sft-run-3")
     AllocationRule.objects.create(
         project=world.project,
         match_on=AllocationRule.MatchOn.TAG,

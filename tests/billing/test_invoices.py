@@ -18,9 +18,10 @@ from billing.models import (
     ImportRun,
 )
 from billing.services import cost_records_reallocate
-from projects.models import AllocationRule, TrainingRun
+from projects.models import AllocationRule
 from spendtracker.celery import app
-from tests.conftest import make_cost_record
+from tests.billing.importing import total
+from tests.conftest import make_cost_record, make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,10 +58,6 @@ def invoice_in(world, number: str, start: date, end: date, amount: str):
     return invoice
 
 
-def total(queryset, column: str = "billed_cost") -> Decimal:
-    return sum(queryset.values_list(column, flat=True), Decimal("0"))
-
-
 def test_an_approved_invoice_puts_its_exact_total_into_cost_and_daily_cost(world):
     ComputeInvoiceLine.objects.create(
         invoice=world.invoice,
@@ -87,17 +84,7 @@ def test_an_approved_invoice_puts_its_exact_total_into_cost_and_daily_cost(world
 
 
 def test_invoice_rows_name_vendor_invoice_and_the_tags_tag_rules_match(world):
-    run = TrainingRun.objects.create(
-        project=world.project,
-        name="SFT 3",
-        external_id="sft-run-3",
-        gpu_type="H100",
-        gpu_count=8,
-        planned_gpu_hours=Decimal("500"),
-        rate_per_gpu_hour=Decimal("2.99"),
-        start_date=date(2026, 1, 1),
-        end_date=date(2026, 1, 31),
-    )
+    run = make_run(world.project, external_id="sft-run-3")
     world.invoice.training_run = run
     world.invoice.save()
     set_status(world.invoice, Status.APPROVED)

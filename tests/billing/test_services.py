@@ -13,8 +13,8 @@ from billing.services import (
     cost_records_reallocate,
     daily_costs_rebuild,
 )
-from projects.models import AllocationRule, TrainingRun
-from tests.conftest import make_cost_record
+from projects.models import AllocationRule
+from tests.conftest import make_cost_record, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -58,17 +58,7 @@ def test_each_kind_of_rule_matches_its_column(world, match_on, value, fields):
 
 
 def test_a_run_tag_names_the_run_of_the_matched_project(world):
-    run = TrainingRun.objects.create(
-        project=world.project,
-        name="sft",
-        external_id="job-42",
-        gpu_type="H100",
-        gpu_count=8,
-        planned_gpu_hours=Decimal("10"),
-        rate_per_gpu_hour=Decimal("2"),
-        start_date=date(2026, 1, 1),
-        end_date=date(2026, 1, 31),
-    )
+    run = make_run(world.project, external_id="job-42")
     rule(
         world.project,
         1,

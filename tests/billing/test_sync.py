@@ -6,7 +6,6 @@ fetcher module yields, and the real ones are tested against local fake servers.
 """
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +17,7 @@ from billing import sync
 from billing.importers.base import new_row
 from billing.models import BillingSource, CostRecord, ImportRun
 from billing.tasks import billing_sync_due
+from tests.billing.importing import sync_json
 
 pytestmark = pytest.mark.django_db
 
@@ -53,12 +53,6 @@ def source(monkeypatch):
     monkeypatch.setitem(sync.FETCHERS, "openai", ScriptedFetcher)
     ScriptedFetcher.responses = []
     return BillingSource.objects.create(name="OpenAI org", kind="openai")
-
-
-def sync_json(*args) -> dict:
-    out = io.StringIO()
-    call_command("billing_sync", *args, json=True, stdout=out)
-    return json.loads(out.getvalue())
 
 
 def test_a_sync_loads_what_the_provider_sends(source):

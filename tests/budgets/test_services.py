@@ -16,8 +16,7 @@ from budgets.services import (
     project_variance,
     run_variance,
 )
-from projects.models import TrainingRun
-from tests.conftest import make_budget, make_project, make_spend
+from tests.conftest import make_budget, make_project, make_run, make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -138,15 +137,11 @@ def test_a_project_without_a_budget_has_no_variance(world):
 
 
 def test_a_run_over_its_gpu_hours_says_so_in_words(project):
-    run = TrainingRun.objects.create(
-        project=project,
+    run = make_run(
+        project,
         name="llama-70b-sft",
-        external_id="sft-1",
-        gpu_type="H100",
-        gpu_count=8,
         planned_gpu_hours=Decimal("412"),
         rate_per_gpu_hour=Decimal("2.49"),
-        start_date=date(2026, 1, 1),
         end_date=date(2026, 1, 10),
     )
     spend(project, date(2026, 1, 4), "1416.81", run=run, gpu_hours=Decimal("569"))
@@ -160,15 +155,11 @@ def test_a_run_over_its_gpu_hours_says_so_in_words(project):
 
 
 def test_a_run_is_planned_evenly_over_its_days(project):
-    run = TrainingRun.objects.create(
-        project=project,
+    run = make_run(
+        project,
         name="short",
-        external_id="short",
-        gpu_type="A100",
-        gpu_count=1,
         planned_gpu_hours=Decimal("100"),
         rate_per_gpu_hour=Decimal("2"),
-        start_date=date(2026, 1, 1),
         end_date=date(2026, 1, 10),
     )
     spend(project, date(2026, 1, 2), "90", run=run, gpu_hours=Decimal("45"))
@@ -187,15 +178,11 @@ def test_the_cumulative_chart_stops_actuals_at_the_current_month(project):
 
 
 def test_a_run_over_its_gpu_hours_is_over_even_when_its_cost_is_not(project):
-    run = TrainingRun.objects.create(
-        project=project,
+    run = make_run(
+        project,
         name="cheap-hours",
-        external_id="cheap",
-        gpu_type="A100",
-        gpu_count=1,
         planned_gpu_hours=Decimal("100"),
         rate_per_gpu_hour=Decimal("2"),
-        start_date=date(2026, 1, 1),
         end_date=date(2026, 1, 10),
     )
     spend(project, date(2026, 1, 2), "150", run=run, gpu_hours=Decimal("120"))

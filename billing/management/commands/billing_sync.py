@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.importers import ImportFailure
 from billing.models import BillingSource, ImportRun
 from billing.services import billing_sync_source
-from billing.sync import FETCHERS, ProviderError
+from billing.sync import ProviderError, sources_to_sync
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        sources = BillingSource.objects.filter(is_enabled=True, kind__in=FETCHERS)
+        sources = sources_to_sync()
         if options["source"]:
             sources = BillingSource.objects.filter(name=options["source"])
             if not sources:
