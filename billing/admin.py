@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Sum
 
@@ -29,8 +30,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class BillingSourceForm(forms.ModelForm):
+    """Credentials are write-only: typed in as JSON, stored encrypted, shown masked."""
+
+    new_credentials = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text='Replace the stored credentials, e.g. {"api_key": "sk-admin-..."}. '
+        "Leave empty to keep them. Stored encrypted; never shown in full.",
+    )
+
+    class Meta:
+        model = BillingSource
+        fields = ["name", "kind", "is_enabled", "config", "sync_every_minutes"]
+
+    def clean_new_credentials(self):
+        value = self.cleaned_data["new_credentials"]
+        if value is not None and not isinstance(value, dict):
+            raise forms.ValidationError("Give a JSON object of names and values.")
+        return value
+
+    def save(self, commit: bool = True):
+        if self.cleaned_data.get("new_credentials"):
+            self.instance.credentials = self.cleaned_data["new_credentials"]
+        return super().save(commit)
+
+
 @admin.register(BillingSource)
 class BillingSourceAdmin(admin.ModelAdmin):
+    form = BillingSourceForm
     list_display = (
         "name",
         "kind",
@@ -42,7 +70,17 @@ class BillingSourceAdmin(admin.ModelAdmin):
     list_filter = ("kind", "is_enabled")
     search_fields = ("name",)
     ordering = ("name",)
-    readonly_fields = ("last_sync_at", "last_error")
+    readonly_fields = (
+        "data_complete_through",
+        "last_sync_at",
+        "last_error",
+        "stored_credentials",
+    )
+
+    @admin.display(description="stored credentials")
+    def stored_credentials(self, obj: BillingSource) -> str:
+        masked = obj.masked_credentials if obj.credentials_token else {}
+        return ", ".join(f"{key}: {value}" for key, value in masked.items()) or "none"
 
     @admin.display(description="error", boolean=True)
     def has_error(self, obj: BillingSource) -> bool:

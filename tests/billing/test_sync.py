@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from billing import sync
 from billing.importers.base import new_row
@@ -135,3 +136,24 @@ def test_a_quiet_month_empties_what_the_provider_no_longer_reports(source):
     result = sync_json()["sources"][0]
     assert result["status"] == "imported"
     assert not CostRecord.objects.exists()
+
+
+def test_an_admin_sets_credentials_that_are_stored_encrypted(client, world):
+    client.force_login(world.admin)
+    url = reverse("admin:billing_billingsource_change", args=[world.source.pk])
+    form = client.get(url).context["adminform"].form
+    data = {
+        name: value
+        for name, value in form.initial.items()
+        if value is not None and name != "config"
+    }
+    data |= {
+        "config": "{}",
+        "new_credentials": '{"api_key": "sk-admin-1234567890abcdef"}',
+        "sync_every_minutes": "360",
+    }
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    world.source.refresh_from_db()
+    assert world.source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
+    assert "1234567890" not in client.get(url).content.decode()
