@@ -19,6 +19,8 @@ class Allocation:
 
 UNALLOCATED = Allocation(None, None)
 PROJECT_TAG = "project"
+# Besides tags, the columns a rule can match.
+INPUTS = ("billing_account_id", "sub_account_id", "resource_id", "service_name")
 RUN_TAG = "training_run"
 
 
@@ -36,9 +38,21 @@ class Allocator:
             )
         }
         self.project_ids = dict(Project.objects.values_list("slug", "id"))
+        self.known: dict[tuple, Allocation] = {}
 
     def allocate(self, record: Mapping) -> Allocation:
+        """Rows of one export share few distinct allocation inputs: decide each once."""
         tags = record.get("tags") or {}
+        try:
+            key = (tuple(sorted(tags.items())), *(record.get(f) for f in INPUTS))
+            return self.known[key]
+        except KeyError:
+            self.known[key] = allocation = self._decide(record, tags)
+            return allocation
+        except TypeError:  # a tag value that is not hashable (a list): decide afresh
+            return self._decide(record, tags)
+
+    def _decide(self, record: Mapping, tags: Mapping) -> Allocation:
         for rule in self.rules:
             if _rule_matches(rule, record, tags):
                 return Allocation(rule.project_id, self._run_id(rule, tags))

@@ -2,10 +2,11 @@
 
 import bisect
 import hashlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 
 from dateutil.relativedelta import relativedelta
@@ -17,7 +18,7 @@ from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.allocation import Allocator
+from billing.allocation import INPUTS, Allocator
 from billing.importers import ImportFailure, importer_for
 from billing.loader import cost_records_load
 from billing.models import (
@@ -33,13 +34,7 @@ from billing.sync import ProviderError, fetcher_for
 from projects.models import Project
 
 # The columns allocation rules read.
-ALLOCATION_INPUTS = [
-    "tags",
-    "billing_account_id",
-    "sub_account_id",
-    "resource_id",
-    "service_name",
-]
+ALLOCATION_INPUTS = ["tags", *INPUTS]
 
 
 def _record_fields(record: CostRecord) -> dict:
@@ -125,15 +120,13 @@ def cost_records_reallocate(
 class FxTable:
     """Historical rates into the reporting currency: the latest on or before a day."""
 
-    def __init__(self, currencies: Iterable[str]) -> None:
+    def __init__(self) -> None:
         self.reporting = settings.REPORTING_CURRENCY
         self.dates: dict[str, list[date]] = {}
         self.rates: dict[str, list[Decimal]] = {}
-        for currency, day, rate in (
-            FxRate.objects.filter(currency__in=set(currencies))
-            .order_by("currency", "date")
-            .values_list("currency", "date", "rate")
-        ):
+        # The whole table: even a rate a day per currency is only thousands of rows.
+        rates = FxRate.objects.order_by("currency", "date")
+        for currency, day, rate in rates.values_list("currency", "date", "rate"):
             self.dates.setdefault(currency, []).append(day)
             self.rates.setdefault(currency, []).append(rate)
 
@@ -166,7 +159,7 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
     gpu_units = Q()
     for unit in GPU_HOUR_UNITS:
         gpu_units |= Q(consumed_unit__iexact=unit)
-    groups = list(
+    groups = (
         CostRecord.objects.filter(
             charge_period_start__gte=start_at, charge_period_start__lt=end_at
         )
@@ -186,27 +179,34 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
         )
         .order_by()
     )
-    fx = FxTable(group["billing_currency"] for group in groups)
-    rows = []
-    for group in groups:
-        rate = fx.rate(group["billing_currency"], group["day"])
-        factor = rate if rate is not None else Decimal("1")
-        rows.append(
-            DailyCost(
-                date=group["day"],
-                project_id=group["project_id"],
-                training_run_id=group["training_run_id"],
-                provider_name=group["provider_name"],
-                service_name=group["service_name"],
-                billing_currency=group["billing_currency"],
-                is_provisional=group["is_provisional"],
-                fx_rate=rate,
-                gpu_hours=group["gpu_hours"] or Decimal("0"),
-                **{column: group[column] * factor for column in COST_COLUMNS},
-            )
-        )
-    DailyCost.objects.bulk_create(rows, batch_size=5000)
-    return len(rows)
+    fx = FxTable()
+    count = 0
+    # Streamed in batches: a large import's rollup has tens of thousands of groups.
+    stream = groups.iterator(chunk_size=ROLLUP_BATCH)
+    while batch := [_daily_cost(group, fx) for group in islice(stream, ROLLUP_BATCH)]:
+        DailyCost.objects.bulk_create(batch)
+        count += len(batch)
+    return count
+
+
+ROLLUP_BATCH = 5000
+
+
+def _daily_cost(group: dict, fx: "FxTable") -> DailyCost:
+    rate = fx.rate(group["billing_currency"], group["day"])
+    factor = rate if rate is not None else Decimal("1")
+    return DailyCost(
+        date=group["day"],
+        project_id=group["project_id"],
+        training_run_id=group["training_run_id"],
+        provider_name=group["provider_name"],
+        service_name=group["service_name"],
+        billing_currency=group["billing_currency"],
+        is_provisional=group["is_provisional"],
+        fx_rate=rate,
+        gpu_hours=group["gpu_hours"] or Decimal("0"),
+        **{column: group[column] * factor for column in COST_COLUMNS},
+    )
 
 
 @dataclass(frozen=True)
