@@ -14,6 +14,7 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from projects.demo import DEMO_PASSWORD, demo_seed
+from spendtracker.celery import app
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +164,35 @@ def test_a_wrong_password_shows_an_error_and_stays_on_the_login_page(
     expect(page.get_by_label("Email")).to_have_value("lead@example.com")
     expect(page.get_by_label("Password")).to_have_value("")
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+SAMPLE = (
+    Path(__file__).resolve().parents[3]
+    / "shared/data/billing-samples/focus-1.0-real/focus_sample.csv"
+)
+
+
+@pytest.fixture
+def tasks_in_process(settings, tmp_path):
+    """The upload's import runs in the live server's thread (test_tasks.py covers the
+    real worker), with uploads kept in a temporary folder."""
+    settings.MEDIA_ROOT = tmp_path
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def test_finance_uploads_an_export_and_follows_it_to_its_totals(
+    page: Page, live_server, js_errors, tasks_in_process
+):
+    log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/billing/upload/")
+    page.get_by_label("File").set_input_files(SAMPLE)
+    page.get_by_label("Source").fill("AWS FOCUS")
+    page.get_by_role("button", name="Upload and import").click()
+
+    page.wait_for_url(re.compile(r"/billing/imports/\d+/$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Imported")
+    expect(page.locator("table")).to_contain_text("20.52022672899")
+    screenshot(page, "import-finance")
+    assert js_errors == []
