@@ -35,12 +35,29 @@ class User(AbstractUser):
         FINANCE = "finance", "Finance"
         ADMIN = "admin", "Admin"
 
+    class AlertDelivery(models.TextChoices):
+        IMMEDIATE = "immediate", "Each alert as it fires"
+        DIGEST = "digest", "One daily digest"
+        OFF = "off", "No alert emails"
+
     username = None
     first_name = None
     last_name = None
     email = models.EmailField("email address", unique=True)
     full_name = models.CharField(max_length=150, blank=True)
     role = models.CharField(max_length=16, choices=Role, default=Role.STANDARD)
+    alert_delivery = models.CharField(
+        max_length=10,
+        choices=AlertDelivery,
+        default=AlertDelivery.IMMEDIATE,
+        help_text="How this person hears about alerts on projects they look after.",
+    )
+    watched_teams = models.ManyToManyField(
+        "Team",
+        blank=True,
+        related_name="watchers",
+        help_text="Finance: the teams whose alerts this person receives.",
+    )
 
     objects = UserManager()
 

@@ -11,7 +11,8 @@ from django.shortcuts import get_object_or_404
 
 from accounts.models import Membership, Team, User
 from billing.models import ComputeInvoice
-from projects.models import Project
+from budgets.models import Alert, BudgetRevision
+from projects.models import Project, TrainingRun
 
 
 def teams_visible_to(user: User) -> QuerySet[Team]:
@@ -32,6 +33,14 @@ def invoices_visible_to(user: User) -> QuerySet[ComputeInvoice]:
     return ComputeInvoice.objects.filter(project__team__memberships__user=user)
 
 
+def alerts_visible_to(user: User) -> QuerySet[Alert]:
+    """Alerts of the projects a user sees; alerts about billing sources are for the
+    finance and admin users who run them."""
+    if user.sees_everything:
+        return Alert.objects.all()
+    return Alert.objects.filter(project__team__memberships__user=user)
+
+
 def team_get_for_user(user: User, slug: str) -> Team:
     return get_object_or_404(teams_visible_to(user), slug=slug)
 
@@ -46,6 +55,40 @@ def invoice_get_for_user(user: User, pk: int) -> ComputeInvoice:
     return get_object_or_404(
         invoices_visible_to(user).select_related("project", "training_run"), pk=pk
     )
+
+
+def run_get_for_user(user: User, slug: str, pk: int) -> TrainingRun:
+    project = project_get_for_user(user, slug)
+    return get_object_or_404(project.runs.select_related("project__team"), pk=pk)
+
+
+def alert_get_for_user(user: User, pk: int) -> Alert:
+    return get_object_or_404(
+        alerts_visible_to(user).select_related(
+            "project__team", "training_run", "source", "acknowledged_by"
+        ),
+        pk=pk,
+    )
+
+
+def revision_get_for_user(user: User, slug: str, pk: int) -> BudgetRevision:
+    project = project_get_for_user(user, slug)
+    return get_object_or_404(
+        BudgetRevision.objects.select_related(
+            "budget__project", "proposed_by", "decided_by"
+        ),
+        budget__project=project,
+        pk=pk,
+    )
+
+
+def user_can_approve_plans(user: User) -> bool:
+    return user.sees_everything
+
+
+def require_plan_approver(user: User) -> None:
+    if not user_can_approve_plans(user):
+        raise PermissionDenied("Finance approves budgets and their revisions.")
 
 
 def user_can_edit_plan(user: User, project: Project) -> bool:

@@ -1,13 +1,15 @@
 from datetime import timedelta
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 
+from accounts.forms import NotificationSettingsForm
 from accounts.permissions import team_get_for_user, teams_visible_to
 from budgets import selectors
-from budgets.services import project_summary
+from budgets.services import project_summaries, team_variance
 
 
 @login_required
@@ -20,20 +22,26 @@ def team_list(request: HttpRequest) -> HttpResponse:
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     team = team_get_for_user(request.user, slug)
     today = timezone.now().date()
-    summaries = [
-        project_summary(project=project, as_of=today)
-        for project in team.projects.select_related("budget", "owner")
-    ]
-    with_budget = [s for s in summaries if s.variance]
+    summaries = project_summaries(
+        projects=team.projects.select_related("owner"), as_of=today
+    )
     context = {
         "team": team,
         "summaries": summaries,
+        "totals": team_variance(summaries),
         "memberships": team.memberships.select_related("user").order_by("role"),
-        "budget_total": sum(s.variance.total for s in with_budget),
-        "plan_to_date": sum(s.variance.plan_to_date for s in with_budget),
-        "actual_to_date": sum(s.variance.actual_to_date for s in with_budget),
         "last_30_days": selectors.actual_between(
             start=today - timedelta(days=29), project__team=team
         ),
     }
     return render(request, "accounts/team_detail.html", context)
+
+
+@login_required
+def notification_settings(request: HttpRequest) -> HttpResponse:
+    form = NotificationSettingsForm(request.POST or None, instance=request.user)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Alert settings saved.")
+        return redirect("notification_settings")
+    return render(request, "accounts/notification_settings.html", {"form": form})

@@ -466,6 +466,9 @@ def _replace_periods(
         if not source.data_complete_through or complete > source.data_complete_through:
             source.data_complete_through = complete
     source.save(update_fields=["last_sync_at", "last_error", "data_complete_through"])
+    from budgets.tasks import alerts_evaluate_task  # budgets reads what billing loads
+
+    transaction.on_commit(alerts_evaluate_task.delay)
 
 
 def _same_file_still_loaded(

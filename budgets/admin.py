@@ -51,7 +51,7 @@ class BudgetAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Alerts", {"fields": ("tolerance_percent", "alert_thresholds")}),
+        ("Alerts", {"fields": ("tolerance_percent",)}),
         ("Approval", {"fields": ("approved_by", "approved_at")}),
     )
 

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
 from budgets.models import Budget, BudgetLine
+from projects.models import Project, TrainingRun
 
 
 class MonthField(forms.DateField):
@@ -107,3 +108,86 @@ BudgetLineFormSet = inlineformset_factory(
     extra=2,
     can_delete=True,
 )
+
+
+RUN_PLAN_FIELDS = (
+    "name",
+    "external_id",
+    "gpu_type",
+    "gpu_count",
+    "planned_gpu_hours",
+    "rate_per_gpu_hour",
+    "currency",
+    "start_date",
+    "end_date",
+    "progress_unit",
+    "units_planned",
+)
+
+
+class PlannedRunForm(forms.ModelForm):
+    class Meta:
+        model = TrainingRun
+        fields = list(RUN_PLAN_FIELDS)
+        widgets = {
+            "start_date": forms.DateInput(attrs={"type": "date"}),
+            "end_date": forms.DateInput(attrs={"type": "date"}),
+            "currency": forms.TextInput(attrs={"maxlength": 3, "size": 4}),
+        }
+
+    def clean_currency(self) -> str:
+        return self.cleaned_data["currency"].strip().upper()
+
+
+class BasePlannedRunFormSet(BaseInlineFormSet):
+    def kept_runs(self) -> list[dict]:
+        """The plan fields of every filled-in run, with its id when it exists."""
+        return [
+            {"id": form.instance.pk}
+            | {field: form.cleaned_data.get(field) for field in RUN_PLAN_FIELDS}
+            for form in self.forms
+            if form.cleaned_data
+        ]
+
+
+# Runs are never deleted from here: their spend stays attributed. Cancel one instead.
+PlannedRunFormSet = inlineformset_factory(
+    Project,
+    TrainingRun,
+    form=PlannedRunForm,
+    formset=BasePlannedRunFormSet,
+    extra=1,
+    can_delete=False,
+)
+
+
+class RunProgressForm(forms.ModelForm):
+    """What a running job reports: its status and the work done so far."""
+
+    class Meta:
+        model = TrainingRun
+        fields = ["status", "units_done"]
+
+
+class AcknowledgeForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="What is being done about it; shown to everyone who sees the alert.",
+    )
+
+
+class RevisionDecisionForm(forms.Form):
+    decision = forms.ChoiceField(
+        choices=[("approve", "Approve"), ("reject", "Reject")],
+        widget=forms.HiddenInput,
+    )
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), max_length=2000, required=False
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("decision") == "reject" and not cleaned.get("comment"):
+            self.add_error("comment", "Say why the revision is rejected.")
+        return cleaned

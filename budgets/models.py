@@ -5,12 +5,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Sum
+from django.urls import reverse
 
 from spendtracker.currencies import validate_currency_code
-
-
-def default_alert_thresholds() -> list[int]:
-    return [50, 80, 100]
 
 
 class CostMeasure(models.TextChoices):
@@ -43,10 +40,6 @@ class Budget(models.Model):
         default=Decimal("10"),
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text="How far actual may run above plan before the project is at risk.",
-    )
-    alert_thresholds = models.JSONField(
-        default=default_alert_thresholds,
-        help_text="Percent of budget used at which alerts fire.",
     )
     lines_must_sum_to_total = models.BooleanField(
         default=True, help_text="Monthly plan lines must add up to the total."
@@ -85,11 +78,6 @@ class Budget(models.Model):
             errors["total"] = "A budget cannot be negative."
         if self.start_date and self.end_date and self.end_date < self.start_date:
             errors["end_date"] = "The budget must end after it starts."
-        thresholds = self.alert_thresholds
-        if not isinstance(thresholds, list) or not all(
-            isinstance(t, int) and 0 < t <= 1000 for t in thresholds
-        ):
-            errors["alert_thresholds"] = "Give whole percents between 1 and 1000."
         if errors:
             raise ValidationError(errors)
 
@@ -145,3 +133,260 @@ class BudgetLine(models.Model):
                 )
         if errors:
             raise ValidationError(errors)
+
+
+class BudgetRevision(models.Model):
+    """A change to an approved budget, waiting for finance: the plan as proposed.
+
+    `proposal` holds the budget's fields and monthly lines as JSON-safe strings; the
+    budget itself keeps its approved plan until finance approves the revision.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for finance"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Replaced by a later revision"
+
+    budget = models.ForeignKey(
+        Budget, on_delete=models.CASCADE, related_name="revisions"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    proposal = models.JSONField()
+    previous = models.JSONField(help_text="The approved plan the proposal changes.")
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget"],
+                condition=Q(status="pending"),
+                name="one_pending_revision_per_budget",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Revision of {self.budget.project} ({self.get_status_display()})"
+
+
+class AlertKind(models.TextChoices):
+    BUDGET_USED = "budget_used", "Share of the month's plan used"
+    FORECAST_OVER = "forecast_over", "Forecast at completion over budget"
+    VARIANCE = "variance", "Month-to-date variance beyond tolerance"
+    RUN_OVER = "run_over", "Run over its planned cost or GPU-hours"
+    SPEND_ANOMALY = "spend_anomaly", "Daily spend far above its usual level"
+    STALE_SOURCE = "stale_source", "Billing data is stale"
+
+
+class AlertRule(models.Model):
+    """Overrides one kind of alert: for the organisation (no project) or one project.
+
+    Without a row, each kind runs with the defaults in `budgets.alerts.DEFAULTS`.
+    """
+
+    kind = models.CharField(max_length=20, choices=AlertKind)
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alert_rules",
+        help_text="Empty: the organisation's default for every project.",
+    )
+    is_enabled = models.BooleanField(default=True)
+    thresholds = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "Levels at which the alert fires, e.g. [50, 80, 100] percent of the "
+            "month's plan; [48] hours for stale data; [3] times the usual daily "
+            "spend. Empty: the default."
+        ),
+    )
+
+    class Meta:
+        ordering = ["kind", "project"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "project"], name="one_rule_per_kind_and_project"
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(project__isnull=True),
+                name="one_default_rule_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.project or "every project"
+        return f"{self.get_kind_display()} ({scope})"
+
+    def clean(self) -> None:
+        values = self.thresholds
+        if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 10_000
+            for v in values
+        ):
+            raise ValidationError(
+                {"thresholds": "Give a list of positive numbers, e.g. [50, 80, 100]."}
+            )
+
+
+class Alert(models.Model):
+    """One firing of one rule, for one scope, period and threshold.
+
+    The database refuses a second row for the same (kind, scope, period, threshold), and
+    a second open alert for the same (kind, scope, period): that, not care in the
+    evaluator, is what keeps two workers from firing twice.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        RESOLVED = "resolved", "Resolved"
+
+    class Severity(models.TextChoices):
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    kind = models.CharField(max_length=20, choices=AlertKind)
+    scope_key = models.CharField(
+        max_length=40, help_text="What the alert is about, e.g. project:12 or run:7."
+    )
+    period = models.DateField(
+        help_text="The month, day or run the alert is about (its first day)."
+    )
+    threshold = models.DecimalField(max_digits=12, decimal_places=2)
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
+    )
+    training_run = models.ForeignKey(
+        "projects.TrainingRun",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
+    )
+    source = models.ForeignKey(
+        "billing.BillingSource",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
+    )
+    severity = models.CharField(max_length=10, choices=Severity)
+    status = models.CharField(max_length=12, choices=Status, default=Status.OPEN)
+    subject = models.CharField(max_length=300)
+    reason = models.TextField()
+    value = models.DecimalField(
+        max_digits=20, decimal_places=2, help_text="The level last observed."
+    )
+    waiting_for = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Why the rule cannot re-evaluate now, e.g. stale billing data.",
+    )
+    escalated_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    fired_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=300, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledgement_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "scope_key", "period", "threshold"],
+                name="alert_once_per_rule_scope_period_threshold",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "scope_key", "period"],
+                condition=Q(status__in=["open", "acknowledged"]),
+                name="one_active_alert_per_rule_scope_period",
+            ),
+        ]
+        indexes = [
+            # The evaluator's read of every active alert, and the alerts page.
+            models.Index(fields=["status", "kind"], name="alert_status_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject
+
+    def get_absolute_url(self) -> str:
+        return reverse("alert_detail", kwargs={"pk": self.pk})
+
+    @property
+    def is_active(self) -> bool:
+        return self.status != self.Status.RESOLVED
+
+
+class Notification(models.Model):
+    """An email owed to one person about one alert: recorded before it is sent, claimed
+    by a conditional UPDATE when it is sent, so it goes out once."""
+
+    class Channel(models.TextChoices):
+        IMMEDIATE = "immediate", "Immediately"
+        DIGEST = "digest", "In the daily digest"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, related_name="notifications"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    channel = models.CharField(max_length=10, choices=Channel)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "user"], name="one_notification_per_alert_and_user"
+            ),
+        ]
+        indexes = [
+            # The sender's sweep for what is still owed.
+            models.Index(fields=["status", "channel"], name="notification_owed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alert} → {self.user} ({self.status})"

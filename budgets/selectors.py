@@ -1,15 +1,18 @@
 """Reads of actual spend from the DailyCost rollup, reused by services and views."""
 
-from datetime import date
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth
 
-from billing.models import DailyCost
+from billing.models import COST_COLUMNS, DailyCost
 from budgets.models import CostMeasure
 
 ZERO = Decimal("0")
+FIGURE_WINDOW_DAYS = 30
 
 
 def converted_daily_costs() -> QuerySet[DailyCost]:
@@ -96,3 +99,73 @@ def unconverted_totals(**scope) -> dict[str, Decimal]:
         .order_by("billing_currency")
     )
     return {row["billing_currency"]: row["total"] for row in rows}
+
+
+def _zeros() -> dict[str, Decimal]:
+    return dict.fromkeys(COST_COLUMNS, ZERO)
+
+
+@dataclass
+class SpendFigures:
+    """What plan vs actual needs of one project or run, in every cost measure."""
+
+    to_date: dict[str, Decimal] = field(default_factory=_zeros)
+    month_to_date: dict[str, Decimal] = field(default_factory=_zeros)
+    provisional: dict[str, Decimal] = field(default_factory=_zeros)
+    gpu_hours: Decimal = ZERO
+    daily: dict[date, dict[str, Decimal]] = field(default_factory=dict)
+
+    def day(self, day: date, measure: str) -> Decimal:
+        return self.daily.get(day, {}).get(measure, ZERO)
+
+    def between(self, start: date, end: date, measure: str) -> Decimal:
+        """Spend over [start, end), for a range inside the daily window."""
+        return sum(
+            (
+                values[measure]
+                for day, values in self.daily.items()
+                if start <= day < end
+            ),
+            ZERO,
+        )
+
+
+def spend_figures(
+    *, scope: str, ids: Collection[int], as_of: date
+) -> dict[int, SpendFigures]:
+    """Spend to date, month to date, provisional, GPU-hours and each of the last
+    FIGURE_WINDOW_DAYS days, for many projects (scope "project") or runs (scope
+    "training_run"): two queries, however many there are."""
+    after = as_of + timedelta(days=1)
+    converted = Q(fx_rate__isnull=False)
+    this_month = Q(date__gte=as_of.replace(day=1))
+    provisional = Q(is_provisional=True)
+    aggregates = {"gpu_hours": Sum("gpu_hours")}
+    for measure in COST_COLUMNS:
+        aggregates[f"{measure}:to_date"] = Sum(measure, filter=converted)
+        aggregates[f"{measure}:month"] = Sum(measure, filter=converted & this_month)
+        aggregates[f"{measure}:provisional"] = Sum(
+            measure, filter=converted & provisional
+        )
+    in_scope = DailyCost.objects.filter(**{f"{scope}__in": ids}, date__lt=after)
+    figures = {pk: SpendFigures() for pk in ids}
+    for row in in_scope.values(scope).annotate(**aggregates).order_by():
+        found = figures[row[scope]]
+        found.gpu_hours = row["gpu_hours"] or ZERO
+        for measure in COST_COLUMNS:
+            found.to_date[measure] = row[f"{measure}:to_date"] or ZERO
+            found.month_to_date[measure] = row[f"{measure}:month"] or ZERO
+            found.provisional[measure] = row[f"{measure}:provisional"] or ZERO
+    window = in_scope.filter(
+        converted, date__gte=as_of - timedelta(days=FIGURE_WINDOW_DAYS - 1)
+    )
+    daily_rows = (
+        window.values(scope, "date")
+        .annotate(**{measure: Sum(measure) for measure in COST_COLUMNS})
+        .order_by()
+    )
+    for row in daily_rows:
+        figures[row[scope]].daily[row["date"]] = {
+            measure: row[measure] for measure in COST_COLUMNS
+        }
+    return figures

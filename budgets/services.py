@@ -1,33 +1,98 @@
-"""Plan vs actual: plan-to-date, actual-to-date, variance, forecast and status.
+"""Plan vs actual: plan-to-date, actual-to-date, variance, forecast, earned value and
+status, for projects, runs and teams; and the plan's revisions.
 
 All figures are computed from the time-phased plan and the DailyCost rollup. Dates are
 inclusive of `as_of`: plan and actual both run through the end of that day (UTC).
+Many projects are assessed together from a fixed number of queries
+(`project_summaries`, `run_summaries`); the one-project functions call the same code.
 """
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from django.db import models, transaction
+from django.utils import timezone
 
+from accounts.models import User
 from budgets import selectors
-from budgets.models import Budget, BudgetLine
+from budgets.models import Budget, BudgetLine, BudgetRevision
+from budgets.selectors import SpendFigures
 from projects.models import Project, TrainingRun
 from spendtracker.currencies import money
 
 if TYPE_CHECKING:
-    from budgets.forms import BudgetForm, BudgetLineFormSet
+    from budgets.forms import BudgetForm, BudgetLineFormSet, PlannedRunFormSet
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 BURN_WINDOW_DAYS = 7
+TREND_DAYS = selectors.FIGURE_WINDOW_DAYS
+DEFAULT_MEASURE = "effective_cost"
 
 
 class Status(models.TextChoices):
     ON_TRACK = "on_track", "On track"
     AT_RISK = "at_risk", "At risk"
     OVER = "over", "Over"
+
+
+@dataclass(frozen=True)
+class EarnedValue:
+    """Earned-value figures of a run that reports progress; money in its currency.
+
+    PV: what the plan says should have been spent by now; EV: the planned cost of the
+    work actually done; AC: what was actually spent.
+    """
+
+    planned_value: Decimal
+    earned_value: Decimal
+    actual_cost: Decimal
+    budget_at_completion: Decimal
+    percent_complete: Decimal
+
+    @property
+    def cpi(self) -> Decimal | None:
+        return _ratio(self.earned_value, self.actual_cost)
+
+    @property
+    def spi(self) -> Decimal | None:
+        return _ratio(self.earned_value, self.planned_value)
+
+    @property
+    def eac(self) -> Decimal | None:
+        """Estimate at completion: the whole run at the cost efficiency so far."""
+        if not self.cpi:
+            return None
+        return self.budget_at_completion / self.cpi
+
+    def explanation(self, currency: str) -> str:
+        if self.cpi is None:
+            return (
+                f"{self.percent_complete:.0f}% of the work is done and nothing has "
+                f"been spent yet"
+            )
+        per_unit = money(self.cpi, currency, places=2)
+        text = (
+            f"Each {money(Decimal(1), currency, places=2)} spent has bought "
+            f"{per_unit} of planned work (CPI {self.cpi:.2f})"
+        )
+        if self.spi is not None:
+            pace = "ahead of" if self.spi >= 1 else "behind"
+            text += f"; the work is {pace} schedule (SPI {self.spi:.2f})"
+        return (
+            f"{text}; at this rate the run will cost {money(self.eac, currency)} "
+            f"in all (EAC)"
+        )
+
+
+def _ratio(part: Decimal, whole: Decimal) -> Decimal | None:
+    if not whole:
+        return None
+    return (part / whole).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -42,6 +107,7 @@ class Variance:
     forecast_from_burn: Decimal
     status: Status
     reason: str
+    forecast_from_progress: Decimal | None = None
 
     @property
     def variance(self) -> Decimal:
@@ -57,7 +123,23 @@ class Variance:
 
     @property
     def forecast(self) -> Decimal:
-        return max(self.forecast_from_plan, self.forecast_from_burn)
+        """The worse of the forecasts: status never rests on the kinder one."""
+        return max(_forecasts(self).values())
+
+    @property
+    def forecast_basis(self) -> str:
+        forecasts = _forecasts(self)
+        return max(forecasts, key=forecasts.__getitem__)
+
+
+def _forecasts(variance: Variance) -> dict[str, Decimal]:
+    forecasts = {
+        "the remaining plan": variance.forecast_from_plan,
+        "the burn rate of the last 7 days": variance.forecast_from_burn,
+    }
+    if variance.forecast_from_progress is not None:
+        forecasts["the progress reported"] = variance.forecast_from_progress
+    return forecasts
 
 
 def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
@@ -79,16 +161,26 @@ def _days_overlap(start: date, end: date, other_start: date, other_end: date) ->
     return max(0, (min(end, other_end) - max(start, other_start)).days)
 
 
-def budget_plan_to_date(*, budget: Budget, as_of: date) -> Decimal:
+def plan_to_date(
+    *, budget: Budget, lines: Iterable[BudgetLine], as_of: date
+) -> Decimal:
     """Each month's planned amount, spread evenly over the budget's days in that month,
     summed through the end of `as_of`."""
     active_start = budget.start_date
     active_end = budget.end_date + timedelta(days=1)
     through = as_of + timedelta(days=1)
-    planned = ZERO
-    for line in budget.lines.filter(month__lt=through):
-        planned += _phased(line, active_start, active_end, through)
-    return planned
+    return sum(
+        (
+            _phased(line, active_start, active_end, through)
+            for line in lines
+            if line.month < through
+        ),
+        ZERO,
+    )
+
+
+def budget_plan_to_date(*, budget: Budget, as_of: date) -> Decimal:
+    return plan_to_date(budget=budget, lines=budget.lines.all(), as_of=as_of)
 
 
 def _phased(line: BudgetLine, start: date, end: date, through: date) -> Decimal:
@@ -100,78 +192,19 @@ def _phased(line: BudgetLine, start: date, end: date, through: date) -> Decimal:
     return line.amount * elapsed_days / active_days
 
 
-def budget_plan_for_month(*, budget: Budget, month: date) -> Decimal:
-    return sum(
-        (line.amount for line in budget.lines.all() if line.month == month), ZERO
-    )
+def plan_for_month(*, lines: Iterable[BudgetLine], month: date) -> Decimal:
+    return sum((line.amount for line in lines if line.month == month), ZERO)
 
 
-def project_variance(*, project: Project, as_of: date) -> Variance | None:
-    """Plan vs actual of a project; None when it has no budget yet."""
-    budget = getattr(project, "budget", None)
-    if budget is None:
-        return None
-    measure = budget.cost_measure
-    actual = selectors.actual_between(
-        measure=measure, end=_after(as_of), project=project
-    )
-    plan = budget_plan_to_date(budget=budget, as_of=as_of)
-    burn = _burn_rate(
-        measure=measure, as_of=as_of, start=budget.start_date, project=project
-    )
-    return _assess(
-        subject=f"Project {project.name}",
-        total=budget.total,
-        currency=budget.currency,
-        plan=plan,
-        actual=actual,
-        burn=burn,
-        remaining_days=_remaining_days(as_of, budget.end_date),
-        tolerance=budget.tolerance_percent,
-    )
-
-
-def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Variance:
-    """Plan vs actual of a run: its planned cost, spread evenly over its dates."""
-    budget = getattr(run.project, "budget", None)
-    measure = budget.cost_measure if budget else "effective_cost"
-    actual = selectors.actual_between(
-        measure=measure, end=_after(as_of), training_run=run
-    )
-    gpu_hours = selectors.gpu_hours_between(end=_after(as_of), training_run=run)
-    run_days = (run.end_date - run.start_date).days + 1
-    elapsed = min(max((as_of - run.start_date).days + 1, 0), run_days)
-    plan = run.planned_cost * elapsed / run_days
-    variance = _assess(
-        subject=f"Run {run.name}",
-        total=run.planned_cost,
-        currency=run.currency,
-        plan=plan,
-        actual=actual,
-        burn=_burn_rate(
-            measure=measure, as_of=as_of, start=run.start_date, training_run=run
-        ),
-        remaining_days=_remaining_days(as_of, run.end_date),
-        tolerance=tolerance,
-    )
-    if run.planned_gpu_hours and gpu_hours > run.planned_gpu_hours:
-        over = _percent(gpu_hours - run.planned_gpu_hours, run.planned_gpu_hours)
-        reason = (
-            f"Run {run.name} is {_signed_words(over)} plan: "
-            f"{gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} of "
-            f"{run.planned_gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} planned "
-            f"GPU-hours used at "
-            f"{money(run.rate_per_gpu_hour, run.currency, places=2)}/GPU-hour"
-        )
-        variance = replace(variance, status=Status.OVER, reason=reason)
-    return variance
-
-
-def _signed_words(percent: Decimal | None) -> str:
-    if percent is None:
-        return "off"
-    whole = percent.quantize(Decimal("1"), ROUND_HALF_UP)
-    return f"{abs(whole)}% over" if whole >= 0 else f"{abs(whole)}% under"
+def _burn_rate(
+    figures: SpendFigures, *, measure: str, start: date, as_of: date
+) -> Decimal:
+    """Average daily spend over the last seven days, or fewer if the work is younger."""
+    window_start = max(start, as_of - timedelta(days=BURN_WINDOW_DAYS - 1))
+    days = (as_of - window_start).days + 1
+    if days <= 0:
+        return ZERO
+    return figures.between(window_start, _after(as_of), measure) / days
 
 
 def _after(day: date) -> date:
@@ -182,16 +215,225 @@ def _remaining_days(as_of: date, end: date) -> int:
     return max(0, (end - as_of).days)
 
 
-def _burn_rate(*, measure: str, as_of: date, start: date, **scope) -> Decimal:
-    """Average daily spend over the last seven days, or fewer if the work is younger."""
-    window_start = max(start, as_of - timedelta(days=BURN_WINDOW_DAYS - 1))
-    days = (as_of - window_start).days + 1
-    if days <= 0:
-        return ZERO
-    spent = selectors.actual_between(
-        measure=measure, start=window_start, end=_after(as_of), **scope
+@dataclass(frozen=True)
+class ProjectSummary:
+    """What the dashboard, the project page and the alert rules read of one project."""
+
+    project: Project
+    budget: Budget | None
+    variance: Variance | None
+    month_plan: Decimal
+    month_actual: Decimal
+    provisional: Decimal
+    daily: dict[date, Decimal]
+    as_of: date
+
+    @property
+    def status(self) -> str:
+        return self.variance.status if self.variance else "no_budget"
+
+    @property
+    def trend(self) -> list[tuple[date, Decimal]]:
+        first = self.as_of - timedelta(days=TREND_DAYS - 1)
+        days = (first + timedelta(days=offset) for offset in range(TREND_DAYS))
+        return [(day, self.daily.get(day, ZERO)) for day in days]
+
+    @property
+    def trend_id(self) -> str:
+        return f"trend-{self.project.pk}"
+
+    @property
+    def final(self) -> Decimal:
+        """Spend to date that providers will no longer restate."""
+        spent = self.variance.actual_to_date if self.variance else ZERO
+        return spent - self.provisional
+
+    @property
+    def month_used_percent(self) -> Decimal | None:
+        return _percent(self.month_actual, self.month_plan)
+
+
+def budgets_with_lines(project_ids: Sequence[int]) -> dict[int, Budget]:
+    """Budgets by project id, each with its lines loaded: two queries."""
+    budgets = Budget.objects.filter(project_id__in=project_ids).prefetch_related(
+        "lines"
     )
-    return spent / days
+    return {budget.project_id: budget for budget in budgets}
+
+
+def project_summaries(
+    *, projects: Iterable[Project], as_of: date
+) -> list[ProjectSummary]:
+    """Plan vs actual of many projects from four queries, in the order given."""
+    projects = list(projects)
+    ids = [project.pk for project in projects]
+    budgets = budgets_with_lines(ids)
+    figures = selectors.spend_figures(scope="project", ids=ids, as_of=as_of)
+    return [
+        _project_summary(project, budgets.get(project.pk), figures[project.pk], as_of)
+        for project in projects
+    ]
+
+
+def project_summary(*, project: Project, as_of: date) -> ProjectSummary:
+    return project_summaries(projects=[project], as_of=as_of)[0]
+
+
+def project_variance(*, project: Project, as_of: date) -> Variance | None:
+    """Plan vs actual of a project; None when it has no budget yet."""
+    return project_summary(project=project, as_of=as_of).variance
+
+
+def _project_summary(
+    project: Project, budget: Budget | None, figures: SpendFigures, as_of: date
+) -> ProjectSummary:
+    measure = budget.cost_measure if budget else DEFAULT_MEASURE
+    lines = list(budget.lines.all()) if budget else []
+    return ProjectSummary(
+        project=project,
+        budget=budget,
+        variance=_budget_variance(project, budget, lines, figures, as_of)
+        if budget
+        else None,
+        month_plan=plan_for_month(lines=lines, month=month_start(as_of)),
+        month_actual=figures.month_to_date[measure],
+        provisional=figures.provisional[measure],
+        daily={day: values[measure] for day, values in figures.daily.items()},
+        as_of=as_of,
+    )
+
+
+def _budget_variance(
+    project: Project,
+    budget: Budget,
+    lines: Sequence[BudgetLine],
+    figures: SpendFigures,
+    as_of: date,
+) -> Variance:
+    measure = budget.cost_measure
+    return _assess(
+        subject=f"Project {project.name}",
+        total=budget.total,
+        currency=budget.currency,
+        plan=plan_to_date(budget=budget, lines=lines, as_of=as_of),
+        actual=figures.to_date[measure],
+        burn=_burn_rate(figures, measure=measure, start=budget.start_date, as_of=as_of),
+        remaining_days=_remaining_days(as_of, budget.end_date),
+        tolerance=budget.tolerance_percent,
+    )
+
+
+def budget_preview(
+    *, project: Project, budget: Budget, lines: Sequence[BudgetLine], as_of: date
+) -> Variance:
+    """What the status and forecast would be with an unsaved plan."""
+    figures = selectors.spend_figures(scope="project", ids=[project.pk], as_of=as_of)
+    return _budget_variance(project, budget, lines, figures[project.pk], as_of)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: TrainingRun
+    variance: Variance
+    gpu_hours: Decimal
+    earned_value: EarnedValue | None
+
+
+def run_summaries(*, runs: Iterable[TrainingRun], as_of: date) -> list[RunSummary]:
+    """Plan vs actual of many runs, in the budget's cost measure and with its
+    tolerance: four queries, however many runs."""
+    runs = list(runs)
+    budgets = budgets_with_lines(sorted({run.project_id for run in runs}))
+    figures = selectors.spend_figures(
+        scope="training_run", ids=[run.pk for run in runs], as_of=as_of
+    )
+    return [
+        _run_summary(run, budgets.get(run.project_id), figures[run.pk], as_of)
+        for run in runs
+    ]
+
+
+def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Variance:
+    figures = selectors.spend_figures(scope="training_run", ids=[run.pk], as_of=as_of)
+    budget = getattr(run.project, "budget", None)
+    measure = budget.cost_measure if budget else DEFAULT_MEASURE
+    return _run_assessment(run, figures[run.pk], measure, tolerance, as_of)[0]
+
+
+def _run_summary(
+    run: TrainingRun, budget: Budget | None, figures: SpendFigures, as_of: date
+) -> RunSummary:
+    measure = budget.cost_measure if budget else DEFAULT_MEASURE
+    tolerance = budget.tolerance_percent if budget else ZERO
+    variance, earned = _run_assessment(run, figures, measure, tolerance, as_of)
+    return RunSummary(
+        run=run, variance=variance, gpu_hours=figures.gpu_hours, earned_value=earned
+    )
+
+
+def _run_assessment(
+    run: TrainingRun,
+    figures: SpendFigures,
+    measure: str,
+    tolerance: Decimal,
+    as_of: date,
+) -> tuple[Variance, EarnedValue | None]:
+    """A run's plan is its planned cost, spread evenly over its dates."""
+    run_days = (run.end_date - run.start_date).days + 1
+    elapsed = min(max((as_of - run.start_date).days + 1, 0), run_days)
+    plan = run.planned_cost * elapsed / run_days
+    actual = figures.to_date[measure]
+    earned = _earned_value(run, plan, actual)
+    variance = _assess(
+        subject=f"Run {run.name}",
+        total=run.planned_cost,
+        currency=run.currency,
+        plan=plan,
+        actual=actual,
+        burn=_burn_rate(figures, measure=measure, start=run.start_date, as_of=as_of),
+        remaining_days=_remaining_days(as_of, run.end_date),
+        tolerance=tolerance,
+        forecast_from_progress=earned.eac if earned else None,
+    )
+    gpu_hours = figures.gpu_hours
+    if run.planned_gpu_hours and gpu_hours > run.planned_gpu_hours:
+        variance = replace(
+            variance, status=Status.OVER, reason=_gpu_hours_reason(run, gpu_hours)
+        )
+    return variance, earned
+
+
+def _gpu_hours_reason(run: TrainingRun, gpu_hours: Decimal) -> str:
+    over = _percent(gpu_hours - run.planned_gpu_hours, run.planned_gpu_hours)
+    return (
+        f"Run {run.name} is {_signed_words(over)} plan: "
+        f"{gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} of "
+        f"{run.planned_gpu_hours.quantize(Decimal('1'), ROUND_HALF_UP):,} planned "
+        f"GPU-hours used at "
+        f"{money(run.rate_per_gpu_hour, run.currency, places=2)}/GPU-hour"
+    )
+
+
+def _earned_value(
+    run: TrainingRun, planned_value: Decimal, actual: Decimal
+) -> EarnedValue | None:
+    if not run.reports_progress:
+        return None
+    done = min(run.units_done / run.units_planned, Decimal(1))
+    return EarnedValue(
+        planned_value=planned_value,
+        earned_value=run.planned_cost * done,
+        actual_cost=actual,
+        budget_at_completion=run.planned_cost,
+        percent_complete=(done * HUNDRED).quantize(Decimal("0.1"), ROUND_HALF_UP),
+    )
+
+
+def _signed_words(percent: Decimal | None) -> str:
+    if percent is None:
+        return "off"
+    whole = percent.quantize(Decimal("1"), ROUND_HALF_UP)
+    return f"{abs(whole)}% over" if whole >= 0 else f"{abs(whole)}% under"
 
 
 def _assess(
@@ -204,160 +446,362 @@ def _assess(
     burn: Decimal,
     remaining_days: int,
     tolerance: Decimal,
+    forecast_from_progress: Decimal | None = None,
 ) -> Variance:
-    forecast_from_plan = actual + max(total - plan, ZERO)
-    forecast_from_burn = actual + burn * remaining_days
-    status, reason = _status(
-        subject=subject,
-        total=total,
-        currency=currency,
-        plan=plan,
-        actual=actual,
-        forecast=max(forecast_from_plan, forecast_from_burn),
-        tolerance=tolerance,
-    )
-    return Variance(
+    variance = Variance(
         total=total,
         plan_to_date=plan,
         actual_to_date=actual,
         burn_rate=burn,
-        forecast_from_plan=forecast_from_plan,
-        forecast_from_burn=forecast_from_burn,
-        status=status,
-        reason=reason,
+        forecast_from_plan=actual + max(total - plan, ZERO),
+        forecast_from_burn=actual + burn * remaining_days,
+        forecast_from_progress=forecast_from_progress,
+        status=Status.ON_TRACK,
+        reason="",
     )
+    status, reason = _status(subject, variance, currency, tolerance)
+    return replace(variance, status=status, reason=reason)
 
 
 def _status(
-    *,
-    subject: str,
-    total: Decimal,
-    currency: str,
-    plan: Decimal,
-    actual: Decimal,
-    forecast: Decimal,
-    tolerance: Decimal,
+    subject: str, v: Variance, currency: str, tolerance: Decimal
 ) -> tuple[Status, str]:
-    spent = money(actual, currency)
+    spent = money(v.actual_to_date, currency)
+    total = v.total
     if total == 0:
-        if actual > 0:
+        if v.actual_to_date > 0:
             return Status.OVER, f"{subject} has no budget but has spent {spent}"
         return Status.ON_TRACK, f"{subject} has no budget and no spend yet"
-    if actual > total:
+    if v.actual_to_date > total:
         return Status.OVER, (
-            f"{subject} is {_percent(actual - total, total):.0f}% over budget: "
-            f"{spent} spent of {money(total, currency)}"
+            f"{subject} is {_percent(v.actual_to_date - total, total):.0f}% over "
+            f"budget: {spent} spent of {money(total, currency)}"
         )
-    variance_percent = _percent(actual - plan, plan)
+    variance_percent = v.variance_percent
     if variance_percent is not None and variance_percent > tolerance:
         return Status.AT_RISK, (
             f"{subject} is {variance_percent:.0f}% over plan to date: "
-            f"{spent} spent vs {money(plan, currency)} planned"
+            f"{spent} spent vs {money(v.plan_to_date, currency)} planned"
         )
-    if forecast > total * (1 + tolerance / HUNDRED):
+    if v.forecast > total * (1 + tolerance / HUNDRED):
         return Status.AT_RISK, (
-            f"{subject} is forecast to finish at {money(forecast, currency)}, "
-            f"{_percent(forecast - total, total):.0f}% over its "
-            f"{money(total, currency)} budget"
+            f"{subject} is forecast to finish at {money(v.forecast, currency)} "
+            f"from {v.forecast_basis}, {_percent(v.forecast - total, total):.0f}% "
+            f"over its {money(total, currency)} budget"
         )
     if variance_percent is None:
         return Status.ON_TRACK, f"{subject} has spent {spent}; nothing was planned yet"
     return Status.ON_TRACK, (
         f"{subject} is on plan: {spent} spent vs "
-        f"{money(plan, currency)} planned to date"
+        f"{money(v.plan_to_date, currency)} planned to date"
     )
 
 
 @dataclass(frozen=True)
-class ProjectSummary:
-    """What the dashboard and list pages show for one project."""
+class TeamVariance:
+    """The sum of a team's projects with a budget (in the reporting currency)."""
 
-    project: Project
-    variance: Variance | None
-    month_plan: Decimal
-    month_actual: Decimal
-    trend: list[tuple[date, Decimal]]
-
-    @property
-    def status(self) -> str:
-        return self.variance.status if self.variance else "no_budget"
+    budget: Decimal
+    plan_to_date: Decimal
+    actual_to_date: Decimal
+    forecast: Decimal
+    at_risk: int
+    over: int
 
     @property
-    def trend_id(self) -> str:
-        return f"trend-{self.project.pk}"
+    def variance(self) -> Decimal:
+        return self.actual_to_date - self.plan_to_date
+
+    @property
+    def variance_percent(self) -> Decimal | None:
+        return _percent(self.variance, self.plan_to_date)
 
 
-TREND_DAYS = 30
-
-
-def project_summary(*, project: Project, as_of: date) -> ProjectSummary:
-    variance = project_variance(project=project, as_of=as_of)
-    budget = getattr(project, "budget", None)
-    measure = budget.cost_measure if budget else "effective_cost"
-    this_month = month_start(as_of)
-    daily = selectors.actual_by_day(
-        measure=measure,
-        start=as_of - timedelta(days=TREND_DAYS - 1),
-        end=_after(as_of),
-        project=project,
-    )
-    trend = [
-        (day, daily.get(day, ZERO))
-        for day in (
-            as_of - timedelta(days=offset) for offset in range(TREND_DAYS - 1, -1, -1)
-        )
-    ]
-    return ProjectSummary(
-        project=project,
-        variance=variance,
-        month_plan=budget_plan_for_month(budget=budget, month=this_month)
-        if budget
-        else ZERO,
-        month_actual=selectors.actual_between(
-            measure=measure, start=this_month, end=_after(as_of), project=project
-        ),
-        trend=trend,
+def team_variance(summaries: Iterable[ProjectSummary]) -> TeamVariance:
+    variances = [s.variance for s in summaries if s.variance]
+    return TeamVariance(
+        budget=sum((v.total for v in variances), ZERO),
+        plan_to_date=sum((v.plan_to_date for v in variances), ZERO),
+        actual_to_date=sum((v.actual_to_date for v in variances), ZERO),
+        forecast=sum((v.forecast for v in variances), ZERO),
+        at_risk=sum(1 for v in variances if v.status == Status.AT_RISK),
+        over=sum(1 for v in variances if v.status == Status.OVER),
     )
 
 
-def project_cumulative_by_month(*, project: Project, as_of: date) -> dict:
-    """Cumulative plan and actual at each month end of the budget, for the chart."""
+@dataclass(frozen=True)
+class MonthFigures:
+    month: date
+    plan: Decimal
+    actual: Decimal | None  # None for months still to come
+
+    @property
+    def variance(self) -> Decimal | None:
+        return None if self.actual is None else self.actual - self.plan
+
+    @property
+    def variance_percent(self) -> Decimal | None:
+        return None if self.actual is None else _percent(self.variance, self.plan)
+
+
+def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
+    """Plan and actual of each month of the budget."""
     budget = project.budget
     actual_by_month = selectors.actual_by_month(
         measure=budget.cost_measure, project=project
     )
-    plan_by_month: dict[date, Decimal] = {}
+    plan_by_month: dict[date, Decimal] = defaultdict(Decimal)
     for line in budget.lines.all():
-        plan_by_month[line.month] = plan_by_month.get(line.month, ZERO) + line.amount
-    labels, plan, actual = [], [], []
-    plan_total = actual_total = ZERO
+        plan_by_month[line.month] += line.amount
+    months = []
     month = month_start(budget.start_date)
     while month <= budget.end_date:
-        plan_total += plan_by_month.get(month, ZERO)
-        actual_total += actual_by_month.get(month, ZERO)
-        labels.append(f"{month:%b %Y}")
-        plan.append(plan_total)
-        actual.append(actual_total if month <= as_of else None)
+        actual = actual_by_month.get(month, ZERO) if month <= as_of else None
+        months.append(MonthFigures(month, plan_by_month.get(month, ZERO), actual))
         month = next_month(month)
+    return months
+
+
+def project_cumulative_by_month(*, project: Project, as_of: date) -> dict:
+    """Cumulative plan and actual at each month end of the budget, for the chart."""
+    labels, plan, actual = [], [], []
+    plan_total = actual_total = ZERO
+    for figures in project_months(project=project, as_of=as_of):
+        plan_total += figures.plan
+        labels.append(f"{figures.month:%b %Y}")
+        plan.append(plan_total)
+        if figures.actual is None:
+            actual.append(None)
+        else:
+            actual_total += figures.actual
+            actual.append(actual_total)
     return {"labels": labels, "plan": plan, "actual": actual}
 
 
-@transaction.atomic
-def budget_save_plan(*, form: "BudgetForm", lines: "BudgetLineFormSet") -> Budget:
-    """Save a budget and its monthly lines together, or neither.
+# The plan and its revisions ------------------------------------------------------
 
-    A change to an approved budget sends it back to draft: finance approves it again.
-    """
-    budget = form.save(commit=False)
-    if form.has_changed() or lines.has_changed():
-        budget.status = Budget.Status.DRAFT
-        budget.approved_by = None
-        budget.approved_at = None
+PLAN_FIELDS = (
+    "total",
+    "currency",
+    "cost_measure",
+    "start_date",
+    "end_date",
+    "tolerance_percent",
+    "lines_must_sum_to_total",
+)
+
+
+RUN_PLAN_FIELDS = (
+    "name",
+    "external_id",
+    "gpu_type",
+    "gpu_count",
+    "planned_gpu_hours",
+    "rate_per_gpu_hour",
+    "currency",
+    "start_date",
+    "end_date",
+    "progress_unit",
+    "units_planned",
+)
+
+
+def _plan_value(model: type[models.Model], name: str, value) -> str | bool | None:
+    """A plan value as JSON-safe text; decimals at the field's places, so that 1000
+    and 1000.00 are the same plan."""
+    field = model._meta.get_field(name)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(field, models.DecimalField):
+        return f"{Decimal(value):.{field.decimal_places}f}"
+    return str(value)
+
+
+def _as_dict(item, names: Sequence[str]) -> dict:
+    return item if isinstance(item, dict) else {n: getattr(item, n) for n in names}
+
+
+def plan_snapshot(
+    *,
+    budget: Budget,
+    lines: Iterable[BudgetLine | dict],
+    runs: Iterable[TrainingRun | dict] = (),
+) -> dict:
+    """A budget's plan (its fields, monthly lines and planned runs) as JSON-safe
+    values: what a revision records and compares."""
+    line_dicts = [_as_dict(line, ("month", "category", "amount")) for line in lines]
+    run_dicts = [_as_dict(run, ("id", *RUN_PLAN_FIELDS)) for run in runs]
+    return {
+        **{
+            name: _plan_value(Budget, name, getattr(budget, name))
+            for name in PLAN_FIELDS
+        },
+        "lines": sorted(
+            (
+                {
+                    "month": str(line["month"]),
+                    "category": line.get("category") or "",
+                    "amount": _plan_value(BudgetLine, "amount", line["amount"]),
+                }
+                for line in line_dicts
+            ),
+            key=lambda line: (line["month"], line["category"]),
+        ),
+        "runs": sorted(
+            (
+                {"id": run.get("id")}
+                | {
+                    name: _plan_value(TrainingRun, name, run.get(name))
+                    for name in RUN_PLAN_FIELDS
+                }
+                for run in run_dicts
+            ),
+            key=lambda run: (run["id"] is None, run["id"] or 0, run["name"]),
+        ),
+    }
+
+
+def _plan_apply(budget: Budget, snapshot: dict) -> None:
+    for name in PLAN_FIELDS:
+        field = Budget._meta.get_field(name)
+        setattr(budget, name, field.to_python(snapshot[name]))
     budget.save()
-    # Replace the lines as a set: saving form by form would trip the one-line-per-month
-    # constraint when two months are swapped.
     budget.lines.all().delete()
     BudgetLine.objects.bulk_create(
-        BudgetLine(budget=budget, **line) for line in lines.kept_lines()
+        BudgetLine(
+            budget=budget,
+            month=date.fromisoformat(line["month"]),
+            category=line["category"],
+            amount=Decimal(line["amount"]),
+        )
+        for line in snapshot["lines"]
     )
+    for planned in snapshot.get("runs", []):
+        values = {
+            name: TrainingRun._meta.get_field(name).to_python(planned[name])
+            for name in RUN_PLAN_FIELDS
+        }
+        values["progress_unit"] = values["progress_unit"] or ""
+        if planned["id"]:
+            TrainingRun.objects.filter(pk=planned["id"], project=budget.project).update(
+                **values
+            )
+        else:
+            TrainingRun.objects.create(project=budget.project, **values)
+
+
+@dataclass(frozen=True)
+class PlanSaved:
+    budget: Budget
+    revision: BudgetRevision | None  # set when the change waits for finance
+
+
+@transaction.atomic
+def budget_save_plan(
+    *,
+    form: "BudgetForm",
+    lines: "BudgetLineFormSet",
+    runs: "PlannedRunFormSet",
+    user: User,
+) -> PlanSaved:
+    """Save a draft budget and its monthly lines together, or neither.
+
+    An approved budget keeps its plan: the change becomes a revision that finance
+    approves or rejects. A newer proposal replaces a pending one.
+    """
+    budget = form.instance
+    proposal = plan_snapshot(
+        budget=budget, lines=lines.kept_lines(), runs=runs.kept_runs()
+    )
+    if budget.pk and budget.status == Budget.Status.APPROVED:
+        approved = Budget.objects.select_related("project").get(pk=budget.pk)
+        previous = plan_snapshot(
+            budget=approved,
+            lines=approved.lines.all(),
+            runs=approved.project.runs.all(),
+        )
+        if proposal == previous:
+            return PlanSaved(budget=approved, revision=None)
+        approved.revisions.filter(status=BudgetRevision.Status.PENDING).update(
+            status=BudgetRevision.Status.WITHDRAWN
+        )
+        revision = BudgetRevision.objects.create(
+            budget=approved, proposal=proposal, previous=previous, proposed_by=user
+        )
+        return PlanSaved(budget=approved, revision=revision)
+    # Replace the lines as a set: saving form by form would trip the one-line-per-month
+    # constraint when two months are swapped.
+    _plan_apply(budget, proposal)
+    return PlanSaved(budget=budget, revision=None)
+
+
+@transaction.atomic
+def budget_approve(*, budget: Budget, user: User) -> Budget:
+    budget = Budget.objects.select_for_update().get(pk=budget.pk)
+    budget.status = Budget.Status.APPROVED
+    budget.approved_by = user
+    budget.approved_at = timezone.now()
+    budget.save(update_fields=["status", "approved_by", "approved_at"])
     return budget
+
+
+class RevisionAlreadyDecided(Exception):
+    pass
+
+
+@transaction.atomic
+def budget_revision_decide(
+    *, revision: BudgetRevision, user: User, approve: bool, comment: str
+) -> BudgetRevision:
+    """Finance approves (the plan changes) or rejects (it stays) a pending revision."""
+    revision = BudgetRevision.objects.select_for_update().get(pk=revision.pk)
+    if revision.status != BudgetRevision.Status.PENDING:
+        raise RevisionAlreadyDecided(
+            f"This revision was already {revision.get_status_display().lower()}."
+        )
+    if approve:
+        budget = Budget.objects.select_for_update().get(pk=revision.budget_id)
+        _plan_apply(budget, revision.proposal)
+        budget.approved_by, budget.approved_at = user, timezone.now()
+        budget.save(update_fields=["approved_by", "approved_at"])
+    revision.status = (
+        BudgetRevision.Status.APPROVED if approve else BudgetRevision.Status.REJECTED
+    )
+    revision.decided_by, revision.decided_at = user, timezone.now()
+    revision.comment = comment
+    revision.save()
+    return revision
+
+
+def revision_changes(revision: BudgetRevision) -> list[tuple[str, str, str]]:
+    """What a revision changes, as (what, before, after) in words."""
+    before, after = revision.previous, revision.proposal
+    changes = [
+        (Budget._meta.get_field(name).verbose_name, before[name], after[name])
+        for name in PLAN_FIELDS
+        if before[name] != after[name]
+    ]
+    old_lines = {(x["month"], x["category"]): x["amount"] for x in before["lines"]}
+    new_lines = {(x["month"], x["category"]): x["amount"] for x in after["lines"]}
+    for key in sorted(old_lines.keys() | new_lines.keys()):
+        old, new = old_lines.get(key, "—"), new_lines.get(key, "—")
+        if old != new:
+            month, category = key
+            label = f"{date.fromisoformat(month):%B %Y} {category}".strip()
+            changes.append((label, old, new))
+    old_runs = {run["id"]: run for run in before.get("runs", [])}
+    for run in after.get("runs", []):
+        old = old_runs.get(run["id"]) if run["id"] else None
+        if old is None:
+            changes.append((f"New run {run['name']}", "—", _run_words(run)))
+        elif old != run:
+            changes.append((f"Run {old['name']}", _run_words(old), _run_words(run)))
+    return changes
+
+
+def _run_words(run: dict) -> str:
+    return (
+        f"{run['gpu_count']} × {run['gpu_type']}, {run['planned_gpu_hours']} "
+        f"GPU-hours at {run['rate_per_gpu_hour']} {run['currency']}, "
+        f"{run['start_date']} to {run['end_date']}"
+    )

@@ -25,6 +25,7 @@ from billing.models import (
     FxRate,
 )
 from billing.services import daily_costs_rebuild
+from budgets.alerts import alerts_evaluate
 from budgets.models import Budget, BudgetLine
 from budgets.services import month_start, next_month
 from projects.models import AllocationRule, Project, TrainingRun
@@ -75,6 +76,8 @@ class DemoRun:
     rate: Decimal
     start_offset: int  # months before the current month
     months: int
+    # Progress the run reports, for earned value: (unit, units planned, percent done).
+    progress: tuple[str, int, int] | None = None
 
 
 @dataclass
@@ -154,6 +157,7 @@ DEMO_PROJECTS = [
                 Decimal("2.49"),
                 4,
                 5,
+                progress=("tokens", 300_000_000_000, 62),
             ),
             DemoRun(
                 "atlas-13b-ablations",
@@ -229,6 +233,7 @@ DEMO_PROJECTS = [
                 Decimal("2.21"),
                 2,
                 2,
+                progress=("steps", 40_000, 71),
             )
         ],
     ),
@@ -315,6 +320,9 @@ def demo_seed(*, today: date) -> dict[str, int]:
         first_day = min(first_day, oldest.date())
     daily_costs_rebuild(start=first_day, end=today + timedelta(days=1))
     _invoices(Project.objects.get(slug="support-bot-lora"), today)
+    finance = users["finance@example.com"]
+    finance.watched_teams.set(teams.values())
+    alerts_evaluate(now=datetime.combine(today, time(6), tzinfo=UTC))
     return {
         "users": len(users),
         "projects": len(projects),
@@ -413,6 +421,7 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
                 "status": TrainingRun.Status.COMPLETED
                 if run_end < today
                 else TrainingRun.Status.RUNNING,
+                **_progress(run),
             },
         )
     AllocationRule.objects.update_or_create(
@@ -423,6 +432,17 @@ def _project(spec: DemoProject, teams, users, today: date) -> Project:
         defaults={"priority": 100, "run_tag_key": "training_run" if spec.runs else ""},
     )
     return project
+
+
+def _progress(run: DemoRun) -> dict:
+    if run.progress is None:
+        return {"progress_unit": "", "units_planned": None, "units_done": None}
+    unit, planned, percent = run.progress
+    return {
+        "progress_unit": unit,
+        "units_planned": Decimal(planned),
+        "units_done": Decimal(planned * percent // 100),
+    }
 
 
 def _project_costs(

@@ -63,6 +63,11 @@ class Project(models.Model):
 
 
 class TrainingRun(models.Model):
+    class ProgressUnit(models.TextChoices):
+        TOKENS = "tokens", "tokens"
+        STEPS = "steps", "steps"
+        EPOCHS = "epochs", "epochs"
+
     class Status(models.TextChoices):
         PLANNED = "planned", "Planned"
         RUNNING = "running", "Running"
@@ -86,6 +91,18 @@ class TrainingRun(models.Model):
     )
     start_date = models.DateField()
     end_date = models.DateField()
+    progress_unit = models.CharField(
+        max_length=10,
+        choices=ProgressUnit,
+        blank=True,
+        help_text="What the run counts its progress in; empty if it reports none.",
+    )
+    units_planned = models.DecimalField(
+        max_digits=24, decimal_places=2, null=True, blank=True
+    )
+    units_done = models.DecimalField(
+        max_digits=24, decimal_places=2, null=True, blank=True
+    )
 
     class Meta:
         ordering = ["start_date", "name"]
@@ -102,6 +119,10 @@ class TrainingRun(models.Model):
                 condition=Q(planned_gpu_hours__gte=0) & Q(rate_per_gpu_hour__gte=0),
                 name="run_plan_not_negative",
             ),
+            models.CheckConstraint(
+                condition=Q(units_done__gte=0) | Q(units_done__isnull=True),
+                name="run_progress_not_negative",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -111,9 +132,28 @@ class TrainingRun(models.Model):
     def planned_cost(self) -> Decimal:
         return self.planned_gpu_hours * self.rate_per_gpu_hour
 
+    @property
+    def reports_progress(self) -> bool:
+        return bool(
+            self.progress_unit and self.units_planned and self.units_done is not None
+        )
+
     def clean(self) -> None:
+        errors = {}
         if self.start_date and self.end_date and self.end_date < self.start_date:
-            raise ValidationError({"end_date": "The run must end after it starts."})
+            errors["end_date"] = "The run must end after it starts."
+        if self.units_planned is not None and self.units_planned <= 0:
+            errors["units_planned"] = "Plan a positive amount of work, or leave empty."
+        if self.units_done is not None and self.units_done < 0:
+            errors["units_done"] = "Work done cannot be negative."
+        if (
+            self.units_planned or self.units_done is not None
+        ) and not self.progress_unit:
+            errors["progress_unit"] = (
+                "Say what the progress counts: tokens, steps or epochs."
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class AllocationRule(models.Model):

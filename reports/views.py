@@ -1,3 +1,4 @@
+from collections import defaultdict
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
@@ -9,7 +10,8 @@ from accounts.models import Team
 from accounts.permissions import require_organisation_view
 from billing.models import BillingSource
 from budgets import selectors
-from budgets.services import month_start, project_summary
+from budgets.services import month_start, project_summaries, team_variance
+from projects.models import Project
 
 
 @login_required
@@ -19,20 +21,23 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
     this_month = month_start(today)
     tomorrow = today + timedelta(days=1)
     teams = []
-    for team in Team.objects.prefetch_related("projects__budget"):
-        summaries = [
-            project_summary(project=p, as_of=today) for p in team.projects.all()
-        ]
-        with_budget = [s for s in summaries if s.variance]
+    projects = list(Project.objects.select_related("team"))
+    by_team = defaultdict(list)
+    for summary in project_summaries(projects=projects, as_of=today):
+        by_team[summary.project.team_id].append(summary)
+    for team in Team.objects.all():
+        summaries = by_team[team.pk]
+        totals = team_variance(summaries)
         teams.append(
             {
                 "team": team,
                 "projects": len(summaries),
-                "at_risk": sum(1 for s in summaries if s.status == "at_risk"),
-                "over": sum(1 for s in summaries if s.status == "over"),
-                "budget": sum(s.variance.total for s in with_budget),
-                "plan_to_date": sum(s.variance.plan_to_date for s in with_budget),
-                "actual_to_date": sum(s.variance.actual_to_date for s in with_budget),
+                "at_risk": totals.at_risk,
+                "over": totals.over,
+                "budget": totals.budget,
+                "plan_to_date": totals.plan_to_date,
+                "actual_to_date": totals.actual_to_date,
+                "forecast": totals.forecast,
                 "month_actual": sum(s.month_actual for s in summaries),
             }
         )

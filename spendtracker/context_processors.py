@@ -2,13 +2,23 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import Membership
+from accounts.permissions import alerts_visible_to
+from budgets.models import Alert
 
 
 def portal(request: HttpRequest) -> dict:
     return {
         "reporting_currency": settings.REPORTING_CURRENCY,
         "role_label": _role_label(request.user),
+        "open_alert_count": _open_alerts(request.user),
     }
+
+
+def _open_alerts(user) -> int:
+    """Open, not yet acknowledged: what the sidebar counts."""
+    if not user.is_authenticated:
+        return 0
+    return alerts_visible_to(user).filter(status=Alert.Status.OPEN).count()
 
 
 def _role_label(user) -> str:

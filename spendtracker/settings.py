@@ -255,6 +255,25 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=15, hour=2),
         "options": {"expires": 23 * 60 * 60},
     },
+    "evaluate-alerts": {
+        # Imports trigger an evaluation too; the hourly one catches time passing
+        # (burn-rate forecasts, stale sources, a new month).
+        "task": "budgets.tasks.alerts_evaluate_task",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 55 * 60},
+    },
+    "send-alert-emails": {
+        # Emails are sent right after each evaluation; this resends any that a
+        # stopped worker left owed.
+        "task": "budgets.tasks.notifications_send",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
+    "send-alert-digests": {
+        "task": "budgets.tasks.digests_send_task",
+        "schedule": crontab(minute=0, hour=7),
+        "options": {"expires": 23 * 60 * 60},
+    },
 }
 
 REST_FRAMEWORK = {

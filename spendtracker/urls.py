@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
 from billing import views as billing_views
+from budgets import views as budget_views
 from projects import views as project_views
 from reports import views as report_views
 from spendtracker import views as site_views
@@ -48,6 +49,28 @@ urlpatterns = [
     path("accounts/", include(auth_urls)),
     path("projects/<slug:slug>/", project_views.project_detail, name="project_detail"),
     path("projects/<slug:slug>/plan/", project_views.budget_edit, name="budget_edit"),
+    path(
+        "projects/<slug:slug>/approve/",
+        budget_views.budget_approve_view,
+        name="budget_approve",
+    ),
+    path(
+        "projects/<slug:slug>/revisions/<int:pk>/",
+        budget_views.revision_detail,
+        name="revision_detail",
+    ),
+    path(
+        "projects/<slug:slug>/runs/<int:pk>/",
+        project_views.run_detail,
+        name="run_detail",
+    ),
+    path("alerts/", budget_views.alert_list, name="alert_list"),
+    path("alerts/<int:pk>/", budget_views.alert_detail, name="alert_detail"),
+    path(
+        "account/notifications/",
+        account_views.notification_settings,
+        name="notification_settings",
+    ),
     path("teams/", account_views.team_list, name="team_list"),
     path("teams/<slug:slug>/", account_views.team_detail, name="team_detail"),
     path("overview/", report_views.organisation_overview, name="overview"),

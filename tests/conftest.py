@@ -15,7 +15,8 @@ from billing.models import (
     ImportRun,
 )
 from billing.services import daily_costs_rebuild
-from budgets.models import Budget, BudgetLine
+from budgets.models import Alert, AlertKind, Budget, BudgetLine, BudgetRevision
+from budgets.services import plan_snapshot
 from projects.models import Project, TrainingRun
 
 PASSWORD = "correct-horse-battery"
@@ -63,6 +64,9 @@ class World:
     invoice: ComputeInvoice
     source: BillingSource
     import_run: ImportRun
+    run: TrainingRun
+    alert: Alert
+    revision: BudgetRevision
 
 
 def make_user(email: str, role: str = User.Role.STANDARD, **extra) -> User:
@@ -170,6 +174,26 @@ def world(db) -> World:
     )
     source = BillingSource.objects.create(name="AWS export", kind="focus")
     import_run = ImportRun.objects.create(source=source, file_name="cur.csv")
+    run = make_run(project)
+    alert = Alert.objects.create(
+        kind=AlertKind.BUDGET_USED,
+        scope_key=f"project:{project.pk}",
+        period=date(2026, 1, 1),
+        threshold=Decimal("80"),
+        project=project,
+        severity=Alert.Severity.WARNING,
+        subject="Llama Sft: $850 spent, 85% of the January plan",
+        reason="Project Llama Sft has spent $850 in January 2026",
+        value=Decimal("85"),
+        fired_at=datetime(2026, 1, 20, 9, tzinfo=UTC),
+    )
+    approved = plan_snapshot(budget=project.budget, lines=project.budget.lines.all())
+    revision = BudgetRevision.objects.create(
+        budget=project.budget,
+        proposal={**approved, "total": "3500.00"},
+        previous=approved,
+        proposed_by=lead,
+    )
     return World(
         team=team,
         other_team=other_team,
@@ -183,4 +207,7 @@ def world(db) -> World:
         invoice=invoice,
         source=source,
         import_run=import_run,
+        run=run,
+        alert=alert,
+        revision=revision,
     )

@@ -46,6 +46,18 @@ PAGES = {
     "api_project_variance": (lambda w: {"slug": w.project.slug}, API_TEAM_ONLY),
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),
+    "alert_list": (lambda w: {}, SIGNED_IN),
+    "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
+    "notification_settings": (lambda w: {}, SIGNED_IN),
+    "budget_approve": (
+        lambda w: {"slug": w.project.slug},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},  # POST only
+    ),
+    "revision_detail": (
+        lambda w: {"slug": w.project.slug, "pk": w.revision.pk},
+        TEAM_ONLY,
+    ),
+    "run_detail": (lambda w: {"slug": w.project.slug, "pk": w.run.pk}, TEAM_ONLY),
 }
 
 

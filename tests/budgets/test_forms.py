@@ -1,12 +1,14 @@
 """Bad plans are refused with a message on the field, and nothing half-saved remains."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.urls import reverse
 
-from budgets.models import Budget, BudgetLine
+from budgets.models import Budget, BudgetLine, BudgetRevision
+from tests.conftest import make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +29,15 @@ def plan_post(budget: Budget | None, lines: list[tuple[str, str]], **fields) -> 
         "lines-MAX_NUM_FORMS": "1000",
         **fields,
     }
+    runs = list(budget.project.runs.all()) if budget else []
+    data |= {
+        "runs-TOTAL_FORMS": str(len(runs)),
+        "runs-INITIAL_FORMS": str(len(runs)),
+        "runs-MIN_NUM_FORMS": "0",
+        "runs-MAX_NUM_FORMS": "1000",
+    }
+    for index, run in enumerate(runs):
+        data |= run_post(index, run)
     for index, (month, amount) in enumerate(lines):
         data[f"lines-{index}-month"] = month
         data[f"lines-{index}-amount"] = amount
@@ -35,6 +46,27 @@ def plan_post(budget: Budget | None, lines: list[tuple[str, str]], **fields) -> 
             data[f"lines-{index}-id"] = str(existing[index].pk)
             data[f"lines-{index}-budget"] = str(budget.pk)
     return {k: v for k, v in data.items() if v is not None}
+
+
+def run_post(index: int, run, **changes) -> dict:
+    """The planned-run row of the plan form, as the browser posts it."""
+    fields = {
+        "id": run.pk if run else "",
+        "project": run.project_id if run else "",
+        "name": run.name if run else "",
+        "external_id": run.external_id if run else "",
+        "gpu_type": run.gpu_type if run else "",
+        "gpu_count": run.gpu_count if run else "",
+        "planned_gpu_hours": run.planned_gpu_hours if run else "",
+        "rate_per_gpu_hour": run.rate_per_gpu_hour if run else "",
+        "currency": run.currency if run else "USD",
+        "start_date": run.start_date if run else "",
+        "end_date": run.end_date if run else "",
+        "progress_unit": run.progress_unit if run else "",
+        "units_planned": run.units_planned or "" if run else "",
+        **changes,
+    }
+    return {f"runs-{index}-{name}": str(value) for name, value in fields.items()}
 
 
 @pytest.fixture
@@ -62,17 +94,97 @@ def test_a_lead_saves_a_plan_whose_lines_add_up(lead_client, world):
     assert snapshot(world)[0] == Decimal("3000.00")
 
 
-def test_a_changed_approved_budget_goes_back_to_finance(lead_client, world):
+def test_a_change_to_an_approved_budget_waits_for_finance_as_a_revision(
+    lead_client, world
+):
+    world.revision.delete()
     Budget.objects.filter(pk=world.project.budget.pk).update(
         status=Budget.Status.APPROVED
     )
+    before = snapshot(world)
     data = plan_post(
         world.project.budget,
         [("2026-01", "1000.00"), ("2026-02", "2500.00")],
         total="3500.00",
     )
     post_plan(lead_client, world, data)
-    assert Budget.objects.get(pk=world.project.budget.pk).status == Budget.Status.DRAFT
+    assert snapshot(world) == before
+    budget = Budget.objects.get(pk=world.project.budget.pk)
+    assert budget.status == Budget.Status.APPROVED
+    revision = budget.revisions.get()
+    assert revision.status == BudgetRevision.Status.PENDING
+    assert (revision.previous["total"], revision.proposal["total"]) == (
+        "3000.00",
+        "3500.00",
+    )
+    assert revision.proposed_by == world.lead
+
+
+def test_saving_an_approved_plan_unchanged_makes_no_revision(lead_client, world):
+    world.revision.delete()
+    Budget.objects.filter(pk=world.project.budget.pk).update(
+        status=Budget.Status.APPROVED
+    )
+    data = plan_post(world.project.budget, [("2026-01", "1000"), ("2026-02", "2000.0")])
+    assert post_plan(lead_client, world, data).status_code == 302
+    assert not world.project.budget.revisions.exists()
+
+
+def test_a_newer_proposal_replaces_the_pending_one(lead_client, world):
+    Budget.objects.filter(pk=world.project.budget.pk).update(
+        status=Budget.Status.APPROVED
+    )
+    data = plan_post(
+        world.project.budget,
+        [("2026-01", "1000.00"), ("2026-02", "2600.00")],
+        total="3600.00",
+    )
+    post_plan(lead_client, world, data)
+    statuses = dict(world.project.budget.revisions.values_list("pk", "status"))
+    assert statuses[world.revision.pk] == BudgetRevision.Status.WITHDRAWN
+    assert list(statuses.values()).count(BudgetRevision.Status.PENDING) == 1
+
+
+def test_the_preview_shows_the_new_status_and_saves_nothing(lead_client, world):
+    make_spend(world.project, date(2026, 1, 10), "900")
+    before = snapshot(world)
+    data = plan_post(
+        world.project.budget,
+        [("2026-01", "300.00"), ("2026-02", "2700.00")],
+        preview="1",
+    )
+    with time_machine.travel(datetime(2026, 1, 20, 12, tzinfo=UTC), tick=False):
+        response = post_plan(lead_client, world, data)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'data-testid="plan-preview"' in page
+    # 300 planned for January, spread over 31 days: 193.55 planned by the 20th.
+    assert "is 365% over plan to date: $900 spent vs $194 planned" in page
+    assert snapshot(world) == before
+
+
+def test_a_lead_plans_a_new_run_with_the_budget(lead_client, world):
+    data = plan_post(
+        world.project.budget, [("2026-01", "1000.00"), ("2026-02", "2000.00")]
+    )
+    data["runs-TOTAL_FORMS"] = "2"
+    data |= run_post(
+        1,
+        None,
+        name="dpo-pass",
+        external_id="dpo-1",
+        gpu_type="H100",
+        gpu_count="16",
+        planned_gpu_hours="800",
+        rate_per_gpu_hour="2.49",
+        start_date="2026-02-01",
+        end_date="2026-02-10",
+        progress_unit="steps",
+        units_planned="10000",
+    )
+    assert post_plan(lead_client, world, data).status_code == 302
+    run = world.project.runs.get(external_id="dpo-1")
+    assert (run.planned_cost, run.progress_unit) == (Decimal("1992.0000"), "steps")
 
 
 @pytest.mark.parametrize(

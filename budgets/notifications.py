@@ -1,0 +1,176 @@
+"""Alert emails: one function per email, each sent at most once.
+
+A notification row is written in the same transaction as the alert it is about (the
+decision). Sending claims it with a conditional UPDATE (pending → sending, with a claim
+id), sends, then marks it sent under the same claim. A second worker finds nothing to
+claim. A worker that dies after claiming leaves the row in `sending`; once its lease
+has run out, the next sweep claims it again and sends it. The one case that can still
+send twice is a worker dying after the mail server accepted the message and before
+the row was marked sent: no database can make an SMTP hand-off atomic.
+"""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db.models import F, Q, QuerySet
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import User
+from budgets.models import Alert, Notification
+from budgets.services import project_summary
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)  # longer than any send takes; shorter than the sweep
+
+
+def _owed(channel: str, now: datetime) -> QuerySet[Notification]:
+    expired = Q(status=Notification.Status.SENDING, claimed_at__lt=now - LEASE)
+    return Notification.objects.filter(
+        Q(status=Notification.Status.PENDING) | expired, channel=channel
+    )
+
+
+def _claim(owed: QuerySet[Notification], now: datetime) -> uuid.UUID | None:
+    claim = uuid.uuid4()
+    claimed = owed.update(
+        status=Notification.Status.SENDING,
+        claim=claim,
+        claimed_at=now,
+        attempts=F("attempts") + 1,
+    )
+    return claim if claimed else None
+
+
+def _settle(claim: uuid.UUID, *, sent: bool) -> None:
+    """Mark a claim's notifications sent, or hand them back for the next sweep."""
+    mine = Notification.objects.filter(claim=claim, status=Notification.Status.SENDING)
+    if sent:
+        mine.update(status=Notification.Status.SENT, sent_at=timezone.now())
+    else:
+        mine.update(status=Notification.Status.PENDING, claim=None, claimed_at=None)
+
+
+def notifications_send_pending(*, now: datetime | None = None) -> int:
+    """Send every immediate alert email still owed; the number sent by this call."""
+    now = now or timezone.now()
+    sent = 0
+    for pk in list(
+        _owed(Notification.Channel.IMMEDIATE, now).values_list("pk", flat=True)
+    ):
+        claim = _claim(_owed(Notification.Channel.IMMEDIATE, now).filter(pk=pk), now)
+        if claim is None:
+            continue  # another worker has it
+        notification = Notification.objects.select_related(
+            "user", "alert__project__team", "alert__training_run", "alert__source"
+        ).get(pk=pk)
+        try:
+            alert_email_send(alert=notification.alert, user=notification.user)
+        except Exception:
+            _settle(claim, sent=False)
+            logger.exception("Alert email %s failed; it stays owed", pk)
+            continue
+        _settle(claim, sent=True)
+        sent += 1
+    return sent
+
+
+def digests_send(*, now: datetime | None = None) -> int:
+    """One email per person with the alerts waiting for their daily digest."""
+    now = now or timezone.now()
+    owed = _owed(Notification.Channel.DIGEST, now)
+    sent = 0
+    for user_id in sorted(set(owed.values_list("user_id", flat=True))):
+        claim = _claim(
+            _owed(Notification.Channel.DIGEST, now).filter(user_id=user_id), now
+        )
+        if claim is None:
+            continue
+        alerts = list(
+            Alert.objects.filter(notifications__claim=claim)
+            .select_related("project", "training_run", "source")
+            .order_by("-fired_at")
+        )
+        try:
+            digest_email_send(alerts=alerts, user=User.objects.get(pk=user_id))
+        except Exception:
+            _settle(claim, sent=False)
+            logger.exception("Digest for user %s failed; it stays owed", user_id)
+            continue
+        _settle(claim, sent=True)
+        sent += 1
+    return sent
+
+
+def _link(path: str) -> str:
+    return settings.SITE_URL.rstrip("/") + path
+
+
+def alert_email_send(*, alert: Alert, user: User) -> None:
+    summary = (
+        project_summary(project=alert.project, as_of=timezone.now().date())
+        if alert.project
+        else None
+    )
+    context = {
+        "alert": alert,
+        "user": user,
+        "summary": summary,
+        "bars": _bars(summary.trend[-14:]) if summary else [],
+        "budget": summary.budget if summary else None,
+        "escalated": alert.escalated_from_id is not None,
+        "alert_url": _link(alert.get_absolute_url()),
+        "project_url": _link(alert.project.get_absolute_url()) if alert.project else "",
+        "settings_url": _link(reverse("notification_settings")),
+    }
+    prefix = "Escalated: " if context["escalated"] else ""
+    _send(
+        subject=f"[Spendtracker] {prefix}{alert.subject}",
+        template="emails/alert",
+        context=context,
+        to=user.email,
+    )
+
+
+def _bars(trend: list) -> list[tuple]:
+    """Daily spend as bar heights in pixels, for a chart made of table cells."""
+    highest = max((amount for _day, amount in trend), default=0)
+    if not highest:
+        return []
+    return [
+        (day, amount, max(1, round(48 * amount / highest))) for day, amount in trend
+    ]
+
+
+def digest_email_send(*, alerts: list[Alert], user: User) -> None:
+    context = {
+        "alerts": alerts,
+        "user": user,
+        "alerts_url": _link(reverse("alert_list")),
+        "settings_url": _link(reverse("notification_settings")),
+        "site_url": settings.SITE_URL.rstrip("/"),
+    }
+    count = len(alerts)
+    _send(
+        subject=f"[Spendtracker] Daily digest: {count} new alert{'s' * (count != 1)}",
+        template="emails/digest",
+        context=context,
+        to=user.email,
+    )
+
+
+def _send(*, subject: str, template: str, context: dict, to: str) -> None:
+    message = EmailMultiAlternatives(
+        subject=" ".join(subject.split()),
+        body=render_to_string(f"{template}.txt", context),
+        to=[to],
+    )
+    message.attach_alternative(
+        render_to_string(f"{template}.html", context), "text/html"
+    )
+    message.send()
