@@ -13,8 +13,13 @@ from budgets.services import (
     Status,
     budget_plan_to_date,
     project_cumulative_by_month,
+    project_months,
+    project_summaries,
+    project_summary,
     project_variance,
+    run_summaries,
     run_variance,
+    team_variance,
 )
 from tests.conftest import make_budget, make_project, make_run, make_spend
 
@@ -190,3 +195,110 @@ def test_a_run_over_its_gpu_hours_is_over_even_when_its_cost_is_not(project):
     assert variance.actual_to_date < variance.total
     assert variance.status == Status.OVER
     assert variance.reason.startswith("Run cheap-hours is 20% over plan: 120 of 100")
+
+
+@pytest.fixture
+def progressing_run(project):
+    """1,000 planned (500 GPU-hours at 2.00) over ten days, 1,000 steps planned."""
+    return make_run(
+        project,
+        name="dpo",
+        external_id="dpo",
+        planned_gpu_hours=Decimal("500"),
+        rate_per_gpu_hour=Decimal("2.00"),
+        start_date=date(2026, 1, 1),
+        end_date=date(2026, 1, 10),
+        progress_unit="steps",
+        units_planned=Decimal("1000"),
+        units_done=Decimal("400"),
+    )
+
+
+def test_earned_value_of_a_run_that_reports_progress(project, progressing_run):
+    for day in range(1, 6):
+        spend(project, date(2026, 1, day), "100", run=progressing_run)
+    summary = run_summaries(runs=[progressing_run], as_of=date(2026, 1, 5))[0]
+    ev = summary.earned_value
+    assert (ev.planned_value, ev.earned_value, ev.actual_cost) == (
+        Decimal("500"),
+        Decimal("400"),
+        Decimal("500"),
+    )
+    assert (ev.cpi, ev.spi, ev.eac) == (Decimal("0.80"), Decimal("0.80"), 1250)
+    assert ev.explanation("USD") == (
+        "Each $1.00 spent has bought $0.80 of planned work (CPI 0.80); the work is "
+        "behind schedule (SPI 0.80); at this rate the run will cost $1,250 in all "
+        "(EAC)"
+    )
+    # The plan and the burn rate both say 1,000; the progress says 1,250: the worse.
+    variance = summary.variance
+    assert (variance.forecast_from_plan, variance.forecast_from_burn) == (1000, 1000)
+    assert variance.forecast == 1250
+    assert variance.status == Status.AT_RISK
+    assert variance.reason == (
+        "Run dpo is forecast to finish at $1,250 from the progress reported, 25% "
+        "over its $1,000 budget"
+    )
+
+
+def test_a_run_without_progress_has_no_earned_value(project):
+    run = make_run(project)
+    spend(project, date(2026, 1, 2), "90", run=run)
+    summary = run_summaries(runs=[run], as_of=date(2026, 1, 5))[0]
+    assert summary.earned_value is None
+    assert summary.variance.forecast_basis in {
+        "the remaining plan",
+        "the burn rate of the last 7 days",
+    }
+
+
+def test_a_run_ahead_of_schedule_and_under_cost_is_on_track(project, progressing_run):
+    progressing_run.units_done = Decimal("700")
+    progressing_run.save()
+    for day in range(1, 6):
+        spend(project, date(2026, 1, day), "80", run=progressing_run)
+    ev = run_summaries(runs=[progressing_run], as_of=date(2026, 1, 5))[0].earned_value
+    assert (ev.cpi, ev.spi) == (Decimal("1.75"), Decimal("1.40"))
+    assert "ahead of schedule" in ev.explanation("USD")
+
+
+def test_a_team_adds_up_its_projects(world, project):
+    spend(project, date(2026, 1, 10), "1000")
+    summaries = project_summaries(
+        projects=[project, world.project], as_of=date(2026, 1, 31)
+    )
+    team = team_variance(summaries)
+    assert team.budget == Decimal("5900") + Decimal("3000")
+    assert team.plan_to_date == Decimal("3100") + Decimal("1000")
+    assert team.actual_to_date == Decimal("1000")
+    assert team.variance_percent == Decimal("-75.6")
+
+
+def test_provisional_spend_is_counted_apart_from_final(project):
+    spend(project, date(2026, 1, 10), "1000")
+    make_spend(project, date(2026, 1, 11), "250", is_provisional=True)
+    summary = project_summary(project=project, as_of=date(2026, 1, 31))
+    assert summary.variance.actual_to_date == Decimal("1250")
+    assert (summary.provisional, summary.final) == (Decimal("250"), Decimal("1000"))
+
+
+def test_each_month_shows_plan_actual_and_variance(project):
+    spend(project, date(2026, 1, 10), "3410")
+    months = project_months(project=project, as_of=date(2026, 1, 31))
+    january, february = months
+    assert (january.plan, january.actual, january.variance_percent) == (
+        Decimal("3100"),
+        Decimal("3410"),
+        Decimal("10.0"),
+    )
+    assert february.actual is None and february.variance is None
+
+
+def test_summaries_of_many_projects_cost_the_same_queries_as_of_one(
+    world, project, django_assert_num_queries
+):
+    others = [make_project(world.team, world.lead, f"p{index}") for index in range(5)]
+    with django_assert_num_queries(4):
+        project_summaries(projects=[project], as_of=date(2026, 1, 31))
+    with django_assert_num_queries(4):
+        project_summaries(projects=[project, *others], as_of=date(2026, 1, 31))

@@ -1,0 +1,437 @@
+"""Alert rules and their lifecycle on scripted timelines, with frozen time and the
+emails that really leave (Django's outbox)."""
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+import time_machine
+from django.core import mail
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts.models import User
+from billing.models import BillingSource
+from billing.services import billing_import_file
+from budgets.alerts import alerts_evaluate
+from budgets.models import Alert, AlertKind, AlertRule, Notification
+from budgets.notifications import digests_send, notifications_send_pending
+from budgets.tasks import alerts_evaluate_task
+from tests.billing.test_billing_import import FOCUS_REAL
+from tests.conftest import make_budget, make_project, make_run, make_spend
+
+pytestmark = pytest.mark.django_db
+
+
+def at(day: date, hour: int = 9) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def evaluate(when: datetime) -> dict[str, int]:
+    """What an operator runs: evaluate, send, and read the JSON it prints."""
+    out = StringIO()
+    with time_machine.travel(when, tick=False):
+        call_command("evaluate_alerts", "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def sent() -> list[tuple[str, str]]:
+    """(recipient, subject) of each email sent since the last call."""
+    emails = [(m.to[0], m.subject) for m in mail.outbox]
+    mail.outbox.clear()
+    return sorted(emails)
+
+
+def only_rule(kind: str) -> None:
+    """Switch every other rule off for the organisation, to watch one at a time."""
+    for other in AlertKind.values:
+        if other != kind:
+            AlertRule.objects.create(kind=other, is_enabled=False)
+
+
+@pytest.fixture
+def timeline(world):
+    """A project planned at 1,000 a month for the first quarter of 2026; finance
+    watches its team. The world's own example alert is removed."""
+    world.alert.delete()
+    project = make_project(
+        world.team, world.lead, "timeline", end_date=date(2026, 3, 31)
+    )
+    make_budget(
+        project,
+        {date(2026, 1, 1): "1000", date(2026, 2, 1): "1000", date(2026, 3, 1): "1000"},
+    )
+    world.finance.watched_teams.add(world.team)
+    return project
+
+
+LEAD, FINANCE = "lead@test.example", "finance@test.example"
+
+
+def test_spend_rising_through_the_plan_emails_once_per_threshold_and_month(
+    world, timeline
+):
+    only_rule(AlertKind.BUDGET_USED)
+    subject = "[Spendtracker] {}Timeline: ${} spent, {}% of the {} plan"
+
+    make_spend(timeline, date(2026, 1, 2), "300")
+    assert evaluate(at(date(2026, 1, 5)))["fired"] == 0
+    assert sent() == []
+
+    make_spend(timeline, date(2026, 1, 8), "250")
+    result = evaluate(at(date(2026, 1, 10)))
+    assert (result["fired"], result["emails"]) == (1, 2)
+    fifty = subject.format("", "550", 55, "January")
+    assert sent() == [(FINANCE, fifty), (LEAD, fifty)]
+
+    assert evaluate(at(date(2026, 1, 10), 10))["emails"] == 0  # nothing changed
+    assert sent() == []
+
+    make_spend(timeline, date(2026, 1, 14), "300")
+    result = evaluate(at(date(2026, 1, 15)))
+    assert (result["fired"], result["escalated"], result["emails"]) == (0, 1, 2)
+    eighty = subject.format("Escalated: ", "850", 85, "January")
+    assert sent() == [(FINANCE, eighty), (LEAD, eighty)]
+
+    make_spend(timeline, date(2026, 1, 19), "200")
+    assert evaluate(at(date(2026, 1, 20)))["escalated"] == 1
+    hundred = subject.format("Escalated: ", "1,050", 105, "January")
+    assert sent() == [(FINANCE, hundred), (LEAD, hundred)]
+
+    # A credit brings January back under 100% by more than the margin: resolved.
+    make_spend(timeline, date(2026, 1, 20), "-150")
+    result = evaluate(at(date(2026, 1, 21)))
+    assert (result["resolved"], result["emails"]) == (1, 0)
+    assert not Alert.objects.filter(status=Alert.Status.OPEN).exists()
+
+    # Back over 100% in the same month: that threshold already fired for January.
+    make_spend(timeline, date(2026, 1, 22), "200")
+    assert evaluate(at(date(2026, 1, 23)))["fired"] == 0
+    assert sent() == []
+
+    # A new month is a new period: the 50% alert fires again, once.
+    assert evaluate(at(date(2026, 2, 1)))["emails"] == 0
+    make_spend(timeline, date(2026, 2, 10), "600")
+    result = evaluate(at(date(2026, 2, 12)))
+    assert (result["fired"], result["emails"]) == (1, 2)
+    february = subject.format("", "600", 60, "February")
+    assert sent() == [(FINANCE, february), (LEAD, february)]
+    assert evaluate(at(date(2026, 2, 13)))["emails"] == 0
+
+    history = list(
+        Alert.objects.filter(project=timeline)
+        .order_by("fired_at")
+        .values_list("period", "threshold", "status")
+    )
+    assert history == [
+        (date(2026, 1, 1), Decimal("50.00"), "resolved"),
+        (date(2026, 1, 1), Decimal("80.00"), "resolved"),
+        (date(2026, 1, 1), Decimal("100.00"), "resolved"),
+        (date(2026, 2, 1), Decimal("50.00"), "open"),
+    ]
+
+
+def test_the_email_states_the_reason_the_figures_and_links_to_the_project(
+    world, timeline, settings
+):
+    settings.SITE_URL = "https://spend.example.com"
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 8), "820")
+    evaluate(at(date(2026, 1, 10)))
+    email = next(m for m in mail.outbox if m.to == [LEAD])
+    assert (
+        email.subject == "[Spendtracker] Timeline: $820 spent, 82% of the January plan"
+    )
+    assert "Project Timeline has spent $820 in January 2026, 82% of the $1,000" in (
+        email.body
+    )
+    assert "https://spend.example.com/projects/timeline/" in email.body
+    html, mimetype = email.alternatives[0]
+    assert mimetype == "text/html"
+    assert 'href="https://spend.example.com/projects/timeline/"' in html
+    assert "Daily spend, last 14 days" in html  # the small chart
+    assert "Plan to date" in html
+
+
+def test_the_first_evaluation_fires_only_the_highest_threshold_crossed(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "1200")
+    result = evaluate(at(date(2026, 1, 5)))
+    assert (result["fired"], result["escalated"], result["emails"]) == (1, 0, 2)
+    assert Alert.objects.get().threshold == 100
+    assert Alert.objects.get().severity == Alert.Severity.CRITICAL
+
+
+def test_an_open_alert_ends_with_its_month(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "600")
+    evaluate(at(date(2026, 1, 5)))
+    result = evaluate(at(date(2026, 2, 1)))
+    assert result["resolved"] == 1
+    assert Alert.objects.get().resolution == "January 2026 has ended"
+
+
+def test_recipients_follow_each_persons_choice(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    world.finance.alert_delivery = User.AlertDelivery.DIGEST
+    world.finance.save()
+    world.admin.watched_teams.add(world.team)
+    world.admin.alert_delivery = User.AlertDelivery.OFF
+    world.admin.save()
+    make_spend(timeline, date(2026, 1, 3), "600")
+    evaluate(at(date(2026, 1, 5)))
+    assert sent() == [
+        (LEAD, "[Spendtracker] Timeline: $600 spent, 60% of the January plan")
+    ]
+    assert digests_send() == 1
+    assert digests_send() == 0  # claimed and sent: never twice
+    digest = mail.outbox[0]
+    assert (digest.to, digest.subject) == (
+        [FINANCE],
+        "[Spendtracker] Daily digest: 1 new alert",
+    )
+    assert "Timeline: $600 spent" in digest.body
+    # The team member and the outsider hear nothing; the owner is the lead here.
+    assert set(Notification.objects.values_list("user__email", flat=True)) == {
+        LEAD,
+        FINANCE,
+    }
+
+
+def test_a_run_over_its_gpu_hours_fires_once_for_the_run(world):
+    only_rule(AlertKind.RUN_OVER)
+    world.alert.delete()
+    run = make_run(
+        world.project,
+        name="llama-70b-sft",
+        external_id="l70",
+        planned_gpu_hours=Decimal("412"),
+        rate_per_gpu_hour=Decimal("2.49"),
+    )
+    make_spend(
+        world.project,
+        date(2026, 1, 6),
+        "1416.81",
+        training_run=run,
+        consumed_quantity=Decimal("569"),
+        consumed_unit="GPU-Hours",
+    )
+    evaluate(at(date(2026, 1, 7)))
+    subjects = {subject for _to, subject in sent()}
+    assert subjects == {
+        "[Spendtracker] Llama Sft: run llama-70b-sft at 138% of plan, $1,417 spent"
+    }
+    alert = Alert.objects.get(training_run=run)
+    assert alert.reason == (
+        "Run llama-70b-sft is 38% over plan: 569 of 412 planned GPU-hours used at "
+        "$2.49/GPU-hour"
+    )
+    assert evaluate(at(date(2026, 1, 20)))["fired"] == 0
+
+
+def test_a_forecast_over_budget_fires_with_its_basis(world, timeline):
+    only_rule(AlertKind.FORECAST_OVER)
+    for day in range(1, 8):  # 200 a day against a plan of about 32 a day
+        make_spend(timeline, date(2026, 1, day), "200")
+    evaluate(at(date(2026, 1, 7)))
+    alert = Alert.objects.get(kind=AlertKind.FORECAST_OVER)
+    # 1,400 spent + 200 a day for the 83 days left = 18,000 against a 3,000 budget.
+    assert alert.subject == "Timeline: forecast $18,000, 500% over its $3,000 budget"
+    assert "from the burn rate of the last 7 days" in alert.reason
+    assert alert.threshold == Decimal("10")  # the budget's tolerance
+
+
+def test_month_variance_beyond_tolerance_fires(world, timeline):
+    only_rule(AlertKind.VARIANCE)
+    make_spend(timeline, date(2026, 1, 5), "200")  # plan to the 10th: 322.58
+    evaluate(at(date(2026, 1, 10)))
+    assert not Alert.objects.exists()
+    make_spend(timeline, date(2026, 1, 9), "200")  # 400: 24% over
+    evaluate(at(date(2026, 1, 10), 12))
+    alert = Alert.objects.get()
+    assert alert.subject == "Timeline: 24% over the January plan, $400 spent"
+
+
+def test_a_daily_spike_against_the_median_fires_but_not_in_a_first_week(
+    world, timeline
+):
+    only_rule(AlertKind.SPEND_ANOMALY)
+    for day in range(1, 6):
+        make_spend(timeline, date(2026, 1, day), "30")
+    make_spend(timeline, date(2026, 1, 6), "500")
+    evaluate(at(date(2026, 1, 6), 23))
+    assert not Alert.objects.exists(), "five days of history is too little to judge"
+    for day in range(7, 16):
+        make_spend(timeline, date(2026, 1, day), "30")
+    make_spend(timeline, date(2026, 1, 16), "120")
+    evaluate(at(date(2026, 1, 16), 23))
+    alert = Alert.objects.get()
+    # The earlier 500 spike does not lift the baseline: the median is still 30.
+    assert alert.subject == "Timeline: $120 spent on 16 Jan, 4.0× the usual day"
+    assert alert.period == date(2026, 1, 16)
+
+
+def test_a_stale_source_alerts_finance_and_holds_the_projects_it_bills(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    AlertRule.objects.filter(kind=AlertKind.STALE_SOURCE).update(is_enabled=True)
+    make_spend(timeline, date(2026, 1, 3), "600")
+    source = BillingSource.objects.get(name="Test export")
+    source.last_sync_at = at(date(2026, 1, 4), 6)
+    source.save()
+    evaluate(at(date(2026, 1, 5)))  # 27 hours: fresh, the 50% alert fires
+    assert Alert.objects.get().threshold == 50
+    sent()
+
+    make_spend(timeline, date(2026, 1, 5), "-500")  # would resolve, if trusted
+    evaluate(at(date(2026, 1, 7)))  # 75 hours without data
+    stale = Alert.objects.get(kind=AlertKind.STALE_SOURCE)
+    assert (
+        stale.subject == "Billing source Test export has had no new data for 75 hours"
+    )
+    assert sent() == [
+        ("admin@test.example", f"[Spendtracker] {stale.subject}"),
+        (FINANCE, f"[Spendtracker] {stale.subject}"),
+    ]
+    held = Alert.objects.get(kind=AlertKind.BUDGET_USED)
+    assert held.status == Alert.Status.OPEN
+    assert held.waiting_for == "waiting for fresh data from Test export"
+
+    source.last_sync_at = at(date(2026, 1, 7), 10)
+    source.save()
+    result = evaluate(at(date(2026, 1, 7), 11))
+    assert result["resolved"] == 2  # the stale source, then the held alert
+    assert not Alert.objects.filter(status=Alert.Status.OPEN).exists()
+
+
+def test_a_team_member_acknowledges_an_alert_with_a_note(client, world):
+    client.force_login(world.member)
+    url = reverse("alert_detail", args=[world.alert.pk])
+    response = client.post(url, {"note": "Cutting the eval sweep to 2 seeds."})
+    assert response.status_code == 302
+    world.alert.refresh_from_db()
+    assert world.alert.status == Alert.Status.ACKNOWLEDGED
+    assert world.alert.acknowledged_by == world.member
+    page = client.get(reverse("project_detail", args=[world.project.slug]))
+    assert "Cutting the eval sweep to 2 seeds." in page.content.decode()
+
+
+def test_an_outsider_cannot_acknowledge_another_teams_alert(client, world):
+    client.force_login(world.outsider)
+    url = reverse("alert_detail", args=[world.alert.pk])
+    assert client.post(url, {"note": "mine now"}).status_code == 404
+    world.alert.refresh_from_db()
+    assert world.alert.status == Alert.Status.OPEN
+
+
+def test_an_email_that_fails_to_send_stays_owed_and_goes_later(
+    world, timeline, settings
+):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "600")
+    with time_machine.travel(at(date(2026, 1, 5)), tick=False):
+        alerts_evaluate(send_later=False)
+    settings.EMAIL_BACKEND = "tests.email_backends.FailingBackend"
+    assert notifications_send_pending() == 0
+    assert Notification.objects.filter(status="pending").count() == 2
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert notifications_send_pending() == 2
+    assert notifications_send_pending() == 0
+    assert len(mail.outbox) == 2
+
+
+QUERY_BUDGET = 25
+
+
+def make_portfolio(world, count: int, offset: int = 0) -> None:
+    """Projects with a budget, a run and a month of spend each, half of them over."""
+    for index in range(offset, offset + count):
+        project = make_project(world.team, world.lead, f"bulk-{index}")
+        make_budget(project, {date(2026, 1, 1): "1000", date(2026, 2, 1): "1000"})
+        run = make_run(project, external_id=f"run-{index}")
+        amount = "60" if index % 2 else "20"
+        for day in range(1, 16):
+            make_spend(project, date(2026, 1, day), amount, training_run=run)
+
+
+def test_evaluation_makes_the_same_number_of_queries_for_any_number_of_projects(
+    world,
+):
+    world.alert.delete()
+    make_portfolio(world, 3)
+    with CaptureQueriesContext(connection) as firing_few:
+        first = evaluate_at_mid_january()
+    with CaptureQueriesContext(connection) as steady_few:
+        evaluate_at_mid_january()
+    make_portfolio(world, 12, offset=3)
+    with CaptureQueriesContext(connection) as firing_many:
+        second = evaluate_at_mid_january()
+    with CaptureQueriesContext(connection) as steady_many:
+        evaluate_at_mid_january()
+    assert 0 < first.fired < second.fired
+    assert len(steady_many.captured_queries) == len(steady_few.captured_queries)
+    # Firing writes in batches: a few statements, whatever fires.
+    assert len(firing_few.captured_queries) <= QUERY_BUDGET
+    assert len(firing_many.captured_queries) <= QUERY_BUDGET
+
+
+def evaluate_at_mid_january():
+    with time_machine.travel(at(date(2026, 1, 15), 20), tick=False):
+        return alerts_evaluate(send_later=False)
+
+
+def test_evaluate_alerts_prints_exactly_the_promised_json(world):
+    out = StringIO()
+    call_command("evaluate_alerts", "--json", stdout=out)
+    assert set(json.loads(out.getvalue())) == {
+        "evaluated",
+        "fired",
+        "escalated",
+        "resolved",
+        "emails",
+    }
+    assert out.getvalue().count("\n") == 1
+
+
+def test_alert_rules_are_scheduled_hourly_and_digests_daily():
+    from spendtracker.celery import app
+
+    schedule = app.conf.beat_schedule
+    assert schedule["evaluate-alerts"]["task"] == "budgets.tasks.alerts_evaluate_task"
+    assert schedule["evaluate-alerts"]["schedule"].minute == {5}
+    assert schedule["send-alert-digests"]["schedule"].hour == {7}
+    assert schedule["send-alert-emails"]["options"]["expires"] < 5 * 60
+
+
+def test_a_project_override_replaces_the_default_thresholds(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    AlertRule.objects.create(
+        kind=AlertKind.BUDGET_USED, project=timeline, thresholds=[90]
+    )
+    make_spend(timeline, date(2026, 1, 3), "850")
+    evaluate(at(date(2026, 1, 5)))
+    assert not Alert.objects.exists()
+    make_spend(timeline, date(2026, 1, 4), "100")
+    evaluate(at(date(2026, 1, 5), 12))
+    assert Alert.objects.get().threshold == 90
+
+
+def test_an_evaluation_follows_an_import(world, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcome = billing_import_file(path=FOCUS_REAL, source_name="uploads")
+    assert outcome.run.status == "imported"
+    assert alerts_evaluate_task in [getattr(c, "__self__", None) for c in callbacks]
+
+
+def test_nothing_is_sent_twice_when_the_sweep_runs_after_a_send(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "600")
+    evaluate(at(date(2026, 1, 5)))
+    assert len(sent()) == 2
+    later = at(date(2026, 1, 5)) + timedelta(hours=1)
+    with time_machine.travel(later, tick=False):
+        assert notifications_send_pending() == 0
+    assert sent() == []

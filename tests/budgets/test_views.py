@@ -1,0 +1,163 @@
+"""Finance approves plans and revisions; leads report progress; everyone filters and
+reads alerts; each person chooses how alerts reach them."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import User
+from budgets.models import Alert, AlertKind, Budget, BudgetRevision
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_finance_approves_a_draft_budget(client, world):
+    login(client, world.finance)
+    response = client.post(reverse("budget_approve", args=[world.project.slug]))
+    assert response.status_code == 302
+    budget = Budget.objects.get(project=world.project)
+    assert (budget.status, budget.approved_by) == (
+        Budget.Status.APPROVED,
+        world.finance,
+    )
+
+
+def test_a_lead_cannot_approve_their_own_budget(client, world):
+    login(client, world.lead)
+    response = client.post(reverse("budget_approve", args=[world.project.slug]))
+    assert response.status_code == 403
+    assert Budget.objects.get(project=world.project).status == Budget.Status.DRAFT
+
+
+def test_approving_a_revision_changes_the_plan(client, world):
+    login(client, world.finance)
+    url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
+    page = client.get(url).content.decode()
+    assert "3000.00" in page and "3500.00" in page
+    response = client.post(url, {"decision": "approve", "comment": "OK for Q1"})
+    assert response.status_code == 302
+    world.revision.refresh_from_db()
+    assert world.revision.status == BudgetRevision.Status.APPROVED
+    assert world.revision.decided_by == world.finance
+    assert Budget.objects.get(project=world.project).total == Decimal("3500.00")
+
+
+def test_a_rejection_needs_a_comment_and_keeps_the_plan(client, world):
+    login(client, world.finance)
+    url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
+    response = client.post(url, {"decision": "reject", "comment": ""})
+    assert "Say why the revision is rejected." in response.content.decode()
+    client.post(url, {"decision": "reject", "comment": "Not before the Q1 review"})
+    world.revision.refresh_from_db()
+    assert world.revision.status == BudgetRevision.Status.REJECTED
+    assert Budget.objects.get(project=world.project).total == Decimal("3000.00")
+    page = client.get(reverse("project_detail", args=[world.project.slug]))
+    assert "Not before the Q1 review" in page.content.decode()
+
+
+def test_a_revision_is_decided_once(client, world):
+    login(client, world.finance)
+    url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
+    client.post(url, {"decision": "approve", "comment": ""})
+    client.post(url, {"decision": "reject", "comment": "too late"})
+    world.revision.refresh_from_db()
+    assert world.revision.status == BudgetRevision.Status.APPROVED
+
+
+def test_a_lead_cannot_decide_a_revision(client, world):
+    login(client, world.lead)
+    url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
+    assert client.post(url, {"decision": "approve"}).status_code == 403
+    world.revision.refresh_from_db()
+    assert world.revision.status == BudgetRevision.Status.PENDING
+
+
+def test_a_lead_reports_a_runs_progress_and_sees_earned_value(client, world):
+    world.run.progress_unit = "steps"
+    world.run.units_planned = Decimal("1000")
+    world.run.save()
+    login(client, world.lead)
+    url = reverse("run_detail", args=[world.project.slug, world.run.pk])
+    client.post(url, {"status": "running", "units_done": "250"})
+    world.run.refresh_from_db()
+    assert world.run.units_done == Decimal("250")
+    page = client.get(url).content.decode()
+    assert "PV · planned value" in page
+    assert "25.0%" in page
+
+
+def test_a_member_cannot_report_progress(client, world):
+    login(client, world.member)
+    url = reverse("run_detail", args=[world.project.slug, world.run.pk])
+    assert client.post(url, {"status": "failed"}).status_code == 403
+
+
+def test_the_alerts_page_filters_by_status_and_rule(client, world):
+    Alert.objects.create(
+        kind=AlertKind.RUN_OVER,
+        scope_key=f"run:{world.run.pk}",
+        period=date(2026, 1, 1),
+        threshold=Decimal("100"),
+        project=world.project,
+        training_run=world.run,
+        severity=Alert.Severity.CRITICAL,
+        status=Alert.Status.RESOLVED,
+        subject="Llama Sft: run SFT run at 120% of plan",
+        reason="Run SFT run is 20% over plan",
+        value=Decimal("120"),
+        fired_at=world.alert.fired_at,
+    )
+    login(client, world.member)
+    active = client.get(reverse("alert_list")).content.decode()
+    assert world.alert.subject in active and "at 120% of plan" not in active
+    resolved = client.get(reverse("alert_list"), {"status": "resolved"})
+    assert "at 120% of plan" in resolved.content.decode()
+    by_rule = client.get(reverse("alert_list"), {"status": "all", "kind": "run_over"})
+    assert world.alert.subject not in by_rule.content.decode()
+
+
+def test_an_outsider_sees_no_alerts_of_other_teams(client, world):
+    login(client, world.outsider)
+    page = client.get(reverse("alert_list")).content.decode()
+    assert world.alert.subject not in page
+    assert "No open and acknowledged alerts" in page
+
+
+def test_the_dashboard_and_project_show_alert_badges(client, world):
+    login(client, world.lead)
+    dashboard = client.get(reverse("dashboard")).content.decode()
+    assert "1 open alert" in dashboard
+    project = client.get(reverse("project_detail", args=[world.project.slug]))
+    assert 'data-testid="alert-badge"' in project.content.decode()
+
+
+def test_a_person_chooses_the_daily_digest(client, world):
+    login(client, world.lead)
+    client.post(reverse("notification_settings"), {"alert_delivery": "digest"})
+    world.lead.refresh_from_db()
+    assert world.lead.alert_delivery == User.AlertDelivery.DIGEST
+
+
+def test_finance_chooses_the_teams_they_watch(client, world):
+    login(client, world.finance)
+    client.post(
+        reverse("notification_settings"),
+        {"alert_delivery": "immediate", "watched_teams": [world.team.pk]},
+    )
+    assert list(world.finance.watched_teams.all()) == [world.team]
+
+
+def test_a_team_user_cannot_watch_other_teams(client, world):
+    login(client, world.lead)
+    client.post(
+        reverse("notification_settings"),
+        {"alert_delivery": "immediate", "watched_teams": [world.other_team.pk]},
+    )
+    assert not world.lead.watched_teams.exists()
