@@ -6,8 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # `make run` is local development: SQLite, a filesystem Celery broker, console email,
-# unless the environment says otherwise (see .env.example). Tests run as production does.
+# unless the environment says otherwise (see .env.example). Tests run as production does,
+# on the PostgreSQL and Redis of this machine unless DATABASE_URL / CELERY_BROKER_URL
+# point elsewhere.
 run migrations-check: export DJANGO_DEBUG ?= true
+# Tests are real: PostgreSQL and Redis, as on this machine and in CI.
+test: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/spendtracker
+test: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test lint format migrations-check venv clean
 

@@ -476,7 +476,10 @@ def _observe(now: datetime, as_of: date) -> list[Observation]:
     observations = []
     for summary in summaries:
         observations += _project_observations(summary, rules, as_of)
-    for run_summary in run_summaries(runs=runs.select_related("project"), as_of=as_of):
+    budgets = {s.project.pk: s.budget for s in summaries if s.budget}
+    for run_summary in run_summaries(
+        runs=runs.select_related("project"), as_of=as_of, budgets=budgets
+    ):
         observations += _run_observation(run_summary, rules)
     for observation in observations:
         observation.waiting_for = waiting.get(observation.project_id, "")
@@ -498,7 +501,7 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
         current = active.pop(observation.key, None)
         crossed = observation.crossed()
         if observation.waiting_for:
-            if current:
+            if current and current.waiting_for != observation.waiting_for:
                 current.waiting_for = observation.waiting_for
                 current.updated_at = now
                 to_refresh.append(current)
@@ -514,12 +517,18 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
                 f"{current.threshold:.0f} threshold"
             )
         else:
-            current.value, current.waiting_for = observation.value, ""
-            current.updated_at = now
-            current.subject, current.reason, current.severity = observation.describe(
-                current.threshold
-            )
-            to_refresh.append(current)
+            subject, reason, severity = observation.describe(current.threshold)
+            fresh = (observation.value, subject[:300], reason, severity, "")
+            if fresh != _shown(current):
+                (
+                    current.value,
+                    current.subject,
+                    current.reason,
+                    current.severity,
+                    current.waiting_for,
+                ) = fresh
+                current.updated_at = now
+                to_refresh.append(current)
     for alert in active.values():  # no longer observed: the period or scope ended
         to_resolve[alert.pk] = _ended(alert, as_of)
     outcome.resolved = len(_resolve(to_resolve, now))
@@ -537,6 +546,11 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
         )
     outcome.notifications = _record_notifications(fired + escalated)
     return outcome
+
+
+def _shown(alert: Alert) -> tuple:
+    """What an alert tells its readers; rewritten only when the figures move."""
+    return (alert.value, alert.subject, alert.reason, alert.severity, alert.waiting_for)
 
 
 def _ended(alert: Alert, as_of: date) -> str:

@@ -339,11 +339,18 @@ class RunSummary:
     earned_value: EarnedValue | None
 
 
-def run_summaries(*, runs: Iterable[TrainingRun], as_of: date) -> list[RunSummary]:
+def run_summaries(
+    *,
+    runs: Iterable[TrainingRun],
+    as_of: date,
+    budgets: dict[int, Budget] | None = None,
+) -> list[RunSummary]:
     """Plan vs actual of many runs, in the budget's cost measure and with its
-    tolerance: four queries, however many runs."""
+    tolerance: four queries however many runs, two if the budgets (by project id)
+    are given."""
     runs = list(runs)
-    budgets = budgets_with_lines(sorted({run.project_id for run in runs}))
+    if budgets is None:
+        budgets = budgets_with_lines(sorted({run.project_id for run in runs}))
     figures = selectors.spend_figures(
         scope="training_run", ids=[run.pk for run in runs], as_of=as_of
     )

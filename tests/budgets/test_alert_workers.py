@@ -1,0 +1,206 @@
+"""Alert emails go out once with real Celery workers: separate processes on Redis,
+sharing the test database, two at once, and one killed in the middle of a send.
+
+Emails land in a file backend directory that every worker writes to.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+import redis
+from celery import Celery
+from django.db import connection
+from django.utils import timezone
+from kombu import Connection
+
+from budgets.alerts import alerts_evaluate
+from budgets.models import Alert, AlertKind, AlertRule, Notification
+from tests.conftest import make_budget, make_project, make_spend
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_DB = 13  # a Redis database of their own: nothing else queues tasks there
+
+
+def redis_url() -> str:
+    configured = os.environ.get("CELERY_BROKER_URL", "")
+    base = configured if configured.startswith("redis") else "redis://127.0.0.1:6379"
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{WORKER_DB}", "", ""))
+
+
+def database_url() -> str:
+    settings = connection.settings_dict
+    assert connection.vendor == "postgresql", (
+        "worker tests share the test database with other processes: run them on "
+        "PostgreSQL (DATABASE_URL), as `make test` and CI do"
+    )
+    password = f":{quote(settings['PASSWORD'])}" if settings["PASSWORD"] else ""
+    host = settings["HOST"] or "127.0.0.1"
+    port = settings["PORT"] or 5432
+    return f"postgres://{settings['USER']}{password}@{host}:{port}/{settings['NAME']}"
+
+
+class Workers:
+    """Celery worker processes on one queue, writing emails to one folder."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.mail_dir = tmp_path / "mail"
+        self.mail_dir.mkdir()
+        self.queue = f"alerts-test-{uuid.uuid4().hex[:8]}"
+        self.processes: list[subprocess.Popen] = []
+        self.client = Celery()
+        redis.Redis.from_url(redis_url()).flushdb()
+
+    def start(self, name: str, **env: str) -> subprocess.Popen:
+        log = self.tmp_path / f"{name}.log"
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": redis_url(),
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": str(self.mail_dir),
+            **env,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "spendtracker", "worker",
+            "--pool", "solo", "--queues", f"{self.queue},celery",
+            "--hostname", f"{name}@{self.queue}", "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=environment,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        assert wait_for(lambda: "ready." in log.read_text(), 60), log.read_text()
+        return process
+
+    def send(self, task: str) -> None:
+        # An explicit connection: Celery prefers CELERY_BROKER_URL from the
+        # environment (the tests' in-memory broker) to the one it was given.
+        with Connection(redis_url()) as broker:
+            self.client.send_task(task, queue=self.queue, connection=broker)
+
+    def emails(self) -> list[str]:
+        """The subject line of every email written, one per email."""
+        subjects = []
+        for path in sorted(self.mail_dir.glob("*.log")):
+            for line in path.read_text().splitlines():
+                if line.startswith("Subject: "):
+                    subjects.append(line.removeprefix("Subject: "))
+        return subjects
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def workers(transactional_db, tmp_path):
+    workers = Workers(tmp_path)
+    yield workers
+    workers.stop()
+
+
+def wait_for(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def overspent(world):
+    """Eight projects that have spent 90% of this month's plan (the workers evaluate
+    at the real date); the lead and watching finance hear of each. Only the month-plan
+    rule runs."""
+    world.alert.delete()
+    world.finance.watched_teams.add(world.team)
+    for kind in AlertKind.values:
+        if kind != AlertKind.BUDGET_USED:
+            AlertRule.objects.create(kind=kind, is_enabled=False)
+    today = timezone.now().date()
+    month = today.replace(day=1)
+    for index in range(8):
+        project = make_project(
+            world.team,
+            world.lead,
+            f"busy-{index}",
+            start_date=month,
+            end_date=month + timedelta(days=27),
+        )
+        make_budget(project, {month: "1000"})
+        make_spend(project, today, "900")
+    return world
+
+
+def all_sent() -> bool:
+    notifications = Notification.objects.all()
+    return notifications.exists() and not notifications.exclude(status="sent").exists()
+
+
+def test_two_workers_evaluating_at_once_send_each_email_once(workers, overspent):
+    workers.start("one")
+    workers.start("two")
+    workers.send("budgets.tasks.alerts_evaluate_task")
+    workers.send("budgets.tasks.alerts_evaluate_task")
+    assert wait_for(all_sent), "the workers did not send the alert emails"
+    time.sleep(2)  # let a late duplicate, if any, reach the folder
+    alerts = Alert.objects.count()
+    emails = workers.emails()
+    assert alerts == 8
+    assert len(emails) == 2 * alerts  # the lead and finance, once each
+    assert len(set(emails)) == alerts
+    assert Notification.objects.filter(attempts=1).count() == 2 * alerts
+    for name in ("one", "two"):  # each worker did evaluate: they really raced
+        log = (workers.tmp_path / f"{name}.log").read_text()
+        assert "alerts_evaluate_task" in log and "succeeded" in log
+
+
+def test_a_worker_killed_while_sending_is_made_good_once_after_restart(
+    workers, overspent
+):
+    decided = alerts_evaluate(send_later=False)  # the decision, committed
+    owed = len(decided.notifications)
+    assert owed == 16
+    marker = workers.tmp_path / "stalled"
+    stalling = workers.start(
+        "doomed",
+        EMAIL_BACKEND="tests.email_backends.StallingBackend",
+        STALL_MARKER=str(marker),
+    )
+    workers.send("budgets.tasks.notifications_send")
+    assert wait_for(marker.exists), "the worker never reached the send"
+    os.kill(stalling.pid, signal.SIGKILL)
+    stalling.wait(timeout=30)
+    stuck = Notification.objects.get(status=Notification.Status.SENDING)
+    assert workers.emails() == []
+
+    # Ten minutes later the claim has expired; a restarted worker's sweep sends all.
+    Notification.objects.filter(pk=stuck.pk).update(
+        claimed_at=stuck.claimed_at - timedelta(minutes=11)
+    )
+    workers.start("restarted")
+    workers.send("budgets.tasks.notifications_send")
+    assert wait_for(all_sent), "the restarted worker did not send what was owed"
+    emails = workers.emails()
+    assert len(emails) == owed
+    assert len(set(emails)) == owed // 2  # each alert to the lead and finance
+    stuck.refresh_from_db()
+    assert stuck.attempts == 2
