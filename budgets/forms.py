@@ -129,6 +129,13 @@ class PlannedRunForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
         fields = list(RUN_PLAN_FIELDS)
+        labels = {
+            "external_id": "Run id in billing tags",
+            "gpu_count": "GPUs",
+            "planned_gpu_hours": "Planned GPU-hours",
+            "rate_per_gpu_hour": "Rate per GPU-hour",
+            "progress_unit": "Progress counted in",
+        }
         widgets = {
             "start_date": forms.DateInput(attrs={"type": "date"}),
             "end_date": forms.DateInput(attrs={"type": "date"}),

@@ -783,19 +783,30 @@ def budget_revision_decide(
 def revision_changes(revision: BudgetRevision) -> list[tuple[str, str, str]]:
     """What a revision changes, as (what, before, after) in words."""
     before, after = revision.previous, revision.proposal
-    changes = [
-        (Budget._meta.get_field(name).verbose_name, before[name], after[name])
-        for name in PLAN_FIELDS
-        if before[name] != after[name]
-    ]
+    currency = after["currency"]
+
+    def words(value) -> str:
+        if isinstance(value, bool):
+            return "Yes" if value else "No"
+        return str(value)
+
+    def amount(value: str | None) -> str:
+        return "—" if value is None else money(Decimal(value), currency, places=2)
+
+    changes = []
+    for name in PLAN_FIELDS:
+        if before[name] != after[name]:
+            show = amount if name == "total" else words
+            label = str(Budget._meta.get_field(name).verbose_name)
+            changes.append((label, show(before[name]), show(after[name])))
     old_lines = {(x["month"], x["category"]): x["amount"] for x in before["lines"]}
     new_lines = {(x["month"], x["category"]): x["amount"] for x in after["lines"]}
     for key in sorted(old_lines.keys() | new_lines.keys()):
-        old, new = old_lines.get(key, "—"), new_lines.get(key, "—")
+        old, new = old_lines.get(key), new_lines.get(key)
         if old != new:
             month, category = key
             label = f"{date.fromisoformat(month):%B %Y} {category}".strip()
-            changes.append((label, old, new))
+            changes.append((label, amount(old), amount(new)))
     old_runs = {run["id"]: run for run in before.get("runs", [])}
     for run in after.get("runs", []):
         old = old_runs.get(run["id"]) if run["id"] else None
@@ -807,8 +818,12 @@ def revision_changes(revision: BudgetRevision) -> list[tuple[str, str, str]]:
 
 
 def _run_words(run: dict) -> str:
-    return (
-        f"{run['gpu_count']} × {run['gpu_type']}, {run['planned_gpu_hours']} "
-        f"GPU-hours at {run['rate_per_gpu_hour']} {run['currency']}, "
+    hours = Decimal(run["planned_gpu_hours"])
+    rate = money(Decimal(run["rate_per_gpu_hour"]), run["currency"], places=2)
+    text = (
+        f"{run['gpu_count']} × {run['gpu_type']}, {hours:,} GPU-hours at {rate}, "
         f"{run['start_date']} to {run['end_date']}"
     )
+    if run["progress_unit"] and run["units_planned"]:
+        text += f", {Decimal(run['units_planned']):,} {run['progress_unit']} planned"
+    return text

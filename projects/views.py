@@ -143,7 +143,7 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "ev_text": summary.earned_value.explanation(run.currency)
         if summary.earned_value
         else "",
-        "daily": sorted(daily.items()),
+        "daily": [(f"{day:%-d %b}", amount) for day, amount in sorted(daily.items())],
         "form": form,
         "can_edit": can_edit,
         "alerts": run.alerts.filter(status__in=ACTIVE),

@@ -62,6 +62,26 @@
     });
   }
 
+  function dailyBars(canvas) {
+    const points = readJson(canvas.dataset.source) || [];
+    new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: points.map((p) => p[0]),
+        datasets: [{ label: "Daily spend", data: points.map((p) => p[1]), backgroundColor: brand }],
+      },
+      options: {
+        maintainAspectRatio: false, animation: false,
+        plugins: { legend: { display: false } },
+        scales: {
+          y: { beginAtZero: true, grid: { color: grid }, ticks: { callback: moneyTick(canvas.dataset.currency) } },
+          x: { grid: { display: false }, ticks: { maxTicksLimit: 12 } },
+        },
+      },
+    });
+  }
+
   document.querySelectorAll("canvas[data-chart=cumulative]").forEach(cumulativeChart);
+  document.querySelectorAll("canvas[data-chart=daily]").forEach(dailyBars);
   document.querySelectorAll("canvas[data-chart=spark]").forEach(sparkline);
 })();

@@ -40,7 +40,7 @@ def test_approving_a_revision_changes_the_plan(client, world):
     login(client, world.finance)
     url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
     page = client.get(url).content.decode()
-    assert "3000.00" in page and "3500.00" in page
+    assert "$3,000.00" in page and "$3,500.00" in page
     response = client.post(url, {"decision": "approve", "comment": "OK for Q1"})
     assert response.status_code == 302
     world.revision.refresh_from_db()

@@ -99,7 +99,7 @@ def test_a_lead_logs_in_sees_atlas_flagged_over_budget_and_its_chart(
     expect(page.get_by_role("heading", level=1)).to_contain_text("Lena")
     card = page.locator(f'article[data-project="{ATLAS}"]')
     expect(card).to_have_attribute("data-status", "over")
-    expect(card.locator(".title .badge")).to_have_text("Over")
+    expect(card.locator(".title span.badge")).to_have_text("Over")
     expect(card.locator(".reason")).to_contain_text("over budget")
     screenshot(page, "dashboard-lead")
 
@@ -144,7 +144,8 @@ def test_a_team_member_sees_the_over_budget_project_without_an_edit_plan_button(
     page.goto(f"{live_server.url}/projects/{ATLAS}/")
 
     expect(page.get_by_role("heading", level=1)).to_contain_text(ATLAS_NAME)
-    expect(page.get_by_role("heading", level=1).locator(".badge")).to_have_text("Over")
+    heading = page.get_by_role("heading", level=1)
+    expect(heading.locator("span.badge")).to_have_text("Over")
     expect(page.get_by_role("link", name="Edit plan")).to_have_count(0)
     expect(page.locator(f'a[href="/projects/{ATLAS}/plan/"]')).to_have_count(0)
     assert js_errors == []
@@ -195,4 +196,85 @@ def test_finance_uploads_an_export_and_follows_it_to_its_totals(
     expect(page.get_by_role("heading", level=1)).to_contain_text("Imported")
     expect(page.locator("table")).to_contain_text("20.52022672899")
     screenshot(page, "import-finance")
+    assert js_errors == []
+
+
+def test_a_lead_acknowledges_an_alert_and_the_project_shows_the_note(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+    expect(page.get_by_test_id("nav-alert-count")).to_be_visible()
+    page.get_by_role("link", name=re.compile("^Alerts")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Alerts")
+    table = page.get_by_test_id("alert-table")
+    expect(table).to_contain_text(ATLAS_NAME)
+    screenshot(page, "alerts-lead")
+
+    page.get_by_label("Project").select_option(ATLAS)
+    page.get_by_role("button", name="Filter").click()
+    first = page.get_by_test_id("alert-table").locator("tbody tr").first
+    subject = first.locator("a").first.inner_text()
+    first.locator("a").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(subject)
+    page.get_by_label("Note").fill("Paused the ablation sweep until Monday.")
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(page.locator(".messages")).to_contain_text("Alert acknowledged")
+    screenshot(page, "alert-acknowledged")
+
+    page.goto(f"{live_server.url}/projects/{ATLAS}/")
+    expect(page.get_by_test_id("project-alerts")).to_contain_text(
+        "Paused the ablation sweep until Monday."
+    )
+    screenshot(page, "project-atlas-alerts")
+    assert js_errors == []
+
+
+def test_a_lead_previews_a_plan_change_and_finance_approves_the_revision(
+    browser: Browser, page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/projects/{ATLAS}/plan/")
+    total = page.get_by_label("Total", exact=True)
+    new_total = str(int(float(total.input_value())) + 100_000)
+    total.fill(new_total)
+    page.get_by_label("Lines must sum to total").uncheck()
+    page.get_by_role("button", name="Preview the effect").click()
+    preview = page.get_by_test_id("plan-preview")
+    expect(preview).to_be_visible()
+    expect(preview).to_contain_text("Nothing is saved yet")
+    screenshot(page, "plan-preview")
+    page.get_by_role("button", name="Propose the revision").click()
+    expect(page.locator(".messages")).to_contain_text("revision of the approved plan")
+    expect(page.get_by_test_id("pending-revision")).to_be_visible()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    finance = context.new_page()
+    try:
+        log_in(finance, live_server.url, "finance@example.com", DEMO_PASSWORD)
+        finance.goto(f"{live_server.url}/projects/{ATLAS}/")
+        finance.get_by_test_id("pending-revision").get_by_role("link").click()
+        expect(finance.get_by_test_id("revision-changes")).to_contain_text("Total")
+        screenshot(finance, "revision-finance")
+        finance.get_by_label("Comment").fill("Approved with the Q4 re-forecast.")
+        finance.get_by_role("button", name="Approve the revision").click()
+        expect(finance.locator(".messages")).to_contain_text("Revision approved")
+        expect(finance.get_by_test_id("revisions")).to_contain_text(
+            "Approved with the Q4 re-forecast."
+        )
+    finally:
+        context.close()
+    assert js_errors == []
+
+
+def test_a_run_that_reports_progress_explains_its_earned_value(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/projects/{ATLAS}/")
+    page.get_by_role("link", name="atlas-13b-main", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("atlas-13b-main")
+    explanation = page.get_by_test_id("ev-explanation")
+    expect(explanation).to_contain_text("of planned work (CPI")
+    expect(page.get_by_test_id("earned-value")).to_contain_text("SPI")
+    screenshot(page, "run-earned-value")
     assert js_errors == []
