@@ -70,8 +70,10 @@ class UserAdmin(BaseUserAdmin):
                 "permission; other roles have no admin access.",
             },
         ),
+        ("Alert emails", {"fields": ("alert_delivery", "watched_teams")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
+    filter_horizontal = ("watched_teams",)
     add_fieldsets = (
         (
             None,

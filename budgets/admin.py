@@ -4,7 +4,14 @@ from django.contrib import admin
 from django.db.models import Sum
 
 from budgets.forms import BaseBudgetLineFormSet
-from budgets.models import Budget, BudgetLine
+from budgets.models import (
+    Alert,
+    AlertRule,
+    Budget,
+    BudgetLine,
+    BudgetRevision,
+    Notification,
+)
 from spendtracker.admin_display import amount_display
 
 
@@ -82,3 +89,44 @@ class BudgetLineAdmin(admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: BudgetLine) -> str | None:
         return amount_display(obj.amount, obj.budget.currency)
+
+
+@admin.register(BudgetRevision)
+class BudgetRevisionAdmin(admin.ModelAdmin):
+    list_display = ("budget", "status", "proposed_by", "proposed_at", "decided_by")
+    list_filter = ("status",)
+    search_fields = ("budget__project__name",)
+    list_select_related = ("budget__project", "proposed_by", "decided_by")
+    readonly_fields = ("proposal", "previous", "proposed_by", "proposed_at")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ("kind", "project", "is_enabled", "thresholds")
+    list_filter = ("kind", "is_enabled")
+    autocomplete_fields = ("project",)
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("subject", "kind", "severity", "status", "period", "fired_at")
+    list_filter = ("status", "kind", "severity")
+    search_fields = ("subject", "project__name")
+    date_hierarchy = "fired_at"
+    list_select_related = ("project",)
+    # Alerts are the evaluator's record: read them here, acknowledge in the portal.
+    readonly_fields = [f.name for f in Alert._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("alert", "user", "channel", "status", "attempts", "sent_at")
+    list_filter = ("status", "channel")
+    list_select_related = ("alert", "user")
+    readonly_fields = [f.name for f in Notification._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
