@@ -585,6 +585,22 @@ def project_cumulative_by_month(*, project: Project, as_of: date) -> dict:
     return {"labels": labels, "plan": plan, "actual": actual}
 
 
+def run_progress_report(
+    *,
+    run: TrainingRun,
+    status: str | None = None,
+    units_done: Decimal | None = None,
+) -> TrainingRun:
+    """What a running job reports; the plan itself changes only through the plan."""
+    if status is not None:
+        run.status = status
+    if units_done is not None:
+        run.units_done = units_done
+    run.full_clean()
+    run.save(update_fields=["status", "units_done"])
+    return run
+
+
 # The plan and its revisions ------------------------------------------------------
 
 PLAN_FIELDS = (

@@ -1,3 +1,4 @@
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -5,8 +6,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import project_get_for_user, projects_visible_to
-from budgets.services import project_variance
+from accounts.permissions import (
+    project_get_for_user,
+    projects_visible_to,
+    require_plan_editor,
+)
+from budgets.services import project_variance, run_progress_report
+from projects.models import TrainingRun
 
 
 class ProjectListApi(ListAPIView):
@@ -69,3 +75,40 @@ class ProjectVarianceApi(APIView):
             "reason": variance.reason,
         }
         return Response(self.OutputSerializer(data).data)
+
+
+class RunProgressApi(APIView):
+    """A training script (or its lead) reports a run's status and units done."""
+
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(
+            choices=TrainingRun.Status.choices, required=False
+        )
+        units_done = serializers.DecimalField(
+            max_digits=24, decimal_places=2, min_value=0, required=False
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        external_id = serializers.CharField()
+        status = serializers.CharField()
+        progress_unit = serializers.CharField()
+        units_planned = serializers.DecimalField(
+            max_digits=24, decimal_places=2, allow_null=True
+        )
+        units_done = serializers.DecimalField(
+            max_digits=24, decimal_places=2, allow_null=True
+        )
+
+        class Meta:
+            ref_name = "RunProgress"
+
+    serializer_class = InputSerializer
+
+    def post(self, request: Request, slug: str, external_id: str) -> Response:
+        project = project_get_for_user(request.user, slug)
+        run = get_object_or_404(project.runs, external_id=external_id)
+        require_plan_editor(request.user, project)
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        run = run_progress_report(run=run, **given.validated_data)
+        return Response(self.OutputSerializer(run).data)

@@ -33,6 +33,7 @@ from budgets.services import (
     project_months,
     project_summaries,
     project_summary,
+    run_progress_report,
     run_summaries,
 )
 
@@ -123,7 +124,7 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if request.method == "POST":
         require_plan_editor(request.user, project)
         if form.is_valid():
-            form.save()
+            run_progress_report(run=run, **form.cleaned_data)
             messages.success(request, "Progress saved.")
             return redirect("run_detail", slug=project.slug, pk=run.pk)
     today = timezone.now().date()

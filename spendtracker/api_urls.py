@@ -1,6 +1,7 @@
 from django.urls import path
 
-from projects.api import ProjectListApi, ProjectVarianceApi
+from budgets.api import AlertListApi
+from projects.api import ProjectListApi, ProjectVarianceApi, RunProgressApi
 
 urlpatterns = [
     path("projects/", ProjectListApi.as_view(), name="api_project_list"),
@@ -9,4 +10,10 @@ urlpatterns = [
         ProjectVarianceApi.as_view(),
         name="api_project_variance",
     ),
+    path(
+        "projects/<slug:slug>/runs/<str:external_id>/progress/",
+        RunProgressApi.as_view(),
+        name="api_run_progress",
+    ),
+    path("alerts/", AlertListApi.as_view(), name="api_alert_list"),
 ]

@@ -44,6 +44,11 @@ PAGES = {
     "import_status": (lambda w: {"pk": w.import_run.pk}, FINANCE_ONLY),
     "api_project_list": (lambda w: {}, API_SIGNED_IN),
     "api_project_variance": (lambda w: {"slug": w.project.slug}, API_TEAM_ONLY),
+    "api_run_progress": (
+        lambda w: {"slug": w.project.slug, "external_id": w.run.external_id},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": 403},  # POST only
+    ),
+    "api_alert_list": (lambda w: {}, API_SIGNED_IN),
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),
     "alert_list": (lambda w: {}, SIGNED_IN),
