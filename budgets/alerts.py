@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from statistics import median
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -31,7 +32,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from billing.models import BillingSource, CostRecord
-from budgets.models import Alert, AlertKind, AlertRule, Notification
+from budgets.models import Alert, AlertKind, AlertRule, Budget, Notification
 from budgets.services import (
     HUNDRED,
     ZERO,
@@ -180,7 +181,10 @@ def _project_observations(
     project, budget, variance = summary.project, summary.budget, summary.variance
     if budget is None or variance is None:
         return []
-    scope = {"scope_key": f"project:{project.pk}", "project_id": project.pk}
+    scope: dict[str, Any] = {
+        "scope_key": f"project:{project.pk}",
+        "project_id": project.pk,
+    }
     currency = budget.currency
     month = month_start(as_of)
     observations = []
@@ -244,16 +248,20 @@ def _project_observations(
                 **scope,
             )
         )
-    observations += _variance_observation(summary, rules, as_of, scope)
-    observations += _anomaly_observations(summary, rules, as_of, scope)
+    observations += _variance_observation(summary, budget, rules, as_of, scope)
+    observations += _anomaly_observations(summary, budget, rules, as_of, scope)
     return observations
 
 
 def _variance_observation(
-    summary: ProjectSummary, rules: Rules, as_of: date, scope: dict
+    summary: ProjectSummary,
+    budget: Budget,
+    rules: Rules,
+    as_of: date,
+    scope: dict[str, Any],
 ) -> list[Observation]:
     """Month-to-date actual against the month's plan to date."""
-    project, budget = summary.project, summary.budget
+    project = summary.project
     lines = list(budget.lines.all())
     month = month_start(as_of)
     month_plan = plan_to_date(budget=budget, lines=lines, as_of=as_of) - plan_to_date(
@@ -288,11 +296,15 @@ def _variance_observation(
 
 
 def _anomaly_observations(
-    summary: ProjectSummary, rules: Rules, as_of: date, scope: dict
+    summary: ProjectSummary,
+    budget: Budget,
+    rules: Rules,
+    as_of: date,
+    scope: dict[str, Any],
 ) -> list[Observation]:
     """Yesterday and today against the median of the 14 days before each: a median,
     so that one earlier spike does not raise the bar; none in a first week of spend."""
-    project, currency = summary.project, summary.budget.currency
+    project, currency = summary.project, budget.currency
     observations = []
     for day in (as_of - timedelta(days=1), as_of):
         baseline_days = [
@@ -482,7 +494,8 @@ def _observe(now: datetime, as_of: date) -> list[Observation]:
     ):
         observations += _run_observation(run_summary, rules)
     for observation in observations:
-        observation.waiting_for = waiting.get(observation.project_id, "")
+        if observation.project_id is not None:
+            observation.waiting_for = waiting.get(observation.project_id, "")
     observations += _source_observations(sources, rules, now)
     return observations
 
@@ -611,7 +624,7 @@ def _insert(alerts: list[Alert]) -> list[Alert]:
     if not alerts:
         return []
     fields = [f for f in Alert._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(cast(str, f.column)) for f in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params = [
         f.get_db_prep_save(getattr(alert, f.attname), connection)

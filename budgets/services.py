@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -25,7 +25,7 @@ from projects.models import Project, TrainingRun
 from spendtracker.currencies import money
 
 if TYPE_CHECKING:
-    from budgets.forms import BudgetForm, BudgetLineFormSet, PlannedRunFormSet
+    from budgets.forms import BaseBudgetLineFormSet, BasePlannedRunFormSet, BudgetForm
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
@@ -65,26 +65,25 @@ class EarnedValue:
     @property
     def eac(self) -> Decimal | None:
         """Estimate at completion: the whole run at the cost efficiency so far."""
-        if not self.cpi:
-            return None
-        return self.budget_at_completion / self.cpi
+        cpi = self.cpi
+        return self.budget_at_completion / cpi if cpi else None
 
     def explanation(self, currency: str) -> str:
-        if self.cpi is None:
+        cpi, spi, eac = self.cpi, self.spi, self.eac
+        if cpi is None or eac is None:
             return (
                 f"{self.percent_complete:.0f}% of the work is done and nothing has "
                 f"been spent yet"
             )
-        per_unit = money(self.cpi, currency, places=2)
         text = (
             f"Each {money(Decimal(1), currency, places=2)} spent has bought "
-            f"{per_unit} of planned work (CPI {self.cpi:.2f})"
+            f"{money(cpi, currency, places=2)} of planned work (CPI {cpi:.2f})"
         )
-        if self.spi is not None:
-            pace = "ahead of" if self.spi >= 1 else "behind"
-            text += f"; the work is {pace} schedule (SPI {self.spi:.2f})"
+        if spi is not None:
+            pace = "ahead of" if spi >= 1 else "behind"
+            text += f"; the work is {pace} schedule (SPI {spi:.2f})"
         return (
-            f"{text}; at this rate the run will cost {money(self.eac, currency)} "
+            f"{text}; at this rate the run will cost {money(eac, currency)} "
             f"in all (EAC)"
         )
 
@@ -424,9 +423,10 @@ def _gpu_hours_reason(run: TrainingRun, gpu_hours: Decimal) -> str:
 def _earned_value(
     run: TrainingRun, planned_value: Decimal, actual: Decimal
 ) -> EarnedValue | None:
-    if not run.reports_progress:
+    units_done, units_planned = run.units_done, run.units_planned
+    if not run.progress_unit or units_done is None or not units_planned:
         return None
-    done = min(run.units_done / run.units_planned, Decimal(1))
+    done = min(units_done / units_planned, Decimal(1))
     return EarnedValue(
         planned_value=planned_value,
         earned_value=run.planned_cost * done,
@@ -548,7 +548,9 @@ class MonthFigures:
 
     @property
     def variance_percent(self) -> Decimal | None:
-        return None if self.actual is None else _percent(self.variance, self.plan)
+        if self.actual is None:
+            return None
+        return _percent(self.actual - self.plan, self.plan)
 
 
 def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
@@ -571,7 +573,9 @@ def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
 
 def project_cumulative_by_month(*, project: Project, as_of: date) -> dict:
     """Cumulative plan and actual at each month end of the budget, for the chart."""
-    labels, plan, actual = [], [], []
+    labels: list[str] = []
+    plan: list[Decimal] = []
+    actual: list[Decimal | None] = []
     plan_total = actual_total = ZERO
     for figures in project_months(project=project, as_of=as_of):
         plan_total += figures.plan
@@ -629,10 +633,14 @@ RUN_PLAN_FIELDS = (
 )
 
 
+def _field(model: type[models.Model], name: str) -> models.Field:
+    return cast(models.Field, model._meta.get_field(name))
+
+
 def _plan_value(model: type[models.Model], name: str, value) -> str | bool | None:
     """A plan value as JSON-safe text; decimals at the field's places, so that 1000
     and 1000.00 are the same plan."""
-    field = model._meta.get_field(name)
+    field = _field(model, name)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(field, models.DecimalField):
@@ -686,8 +694,7 @@ def plan_snapshot(
 
 def _plan_apply(budget: Budget, snapshot: dict) -> None:
     for name in PLAN_FIELDS:
-        field = Budget._meta.get_field(name)
-        setattr(budget, name, field.to_python(snapshot[name]))
+        setattr(budget, name, _field(Budget, name).to_python(snapshot[name]))
     budget.save()
     budget.lines.all().delete()
     BudgetLine.objects.bulk_create(
@@ -701,7 +708,7 @@ def _plan_apply(budget: Budget, snapshot: dict) -> None:
     )
     for planned in snapshot.get("runs", []):
         values = {
-            name: TrainingRun._meta.get_field(name).to_python(planned[name])
+            name: _field(TrainingRun, name).to_python(planned[name])
             for name in RUN_PLAN_FIELDS
         }
         values["progress_unit"] = values["progress_unit"] or ""
@@ -723,8 +730,8 @@ class PlanSaved:
 def budget_save_plan(
     *,
     form: "BudgetForm",
-    lines: "BudgetLineFormSet",
-    runs: "PlannedRunFormSet",
+    lines: "BaseBudgetLineFormSet",
+    runs: "BasePlannedRunFormSet",
     user: User,
 ) -> PlanSaved:
     """Save a draft budget and its monthly lines together, or neither.
@@ -813,7 +820,7 @@ def revision_changes(revision: BudgetRevision) -> list[tuple[str, str, str]]:
     for name in PLAN_FIELDS:
         if before[name] != after[name]:
             show = amount if name == "total" else words
-            label = str(Budget._meta.get_field(name).verbose_name)
+            label = str(_field(Budget, name).verbose_name)
             changes.append((label, show(before[name]), show(after[name])))
     old_lines = {(x["month"], x["category"]): x["amount"] for x in before["lines"]}
     new_lines = {(x["month"], x["category"]): x["amount"] for x in after["lines"]}
