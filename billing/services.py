@@ -2,11 +2,11 @@
 
 import bisect
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from dateutil.relativedelta import relativedelta
@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max, Min, Q, QuerySet, Sum
+from django.db.models import F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -23,7 +23,9 @@ from billing.importers import ImportFailure, importer_for
 from billing.loader import cost_records_load
 from billing.models import (
     COST_COLUMNS,
+    COST_DIGITS,
     GPU_HOUR_UNITS,
+    QUANTITY_DIGITS,
     BillingSource,
     CostRecord,
     DailyCost,
@@ -47,6 +49,7 @@ def _allocation_changes(queryset: QuerySet[CostRecord] | None):
     allocator = Allocator()
     records = CostRecord.objects.all() if queryset is None else queryset
     fields = ["pk", "project_id", "training_run_id", "charge_period_start"]
+    fields += ["charge_period_end"]
     fields += ["billing_currency", "effective_cost", *ALLOCATION_INPUTS]
     for record in records.only(*fields).iterator(chunk_size=5000):
         allocation = allocator.allocate(_record_fields(record))
@@ -112,7 +115,7 @@ def cost_records_reallocate(
         changed, ["project_id", "training_run_id"], batch_size=5000
     )
     start = min(r.charge_period_start for r in changed).date()
-    end = max(r.charge_period_start for r in changed).date() + timedelta(days=1)
+    end = max(_last_moment(r.charge_period_end) for r in changed).date() + ONE_DAY
     daily_costs_rebuild(start=start, end=end)
     return start, end
 
@@ -149,11 +152,40 @@ def _lock_rollup() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_ID])
 
 
+ZERO = Decimal("0")
+ROLLUP_KEY = (
+    "project_id",
+    "training_run_id",
+    "provider_name",
+    "service_name",
+    "billing_currency",
+    "is_provisional",
+)
+ONE_DAY = timedelta(days=1)
+
+
 @transaction.atomic
 def daily_costs_rebuild(*, start: date, end: date) -> int:
-    """Rebuild the DailyCost rows of charge dates in [start, end) from CostRecord."""
+    """Rebuild the DailyCost rows of charge dates in [start, end) from CostRecord.
+
+    A charge of a day or less counts on the day it starts. A longer one (a monthly
+    fee, an invoice period) is spread over its days in proportion to the time it
+    covers, so that a day's spend and burn rate mean what they say.
+    """
     _lock_rollup()
+    within_a_day = Q(charge_period_end__lte=F("charge_period_start") + ONE_DAY)
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
+    # Through the last day of any long charge that starts in the range.
+    reach = (
+        CostRecord.objects.filter(
+            charge_period_start__gte=start_at,
+            charge_period_start__lt=datetime.combine(end, time.min, tzinfo=UTC),
+        )
+        .exclude(within_a_day)
+        .aggregate(end=Max("charge_period_end"))["end"]
+    )
+    if reach:
+        end = max(end, _last_moment(reach).date() + ONE_DAY)
     end_at = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
     DailyCost.objects.filter(date__gte=start, date__lt=end).delete()
     gpu_units = Q()
@@ -161,32 +193,114 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
         gpu_units |= Q(consumed_unit__iexact=unit)
     groups = (
         CostRecord.objects.filter(
-            charge_period_start__gte=start_at, charge_period_start__lt=end_at
+            within_a_day,
+            charge_period_start__gte=start_at,
+            charge_period_start__lt=end_at,
         )
         .annotate(day=TruncDate("charge_period_start", tzinfo=UTC))
-        .values(
-            "day",
-            "project_id",
-            "training_run_id",
-            "provider_name",
-            "service_name",
-            "billing_currency",
-            "is_provisional",
-        )
+        .values("day", *ROLLUP_KEY)
         .annotate(
             **{column: Sum(column) for column in COST_COLUMNS},
             gpu_hours=Sum("consumed_quantity", filter=gpu_units),
         )
         .order_by()
     )
+    longer = CostRecord.objects.filter(
+        charge_period_start__lt=end_at, charge_period_end__gt=start_at
+    ).exclude(within_a_day)
+    spread = _spread_over_days(longer, start_at, end_at)
     fx = FxTable()
     count = 0
     # Streamed in batches: a large import's rollup has tens of thousands of groups.
-    stream = groups.iterator(chunk_size=ROLLUP_BATCH)
+    stream = chain(
+        (_with_spread(group, spread) for group in groups.iterator(ROLLUP_BATCH)),
+        spread.values(),  # days that only long charges touch
+    )
     while batch := [_daily_cost(group, fx) for group in islice(stream, ROLLUP_BATCH)]:
         DailyCost.objects.bulk_create(batch)
         count += len(batch)
     return count
+
+
+def _last_moment(end: datetime) -> datetime:
+    """The last instant of a half-open period [start, end)."""
+    return end - timedelta(microseconds=1)
+
+
+def _spread_over_days(
+    records: QuerySet[CostRecord], start_at: datetime, end_at: datetime
+) -> dict[tuple, dict]:
+    """Each long charge's share of each day in [start_at, end_at), summed by rollup
+    group. Shares are rounded to the stored places and the last day of a charge takes
+    the remainder, so a charge's days add up to it exactly."""
+    spread: dict[tuple, dict] = {}
+    fields = [*ROLLUP_KEY, *COST_COLUMNS, "consumed_quantity", "consumed_unit"]
+    for record in records.values(
+        *fields, "charge_period_start", "charge_period_end"
+    ).iterator():
+        gpu_hours = (
+            record["consumed_quantity"] or ZERO
+            if (record["consumed_unit"] or "").lower() in GPU_HOUR_UNITS
+            else ZERO
+        )
+        amounts = {column: record[column] for column in COST_COLUMNS}
+        amounts["gpu_hours"] = gpu_hours
+        for day, share in _day_shares(
+            record["charge_period_start"], record["charge_period_end"], amounts
+        ):
+            if not start_at.date() <= day < end_at.date():
+                continue
+            key = (day, *(record[name] for name in ROLLUP_KEY))
+            group = spread.setdefault(
+                key,
+                {"day": day, **{n: record[n] for n in ROLLUP_KEY}}
+                | dict.fromkeys([*COST_COLUMNS, "gpu_hours"], ZERO),
+            )
+            for name, amount in share.items():
+                group[name] += amount
+    return spread
+
+
+SHARE_PLACES = {
+    **dict.fromkeys(COST_COLUMNS, Decimal(1).scaleb(-COST_DIGITS["decimal_places"])),
+    "gpu_hours": Decimal(1).scaleb(-QUANTITY_DIGITS["decimal_places"]),
+}
+
+
+def _day_shares(
+    begins: datetime, ends: datetime, amounts: dict[str, Decimal]
+) -> Iterator[tuple[date, dict[str, Decimal]]]:
+    total_seconds = Decimal((ends - begins).total_seconds())
+    given = dict.fromkeys(amounts, ZERO)
+    day = begins.astimezone(UTC).date()
+    last_day = _last_moment(ends).astimezone(UTC).date()
+    while day <= last_day:
+        day_start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+        if day == last_day:
+            share = {name: amounts[name] - given[name] for name in amounts}
+        else:
+            covered = min(ends, day_start + ONE_DAY) - max(begins, day_start)
+            fraction = Decimal(covered.total_seconds()) / total_seconds
+            share = {
+                name: (amount * fraction).quantize(SHARE_PLACES[name])
+                for name, amount in amounts.items()
+            }
+        for name, amount in share.items():
+            given[name] += amount
+        yield day, share
+        day += ONE_DAY
+
+
+def _with_spread(group: dict, spread: dict[tuple, dict]) -> dict:
+    """A day's group of short charges, plus the shares of long charges in it."""
+    key = (group["day"], *(group[name] for name in ROLLUP_KEY))
+    extra = spread.pop(key, None)
+    if extra is None:
+        return group
+    group["gpu_hours"] = (group["gpu_hours"] or ZERO) + extra["gpu_hours"]
+    for column in COST_COLUMNS:
+        group[column] += extra[column]
+    return group
 
 
 ROLLUP_BATCH = 5000
@@ -441,12 +555,15 @@ def _replace_periods(
     replaced = CostRecord.objects.filter(
         source=source, billing_period_start__in=restated
     ).exclude(import_run=run)
+    # A replaced charge longer than a day counts on every day it covered.
     old_range = replaced.aggregate(
-        first=Min("charge_period_start"), last=Max("charge_period_start")
+        first=Min("charge_period_start"), last_end=Max("charge_period_end")
     )
     replaced.delete()
     touched = list(filter(None, [stats.first_charge, old_range["first"]]))
-    touched += filter(None, [stats.last_charge, old_range["last"]])
+    if old_range["last_end"]:
+        touched.append(_last_moment(old_range["last_end"]))
+    touched += filter(None, [stats.last_charge])
     if touched:
         daily_costs_rebuild(
             start=min(touched).date(), end=max(touched).date() + timedelta(days=1)

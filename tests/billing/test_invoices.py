@@ -190,7 +190,9 @@ def test_moving_an_invoice_to_another_month_moves_its_cost(world):
     world.invoice.save()
     run = compute_invoices_load(invoice_ids=[world.invoice.pk])
     assert run.billing_periods == ["2025-12", "2026-01"]
-    assert set(DailyCost.objects.values_list("date", flat=True)) == {date(2025, 12, 1)}
+    # The invoice covers December: its cost is spread over December's days.
+    december = {date(2025, 12, day) for day in range(1, 32)}
+    assert set(DailyCost.objects.values_list("date", flat=True)) == december
     assert total(DailyCost.objects.filter(project=world.project)) == Decimal(
         "1234.5000"
     )

@@ -1,6 +1,6 @@
 """Allocation by ordered rules, and the DailyCost rollup with historical FX rates."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -170,3 +170,71 @@ def test_a_cost_tagged_with_a_project_slug_goes_there_when_no_rule_matches(world
     assert by_tag.project_id == world.project.pk
     assert by_rule.project_id == world.other_project.pk  # rules come first
     assert unknown == Allocation(None, None)
+
+
+def long_charge(begins: datetime, ends: datetime, amount: str, **fields):
+    return make_cost_record(
+        begins.date(),
+        amount,
+        charge_period_start=begins,
+        charge_period_end=ends,
+        **fields,
+    )
+
+
+def daily_amounts() -> dict[date, Decimal]:
+    return dict(
+        DailyCost.objects.order_by("date").values_list("date", "effective_cost")
+    )
+
+
+def test_a_monthly_fee_is_spread_over_the_days_it_covers(world):
+    long_charge(
+        datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC), "300"
+    )
+    daily_costs_rebuild(start=date(2026, 11, 1), end=date(2026, 11, 2))
+    amounts = daily_amounts()
+    assert len(amounts) == 30  # rebuilt through the fee's last day
+    assert set(amounts.values()) == {Decimal("10")}
+
+
+def test_shares_that_do_not_divide_evenly_still_add_up_exactly(world):
+    long_charge(
+        datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC), "100"
+    )
+    daily_costs_rebuild(start=date(2026, 3, 1), end=date(2026, 3, 4))
+    assert list(daily_amounts().values()) == [
+        Decimal("33.33333333333"),
+        Decimal("33.33333333333"),
+        Decimal("33.33333333334"),
+    ]
+
+
+def test_part_days_get_their_part(world):
+    long_charge(
+        datetime(2026, 1, 30, 12, tzinfo=UTC),
+        datetime(2026, 2, 2, 12, tzinfo=UTC),
+        "60",
+        consumed_quantity=Decimal("6"),
+        consumed_unit="GPU-Hours",
+    )
+    daily_costs_rebuild(start=date(2026, 1, 30), end=date(2026, 2, 3))
+    assert daily_amounts() == {
+        date(2026, 1, 30): Decimal("10"),
+        date(2026, 1, 31): Decimal("20"),
+        date(2026, 2, 1): Decimal("20"),
+        date(2026, 2, 2): Decimal("10"),
+    }
+    assert sum(DailyCost.objects.values_list("gpu_hours", flat=True)) == 6
+
+
+def test_a_day_adds_its_short_charges_and_its_share_of_long_ones(world):
+    make_cost_record(date(2026, 3, 2), "5", project=world.project)
+    long_charge(
+        datetime(2026, 3, 1, tzinfo=UTC),
+        datetime(2026, 3, 3, tzinfo=UTC),
+        "40",
+        project=world.project,
+    )
+    daily_costs_rebuild(start=date(2026, 3, 2), end=date(2026, 3, 3))
+    assert daily_amounts() == {date(2026, 3, 2): Decimal("25")}  # one row: 5 + 20
