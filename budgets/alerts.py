@@ -454,6 +454,83 @@ def project_waiting_reason(project: Project, *, now: datetime | None = None) -> 
     return waiting_reasons([project.pk], stale, now.date()).get(project.pk, "")
 
 
+# Per-project overrides -----------------------------------------------------------
+
+UNITS = {
+    AlertKind.BUDGET_USED: "% of the month's plan",
+    AlertKind.FORECAST_OVER: "% over budget",
+    AlertKind.VARIANCE: "% over the month's plan to date",
+    AlertKind.RUN_OVER: "% of a run's plan",
+    AlertKind.SPEND_ANOMALY: "× the usual day",
+    AlertKind.STALE_SOURCE: "hours",
+}
+PROJECT_KINDS = [kind for kind in AlertKind if kind != AlertKind.STALE_SOURCE]
+
+
+@dataclass(frozen=True)
+class ProjectRule:
+    kind: str
+    enabled: bool
+    thresholds: list
+    default: str  # the organisation's setting, in words
+
+    @property
+    def label(self) -> str:
+        return AlertKind(self.kind).label
+
+    @property
+    def unit(self) -> str:
+        return UNITS[AlertKind(self.kind)]
+
+
+def project_alert_rules(project: Project) -> list[ProjectRule]:
+    """Each rule as it applies to a project, with the organisation's default beside."""
+    rows = {
+        (r.kind, r.project_id): r
+        for r in AlertRule.objects.filter(Q(project=project) | Q(project__isnull=True))
+    }
+    rules = []
+    for kind in PROJECT_KINDS:
+        default_row = rows.get((kind, None))
+        own = rows.get((kind, project.pk))
+        default = (
+            default_row.thresholds if default_row else None
+        ) or DEFAULT_THRESHOLDS[kind]
+        default_text = ", ".join(str(v) for v in default) or "the budget's tolerance"
+        if default_row and not default_row.is_enabled:
+            default_text = "off"
+        rules.append(
+            ProjectRule(
+                kind=kind,
+                enabled=own.is_enabled
+                if own
+                else not (default_row and not default_row.is_enabled),
+                thresholds=own.thresholds if own else [],
+                default=default_text,
+            )
+        )
+    return rules
+
+
+@transaction.atomic
+def project_alert_rules_save(
+    *, project: Project, settings: dict[str, tuple[bool, list]]
+) -> None:
+    """Keep a project's own rule only where it differs from the organisation's."""
+    defaults = {r.kind: r for r in AlertRule.objects.filter(project__isnull=True)}
+    for kind, (enabled, thresholds) in settings.items():
+        default = defaults.get(kind)
+        default_enabled = default.is_enabled if default else True
+        if enabled == default_enabled and not thresholds:
+            AlertRule.objects.filter(kind=kind, project=project).delete()
+            continue
+        AlertRule.objects.update_or_create(
+            kind=kind,
+            project=project,
+            defaults={"is_enabled": enabled, "thresholds": thresholds},
+        )
+
+
 # Evaluation --------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
-from budgets.models import Budget, BudgetLine
+from budgets.models import AlertKind, Budget, BudgetLine
 from projects.models import Project, TrainingRun
 
 
@@ -198,3 +198,30 @@ class RevisionDecisionForm(forms.Form):
         if cleaned.get("decision") == "reject" and not cleaned.get("comment"):
             self.add_error("comment", "Say why the revision is rejected.")
         return cleaned
+
+
+class AlertRuleForm(forms.Form):
+    """One rule of one project: on or off, and its thresholds (empty: the default)."""
+
+    enabled = forms.BooleanField(required=False)
+    thresholds = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, *args, kind: str, default: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        self.label = AlertKind(kind).label
+        self.fields["thresholds"].widget.attrs["placeholder"] = default
+
+    def clean_thresholds(self) -> list[float]:
+        text = self.cleaned_data["thresholds"].strip()
+        if not text:
+            return []
+        try:
+            values = [float(part) for part in text.replace(";", ",").split(",")]
+        except ValueError:
+            raise ValidationError(
+                "Give numbers separated by commas, e.g. 50, 80, 100."
+            ) from None
+        if not all(0 < value <= 10_000 for value in values):
+            raise ValidationError("Each threshold must be above 0 and at most 10,000.")
+        return sorted(int(v) if v.is_integer() else v for v in values)

@@ -11,12 +11,18 @@ from accounts.permissions import (
     project_get_for_user,
     projects_visible_to,
     require_plan_approver,
+    require_plan_editor,
     revision_get_for_user,
     teams_visible_to,
     user_can_approve_plans,
+    user_can_edit_plan,
 )
-from budgets.alerts import alert_acknowledge
-from budgets.forms import AcknowledgeForm, RevisionDecisionForm
+from budgets.alerts import (
+    alert_acknowledge,
+    project_alert_rules,
+    project_alert_rules_save,
+)
+from budgets.forms import AcknowledgeForm, AlertRuleForm, RevisionDecisionForm
 from budgets.models import Alert, AlertKind, Budget, BudgetRevision
 from budgets.services import (
     RevisionAlreadyDecided,
@@ -144,3 +150,47 @@ def revision_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         and revision.status == BudgetRevision.Status.PENDING,
     }
     return render(request, "budgets/revision_detail.html", context)
+
+
+@login_required
+def alert_rules_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    can_edit = user_can_edit_plan(request.user, project)
+    rules = project_alert_rules(project)
+    data = request.POST or None
+    forms = [
+        AlertRuleForm(
+            data,
+            prefix=rule.kind,
+            kind=rule.kind,
+            default=rule.default,
+            initial={
+                "enabled": rule.enabled,
+                "thresholds": ", ".join(str(v) for v in rule.thresholds),
+            },
+        )
+        for rule in rules
+    ]
+    if request.method == "POST":
+        require_plan_editor(request.user, project)
+        if all(form.is_valid() for form in forms):
+            project_alert_rules_save(
+                project=project,
+                settings={
+                    form.kind: (
+                        form.cleaned_data["enabled"],
+                        form.cleaned_data["thresholds"],
+                    )
+                    for form in forms
+                },
+            )
+            messages.success(
+                request, "Alert rules saved; they apply from the next evaluation."
+            )
+            return redirect("alert_rules_edit", slug=project.slug)
+    context = {
+        "project": project,
+        "rows": list(zip(rules, forms, strict=True)),
+        "can_edit": can_edit,
+    }
+    return render(request, "budgets/alert_rules.html", context)

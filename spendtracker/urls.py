@@ -64,6 +64,11 @@ urlpatterns = [
         project_views.run_detail,
         name="run_detail",
     ),
+    path(
+        "projects/<slug:slug>/alert-rules/",
+        budget_views.alert_rules_edit,
+        name="alert_rules_edit",
+    ),
     path("alerts/", budget_views.alert_list, name="alert_list"),
     path("alerts/<int:pk>/", budget_views.alert_detail, name="alert_detail"),
     path(

@@ -52,6 +52,7 @@ PAGES = {
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),
     "alert_list": (lambda w: {}, SIGNED_IN),
+    "alert_rules_edit": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
     "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
     "notification_settings": (lambda w: {}, SIGNED_IN),
     "budget_approve": (

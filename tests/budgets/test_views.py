@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import User
-from budgets.models import Alert, AlertKind, Budget, BudgetRevision
+from budgets.models import Alert, AlertKind, AlertRule, Budget, BudgetRevision
 
 pytestmark = pytest.mark.django_db
 
@@ -161,3 +161,36 @@ def test_a_team_user_cannot_watch_other_teams(client, world):
         {"alert_delivery": "immediate", "watched_teams": [world.other_team.pk]},
     )
     assert not world.lead.watched_teams.exists()
+
+
+def test_a_lead_overrides_the_thresholds_of_one_project(client, world):
+    login(client, world.lead)
+    url = reverse("alert_rules_edit", args=[world.project.slug])
+    data = {f"{kind}-enabled": "on" for kind in AlertKind.values}
+    data["budget_used-thresholds"] = "90, 120"
+    data.pop("spend_anomaly-enabled")
+    assert client.post(url, data).status_code == 302
+    rules = {
+        r.kind: (r.is_enabled, r.thresholds)
+        for r in AlertRule.objects.filter(project=world.project)
+    }
+    assert rules == {"budget_used": (True, [90, 120]), "spend_anomaly": (False, [])}
+    # Back to the defaults: the project keeps no rule of its own.
+    data = {f"{kind}-enabled": "on" for kind in AlertKind.values}
+    client.post(url, data)
+    assert not AlertRule.objects.filter(project=world.project).exists()
+
+
+def test_thresholds_must_be_numbers(client, world):
+    login(client, world.lead)
+    url = reverse("alert_rules_edit", args=[world.project.slug])
+    response = client.post(url, {"budget_used-thresholds": "eighty"})
+    assert "Give numbers separated by commas" in response.content.decode()
+    assert not AlertRule.objects.exists()
+
+
+def test_a_member_reads_the_rules_but_cannot_change_them(client, world):
+    login(client, world.member)
+    url = reverse("alert_rules_edit", args=[world.project.slug])
+    assert "50, 80, 100" in client.get(url).content.decode()
+    assert client.post(url, {"budget_used-thresholds": "99"}).status_code == 403
