@@ -226,6 +226,16 @@ def test_a_lead_acknowledges_an_alert_and_the_project_shows_the_note(
         "Paused the ablation sweep until Monday."
     )
     screenshot(page, "project-atlas-alerts")
+
+    page.get_by_role("link", name="Alert rules").click()
+    rules = page.get_by_test_id("alert-rules")
+    rules.locator('input[name="budget_used-thresholds"]').fill("90, 110")
+    page.get_by_role("button", name="Save alert rules").click()
+    expect(page.locator(".messages")).to_contain_text("Alert rules saved")
+    expect(rules.locator('input[name="budget_used-thresholds"]')).to_have_value(
+        "90, 110"
+    )
+    screenshot(page, "alert-rules")
     assert js_errors == []
 
 
