@@ -27,12 +27,17 @@ from budgets.services import project_summary
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)  # longer than any send takes; shorter than the sweep
+# A mail server that refuses one address must not be retried every sweep forever:
+# after this many attempts a notification stays owed, visible in admin, untried.
+MAX_ATTEMPTS = 12
 
 
 def _owed(channel: str, now: datetime) -> QuerySet[Notification]:
     expired = Q(status=Notification.Status.SENDING, claimed_at__lt=now - LEASE)
     return Notification.objects.filter(
-        Q(status=Notification.Status.PENDING) | expired, channel=channel
+        Q(status=Notification.Status.PENDING) | expired,
+        channel=channel,
+        attempts__lt=MAX_ATTEMPTS,
     )
 
 

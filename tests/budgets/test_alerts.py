@@ -19,7 +19,11 @@ from billing.models import BillingSource
 from billing.services import billing_import_file
 from budgets.alerts import alerts_evaluate
 from budgets.models import Alert, AlertKind, AlertRule, Notification
-from budgets.notifications import digests_send, notifications_send_pending
+from budgets.notifications import (
+    MAX_ATTEMPTS,
+    digests_send,
+    notifications_send_pending,
+)
 from budgets.tasks import alerts_evaluate_task
 from tests.billing.test_billing_import import FOCUS_REAL
 from tests.conftest import make_budget, make_project, make_run, make_spend
@@ -435,3 +439,18 @@ def test_nothing_is_sent_twice_when_the_sweep_runs_after_a_send(world, timeline)
     with time_machine.travel(later, tick=False):
         assert notifications_send_pending() == 0
     assert sent() == []
+
+
+def test_an_email_refused_again_and_again_is_given_up_after_its_attempts(
+    world, timeline, settings
+):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "600")
+    with time_machine.travel(at(date(2026, 1, 5)), tick=False):
+        alerts_evaluate(send_later=False)
+    settings.EMAIL_BACKEND = "tests.email_backends.FailingBackend"
+    for _ in range(MAX_ATTEMPTS + 2):
+        notifications_send_pending()
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {
+        MAX_ATTEMPTS
+    }
