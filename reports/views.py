@@ -2,6 +2,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -10,6 +11,8 @@ from accounts.models import Team
 from accounts.permissions import require_organisation_view
 from billing.models import BillingSource
 from budgets import selectors
+from budgets.alerts import ACTIVE
+from budgets.models import Alert
 from budgets.services import month_start, project_summaries, team_variance
 from projects.models import Project
 
@@ -25,6 +28,12 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
     by_team = defaultdict(list)
     for summary in project_summaries(projects=projects, as_of=today):
         by_team[summary.project.team_id].append(summary)
+    alerts = dict(
+        Alert.objects.filter(status__in=ACTIVE, project__isnull=False)
+        .values_list("project__team")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
     for team in Team.objects.all():
         summaries = by_team[team.pk]
         totals = team_variance(summaries)
@@ -39,6 +48,7 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
                 "actual_to_date": totals.actual_to_date,
                 "forecast": totals.forecast,
                 "month_actual": sum(s.month_actual for s in summaries),
+                "alerts": alerts.get(team.pk, 0),
             }
         )
     context = {

@@ -194,3 +194,9 @@ def test_a_member_reads_the_rules_but_cannot_change_them(client, world):
     url = reverse("alert_rules_edit", args=[world.project.slug])
     assert "50, 80, 100" in client.get(url).content.decode()
     assert client.post(url, {"budget_used-thresholds": "99"}).status_code == 403
+
+
+def test_the_overview_counts_each_teams_open_alerts(client, world):
+    login(client, world.finance)
+    page = client.get(reverse("overview")).content.decode()
+    assert f'href="/alerts/?team={world.team.slug}">1</a>' in page
