@@ -41,7 +41,22 @@ ROW_FIELDS = [
     for f in CostRecord._meta.concrete_fields
     if f.attname != "id" and f.attname not in LOADER_FIELDS
 ]
-LOAD_FIELDS = ROW_FIELDS + list(LOADER_FIELDS)
+
+
+def _fields_of(kind: str) -> list[str]:
+    return [
+        name
+        for name in ROW_FIELDS
+        if CostRecord._meta.get_field(name).get_internal_type() == kind
+    ]
+
+
+# The row's fields by how they are written: amounts, moments, and text (the rest).
+AMOUNT_FIELDS = _fields_of("DecimalField")
+TIME_FIELDS = _fields_of("DateTimeField")
+TEXT_FIELDS = [f for f in ROW_FIELDS if f not in AMOUNT_FIELDS + TIME_FIELDS]
+# The order of the columns in each line of COPY text.
+LOAD_FIELDS = TEXT_FIELDS + TIME_FIELDS + AMOUNT_FIELDS + list(LOADER_FIELDS)
 
 
 @dataclass
@@ -112,7 +127,7 @@ def cost_records_load(
             row["effective_cost"] = _as_stored(row["effective_cost"])
             tags = tags_json[row["tags"]]
             allocation = allocations.of(row, tags)
-            stats.count(row, allocated=allocation.project_id is not None)
+            stats.count(row, allocation.project_id is not None)
             if stats.rows % PROGRESS_EVERY == 0:
                 progress(stats.rows)
             yield Loaded(row, tags, allocation, _provisional(row, now))
@@ -227,26 +242,44 @@ def _copy_number(value: Decimal | None) -> str:
     return "\\N" if value is None else str(value)
 
 
-def _copy_formatters() -> list[Callable]:
-    """How each of ROW_FIELDS becomes COPY text: text and dates once per distinct
-    value, amounts (nearly all distinct) every time."""
-    formatters: list[Callable] = []
-    for name in ROW_FIELDS:
-        model_field = CostRecord._meta.get_field(name)
-        kind = model_field.get_internal_type()
-        if kind == "DecimalField":
-            formatters.append(_copy_number if model_field.null else str)
-        elif kind == "DateTimeField":
-            formatters.append(Memo(datetime.isoformat).__getitem__)
-        else:
-            formatters.append(Memo(_copy_text).__getitem__)
-    return formatters
+class _CopyLine:
+    """Writes a row as the start of its line of COPY text, in LOAD_FIELDS order.
+
+    Rows of one export repeat the same description of a resource (account, service,
+    region, SKU...) hour after hour: the text columns are written once per distinct
+    combination, and each moment once per distinct moment. Amounts, nearly all
+    distinct, are written every time.
+    """
+
+    def __init__(self) -> None:
+        self.texts = itemgetter(*TEXT_FIELDS)
+        self.described = Memo(self._texts)
+        self.text = Memo(_copy_text)
+        self.times = itemgetter(*TIME_FIELDS)
+        self.moment = Memo(datetime.isoformat)
+        self.amounts = itemgetter(*AMOUNT_FIELDS)
+        self.amount = [
+            _copy_number if CostRecord._meta.get_field(name).null else str
+            for name in AMOUNT_FIELDS
+        ]
+
+    def _texts(self, values: tuple[str, ...]) -> str:
+        return "\t".join(map(self.text.__getitem__, values))
+
+    def __call__(self, row: dict) -> str:
+        return "\t".join(
+            (
+                self.described[self.texts(row)],
+                *map(self.moment.__getitem__, self.times(row)),
+                *map(call, self.amount, self.amounts(row)),
+            )
+        )
 
 
 def _copy(rows: Iterator[Loaded], *, source_id: int, import_run_id: int) -> None:
     table = CostRecord._meta.db_table
     columns = ", ".join(connection.ops.quote_name(name) for name in LOAD_FIELDS)
-    formatters, values = _copy_formatters(), itemgetter(*ROW_FIELDS)
+    line = _CopyLine()
     loader_ids = f"{source_id}\t{import_run_id}"
     ids = Memo(lambda key: "\\N" if key is None else str(key))
     tags = Memo(_copy_text)
@@ -261,11 +294,10 @@ def _copy(rows: Iterator[Loaded], *, source_id: int, import_run_id: int) -> None
             copy.write(
                 "".join(
                     [
-                        "\t".join(map(call, formatters, values(loaded.row)))
-                        + f"\t{tags[loaded.tags]}\t{loader_ids}"
-                        + f"\t{'t' if loaded.is_provisional else 'f'}"
-                        + f"\t{ids[loaded.allocation.project_id]}"
-                        + f"\t{ids[loaded.allocation.training_run_id]}\n"
+                        f"{line(loaded.row)}\t{tags[loaded.tags]}\t{loader_ids}"
+                        f"\t{'t' if loaded.is_provisional else 'f'}"
+                        f"\t{ids[loaded.allocation.project_id]}"
+                        f"\t{ids[loaded.allocation.training_run_id]}\n"
                         for loaded in block
                     ]
                 )

@@ -106,10 +106,10 @@ class FocusLine:
         def position(column: str | None) -> int:
             return found.get(column, past_the_end) if column else past_the_end
 
-        readers = self._text_readers(set(found))
-        self.text_fields = list(readers)
-        self.text_cells = itemgetter(*(position(c) for c, _ in readers.values()))
-        self.text_memos = [Memo(read) for _, read in readers.values()]
+        readers = self._readers(set(found))
+        self.repeated_fields = list(readers)
+        self.repeated_cells = itemgetter(*(position(c) for c, _ in readers.values()))
+        self.memos = [Memo(read) for _, read in readers.values()]
         self.billed, self.effective, self.listed, self.contracted, self.quantity = (
             position(column)
             for column in (
@@ -120,24 +120,14 @@ class FocusLine:
                 "ConsumedQuantity",
             )
         )
-        self.times = [
-            (
-                field,
-                position(column),
-                Memo(partial(parse.timestamp_value, column=column)),
-            )
-            for field, column in TIME_COLUMNS.items()
-        ]
-        self.tags_at = position("Tags")
-        self.tags = Memo(partial(parse.tags_value, column="Tags"))
 
-    def _text_readers(
+    def _readers(
         self, columns: set[str]
-    ) -> dict[str, tuple[str | None, Callable[[str], str]]]:
-        """For each text field: the column it comes from (None if the file has none
-        of its names), and how one raw value of it is read."""
+    ) -> dict[str, tuple[str | None, Callable[[str], object]]]:
+        """For each field whose values repeat: the column it comes from (None if the
+        file has none of its names), and how one raw value of it is read."""
         parse = self.parse
-        readers: dict[str, tuple[str | None, Callable[[str], str]]] = {}
+        readers: dict[str, tuple[str | None, Callable[[str], object]]] = {}
         for field, candidates in TEXT_COLUMNS.items():
             column = next((c for c in candidates if c in columns), None)
             readers[field] = (
@@ -151,19 +141,20 @@ class FocusLine:
             readers["billing_currency"] = "BillingCurrency", partial(_currency, parse)
         else:
             readers["billing_currency"] = None, lambda _: settings.REPORTING_CURRENCY
+        for field, column in TIME_COLUMNS.items():
+            readers[field] = column, partial(parse.timestamp_value, column=column)
+        readers["tags"] = "Tags", partial(parse.tags_value, column="Tags")
         return readers
 
     def row(self, values: list[str]) -> dict:
         values.append("")  # the cell of every column the file lacks
         row = dict(
             zip(
-                self.text_fields,
-                map(getitem, self.text_memos, self.text_cells(values)),
+                self.repeated_fields,
+                map(getitem, self.memos, self.repeated_cells(values)),
                 strict=True,
             )
         )
-        for field, at, memo in self.times:
-            row[field] = memo[values[at]]
         if row["charge_period_end"] < row["charge_period_start"]:
             raise self.parse.fail("ChargePeriodEnd", "is before ChargePeriodStart")
         amount, required = self.parse.amount, self.parse.required_amount
@@ -179,7 +170,6 @@ class FocusLine:
         row["list_cost"] = listed
         row["contracted_cost"] = listed if contracted is None else contracted
         row["consumed_quantity"] = amount(values[self.quantity], "ConsumedQuantity")
-        row["tags"] = self.tags[values[self.tags_at]]
         return row
 
 
