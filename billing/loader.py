@@ -310,7 +310,7 @@ def _bulk_create(rows: Iterator[Loaded], *, source_id: int, import_run_id: int) 
             [
                 CostRecord(
                     **{name: loaded.row[name] for name in ROW_FIELDS},
-                    tags=json.loads(loaded.tags),
+                    tags=loaded.row["tags"],
                     source_id=source_id,
                     import_run_id=import_run_id,
                     is_provisional=loaded.is_provisional,
