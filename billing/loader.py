@@ -17,6 +17,7 @@ from operator import call, itemgetter
 from typing import NamedTuple
 
 from django.db import IntegrityError, connection
+from django.db.models import Model
 
 from billing.allocation import INPUTS, Allocation, Allocator
 from billing.memo import MEMO_LIMIT, Memo
@@ -302,6 +303,31 @@ def _copy(rows: Iterator[Loaded], *, source_id: int, import_run_id: int) -> None
                     ]
                 )
             )
+
+
+def copy_rows(model: type[Model], fields: list[str], rows: Iterable[Iterable]) -> None:
+    """Insert rows of plain values (text, numbers, dates, booleans, None) into the
+    model's table with one COPY (PostgreSQL): no SQL to build per value."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(name) for name in fields)
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        copy.write(
+            "".join("\t".join(map(_copy_value, values)) + "\n" for values in rows)
+        )
+
+
+def _copy_value(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, str):
+        return _copy_text(value)
+    return str(value)  # numbers, Decimal, date
 
 
 def _bulk_create(rows: Iterator[Loaded], *, source_id: int, import_run_id: int) -> None:
