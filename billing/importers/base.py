@@ -69,7 +69,8 @@ ROW_REQUIRED_FIELDS = (
 
 def new_row() -> dict:
     """A row with every optional field empty; an importer fills in what it knows and
-    must set every field of ROW_REQUIRED_FIELDS."""
+    must set every field of ROW_REQUIRED_FIELDS. Rows may share values, their tags
+    dict included: nothing changes a row once it is yielded."""
     return {
         **dict.fromkeys(ROW_TEXT_FIELDS, ""),
         "consumed_quantity": None,
@@ -146,22 +147,30 @@ class CsvFile:
 
     def records(self) -> Iterator[tuple[int, dict[str, str]]]:
         """(row number as a spreadsheet shows it, {column: raw value}) for each row."""
+        header = self.header()
+        for number, values in self.lines():
+            yield number, dict(zip(header, values, strict=True))
+
+    def lines(self) -> Iterator[tuple[int, list[str]]]:
+        """(row number as a spreadsheet shows it, raw values in header order) for each
+        row: what `records()` gives, without a dict per row, for importers that look
+        their columns up once by position."""
         with self._named_errors() as position, self.open() as text:
             reader = csv.reader(text)
-            header = [column.strip() for column in next(reader, [])]
-            if not header:
+            width = len(next(reader, []))
+            if not width:
                 raise ImportFailure("the file is empty", file=self.path.name)
             for values in reader:
                 position.row = reader.line_num
                 if not any(values):
                     continue
-                if len(values) != len(header):
+                if len(values) != width:
                     raise ImportFailure(
-                        f"has {len(values)} fields but the header has {len(header)}",
+                        f"has {len(values)} fields but the header has {width}",
                         file=self.path.name,
                         row=reader.line_num,
                     )
-                yield reader.line_num, dict(zip(header, values, strict=True))
+                yield reader.line_num, values
 
     @contextmanager
     def _named_errors(self) -> Iterator[_Position]:
@@ -201,7 +210,10 @@ class RowParser:
         return ImportFailure(message, file=self.file, row=self.row, column=column)
 
     def text(self, record: Mapping[str, str], column: str, field: str) -> str:
-        value = clean(record.get(column))
+        return self.text_value(record.get(column), column, field)
+
+    def text_value(self, raw: str | None, column: str, field: str) -> str:
+        value = clean(raw)
         if value is None:
             return ""
         limit = self.max_lengths.get(field)
@@ -210,7 +222,23 @@ class RowParser:
         return value
 
     def decimal(self, record: Mapping[str, str], column: str) -> Decimal | None:
-        value = clean(record.get(column))
+        return self.amount(record.get(column), column)
+
+    def amount(self, raw: str | None, column: str) -> Decimal | None:
+        """The cell as a Decimal, None when empty. Most cells are plain numbers that
+        Decimal reads as they are: only the others take the careful path."""
+        if not raw:
+            return None
+        try:
+            amount = Decimal(raw)
+            if -LARGEST_AMOUNT < amount < LARGEST_AMOUNT:  # NaN raises, ±inf is out
+                return amount
+        except InvalidOperation:
+            pass
+        return self._amount_carefully(raw, column)
+
+    def _amount_carefully(self, raw: str, column: str) -> Decimal | None:
+        value = clean(raw)
         if value is None:
             return None
         try:
@@ -222,13 +250,19 @@ class RowParser:
         return amount
 
     def required_decimal(self, record: Mapping[str, str], column: str) -> Decimal:
-        amount = self.decimal(record, column)
+        return self.required_amount(record.get(column), column)
+
+    def required_amount(self, raw: str | None, column: str) -> Decimal:
+        amount = self.amount(raw, column)
         if amount is None:
             raise self.fail(column, "is empty but a cost is required")
         return amount
 
     def timestamp(self, record: Mapping[str, str], column: str) -> datetime:
-        value = clean(record.get(column))
+        return self.timestamp_value(record.get(column), column)
+
+    def timestamp_value(self, raw: str | None, column: str) -> datetime:
+        value = clean(raw)
         if value is None:
             raise self.fail(column, "is empty but a date is required")
         try:
@@ -237,7 +271,10 @@ class RowParser:
             raise self.fail(column, f"{value[:40]!r} is not a date") from None
 
     def tags(self, record: Mapping[str, str], column: str) -> dict:
-        value = clean(record.get(column))
+        return self.tags_value(record.get(column), column)
+
+    def tags_value(self, raw: str | None, column: str) -> dict:
+        value = clean(raw)
         if value is None:
             return {}
         try:

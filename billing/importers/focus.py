@@ -6,19 +6,16 @@ Only the columns needed to place a cost in time are required; the rest of a part
 export (such as the specification's own worked examples) fall back as documented below.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
+from operator import getitem, itemgetter
 from pathlib import Path
 
 from django.conf import settings
 
-from billing.importers.base import (
-    CsvFile,
-    ImportFailure,
-    RowParser,
-    first_present,
-    new_row,
-)
+from billing.importers.base import CsvFile, ImportFailure, RowParser
 from billing.importers.parquet import ParquetExport, is_parquet
+from billing.memo import Memo
 from spendtracker.currencies import ISO_4217_CODES
 
 REQUIRED = (
@@ -87,56 +84,123 @@ class FocusImporter:
                 f"is not a FOCUS export: missing column {', '.join(missing)}",
                 file=path.name,
             )
-        text_sources = {
-            field: next((c for c in candidates if c in header), None)
-            for field, candidates in TEXT_COLUMNS.items()
-        }
         parse = RowParser(path.name)
-        has_currency = "BillingCurrency" in header
-        for row_number, record in source.records():
+        line = FocusLine(header, parse)
+        for row_number, values in source.lines():
             parse.row = row_number
-            row = new_row() | {
-                field: parse.text(record, column, field)
-                for field, column in text_sources.items()
-                if column
-            }
-            billed = parse.required_decimal(record, "BilledCost")
-            effective = parse.required_decimal(record, "EffectiveCost")
-            listed = parse.decimal(record, "ListCost")
-            contracted = parse.decimal(record, "ContractedCost")
-            currency = (
-                parse.text(record, "BillingCurrency", "billing_currency").upper()
-                if has_currency
-                else settings.REPORTING_CURRENCY
-            )
-            if currency not in ISO_4217_CODES:
-                raise parse.fail(
-                    "BillingCurrency", f"{currency!r} is not an ISO 4217 currency code"
-                )
-            row.update(
-                billing_currency=currency,
-                billed_cost=billed,
-                effective_cost=effective,
-                # Without list prices, ContractedCost defaults to ListCost (FOCUS);
-                # without either, the billed amount is the best statement of price.
-                list_cost=first_present(listed, contracted, billed),
-                contracted_cost=first_present(contracted, listed, billed),
-                consumed_quantity=parse.decimal(record, "ConsumedQuantity"),
-                charge_category=_canonical(parse.text(record, "ChargeCategory", "")),
-                charge_class=_canonical(parse.text(record, "ChargeClass", "")),
-                charge_frequency=_canonical(parse.text(record, "ChargeFrequency", "")),
-                charge_period_start=parse.timestamp(record, "ChargePeriodStart"),
-                charge_period_end=parse.timestamp(record, "ChargePeriodEnd"),
-                billing_period_start=parse.timestamp(record, "BillingPeriodStart"),
-                billing_period_end=parse.timestamp(record, "BillingPeriodEnd"),
-                tags=parse.tags(record, "Tags"),
-            )
-            if not row["charge_category"]:
-                raise parse.fail("ChargeCategory", "is empty")
-            if row["charge_period_end"] < row["charge_period_start"]:
-                raise parse.fail("ChargePeriodEnd", "is before ChargePeriodStart")
-            yield row
+            yield line.row(values)
 
 
-def _canonical(value: str) -> str:
+class FocusLine:
+    """Reads the lines of one FOCUS export into rows. Columns are found by position
+    once, and each text, date and tags column reads each distinct value once: exports
+    repeat the same accounts, services, hours and tags on line after line. Rows share
+    those values, their tags dict included (rows are read-only to the loader)."""
+
+    def __init__(self, header: list[str], parse: RowParser) -> None:
+        self.parse = parse
+        found = {column: index for index, column in enumerate(header)}
+        # A column the file lacks reads as the empty cell `row()` adds to each line.
+        past_the_end = len(header)
+
+        def position(column: str | None) -> int:
+            return found.get(column, past_the_end) if column else past_the_end
+
+        readers = self._readers(set(found))
+        self.repeated_fields = list(readers)
+        self.repeated_cells = itemgetter(*(position(c) for c, _ in readers.values()))
+        self.memos = [Memo(read) for _, read in readers.values()]
+        self.billed, self.effective, self.listed, self.contracted, self.quantity = (
+            position(column)
+            for column in (
+                "BilledCost",
+                "EffectiveCost",
+                "ListCost",
+                "ContractedCost",
+                "ConsumedQuantity",
+            )
+        )
+
+    def _readers(
+        self, columns: set[str]
+    ) -> dict[str, tuple[str | None, Callable[[str], object]]]:
+        """For each field whose values repeat: the column it comes from (None if the
+        file has none of its names), and how one raw value of it is read."""
+        parse = self.parse
+        readers: dict[str, tuple[str | None, Callable[[str], object]]] = {}
+        for field, candidates in TEXT_COLUMNS.items():
+            column = next((c for c in candidates if c in columns), None)
+            readers[field] = (
+                column,
+                partial(parse.text_value, column=column or "", field=field),
+            )
+        for field, column in CANONICAL_COLUMNS.items():
+            readers[field] = column, partial(_canonical_value, parse, column, field)
+        readers["charge_category"] = "ChargeCategory", partial(_category, parse)
+        if "BillingCurrency" in columns:
+            readers["billing_currency"] = "BillingCurrency", partial(_currency, parse)
+        else:
+            readers["billing_currency"] = None, lambda _: settings.REPORTING_CURRENCY
+        for field, column in TIME_COLUMNS.items():
+            readers[field] = column, partial(parse.timestamp_value, column=column)
+        readers["tags"] = "Tags", partial(parse.tags_value, column="Tags")
+        return readers
+
+    def row(self, values: list[str]) -> dict:
+        values.append("")  # the cell of every column the file lacks
+        row = dict(
+            zip(
+                self.repeated_fields,
+                map(getitem, self.memos, self.repeated_cells(values)),
+                strict=True,
+            )
+        )
+        if row["charge_period_end"] < row["charge_period_start"]:
+            raise self.parse.fail("ChargePeriodEnd", "is before ChargePeriodStart")
+        amount, required = self.parse.amount, self.parse.required_amount
+        billed = required(values[self.billed], "BilledCost")
+        listed = amount(values[self.listed], "ListCost")
+        contracted = amount(values[self.contracted], "ContractedCost")
+        row["billed_cost"] = billed
+        row["effective_cost"] = required(values[self.effective], "EffectiveCost")
+        # Without list prices, ContractedCost defaults to ListCost (FOCUS); without
+        # either, the billed amount is the best statement of price.
+        if listed is None:
+            listed = billed if contracted is None else contracted
+        row["list_cost"] = listed
+        row["contracted_cost"] = listed if contracted is None else contracted
+        row["consumed_quantity"] = amount(values[self.quantity], "ConsumedQuantity")
+        return row
+
+
+TIME_COLUMNS = {
+    "charge_period_start": "ChargePeriodStart",
+    "charge_period_end": "ChargePeriodEnd",
+    "billing_period_start": "BillingPeriodStart",
+    "billing_period_end": "BillingPeriodEnd",
+}
+CANONICAL_COLUMNS = {
+    "charge_class": "ChargeClass",
+    "charge_frequency": "ChargeFrequency",
+}
+
+
+def _canonical_value(parse: RowParser, column: str, field: str, raw: str) -> str:
+    value = parse.text_value(raw, column, field)
     return CANONICAL.get(value.lower(), value)
+
+
+def _category(parse: RowParser, raw: str) -> str:
+    category = _canonical_value(parse, "ChargeCategory", "charge_category", raw)
+    if not category:
+        raise parse.fail("ChargeCategory", "is empty")
+    return category
+
+
+def _currency(parse: RowParser, raw: str) -> str:
+    currency = parse.text_value(raw, "BillingCurrency", "billing_currency").upper()
+    if currency not in ISO_4217_CODES:
+        raise parse.fail(
+            "BillingCurrency", f"{currency!r} is not an ISO 4217 currency code"
+        )
+    return currency

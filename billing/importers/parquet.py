@@ -41,15 +41,28 @@ class ParquetExport:
     ) -> Iterator[tuple[int, dict[str, str]]]:
         """(row number counting from 1, {column: value as text}) for each row: text,
         so that one parser reads and names bad values alike in CSV and Parquet."""
+        for number, names, values in self._text_rows(columns):
+            yield number, dict(zip(names, values, strict=True))
+
+    def lines(self) -> Iterator[tuple[int, list[str]]]:
+        """(row number counting from 1, values as text in header order) for each row,
+        like CsvFile.lines()."""
+        for number, _, values in self._text_rows():
+            yield number, list(values)
+
+    def _text_rows(
+        self, columns: list[str] | None = None
+    ) -> Iterator[tuple[int, list[str], tuple[str, ...]]]:
         number = 0
         with _parquet_errors(self.path.name), pq.ParquetFile(self.path) as parquet:
             for batch in parquet.iter_batches(
                 batch_size=PARQUET_BATCH_ROWS, columns=columns
             ):
+                names = batch.schema.names
                 texts = [_column_as_text(column) for column in batch.columns]
                 for values in zip(*texts, strict=True):
                     number += 1
-                    yield number, dict(zip(batch.schema.names, values, strict=True))
+                    yield number, names, values
 
 
 def _column_as_text(column: pa.Array) -> list[str]:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.db import IntegrityError
 
+from billing.loader import check_references
+from billing.memo import Memo
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
 from projects.models import AllocationRule
 from tests.billing import importing
@@ -212,3 +215,38 @@ def test_an_amount_too_large_to_store_fails_on_its_cell(tmp_path):
         in result["error"]
     )
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_deletes_still_reach_the_cost_records_the_database_no_longer_guards(world):
+    """CostRecord's keys have no database constraint: Django's on_delete does it."""
+    project = make_project(world.team, world.lead, "vienna")
+    AllocationRule.objects.create(
+        project=project, match_on="tag", tag_key="business_unit", value="ViennaAI"
+    )
+    run_import(FOCUS_REAL)
+    allocated = CostRecord.objects.filter(project=project).count()
+    assert allocated
+    project_id = project.pk
+    project.delete()
+    assert not CostRecord.objects.filter(project_id=project_id).exists()
+    assert CostRecord.objects.filter(project=None).count() >= allocated
+    ImportRun.objects.all().delete()
+    assert not CostRecord.objects.exclude(import_run=None).exists()
+    BillingSource.objects.get(name="focus").delete()
+    assert not CostRecord.objects.exists()
+
+
+def test_a_key_gone_by_the_end_of_the_load_fails_the_import():
+    source = BillingSource.objects.create(name="focus", kind="focus")
+    run = ImportRun.objects.create(source=source)
+    check_references(source.pk, run.pk, project_ids=set(), run_ids=set())
+    with pytest.raises(IntegrityError, match=r"project \[999999\] no longer exists"):
+        check_references(source.pk, run.pk, project_ids={999999}, run_ids={None})
+
+
+def test_a_memo_forgets_everything_when_full_rather_than_grow():
+    seen = []
+    memo = Memo(lambda value: seen.append(value) or value.upper(), limit=2)
+    assert [memo[v] for v in ("a", "b", "a", "c", "a")] == ["A", "B", "A", "C", "A"]
+    assert seen == ["a", "b", "c", "a"]
+    assert len(memo) <= 2

@@ -1,0 +1,77 @@
+"""Where one `billing_import` spends its time: wall and this process's CPU per phase.
+
+Runs the import in-process against DATABASE_URL (a migrated and seeded database, e.g.
+one left by `import_benchmark.py --keep-db`), after emptying the application tables:
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/spendtracker_bench \\
+        .venv/bin/python bench/import_phases.py FILE
+
+A phase whose CPU is close to its wall time is bound by Python; one whose CPU is far
+below it waits on PostgreSQL.
+"""
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    sys.path.insert(0, str(APP_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spendtracker.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key" * 3)
+    started = time.perf_counter()
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from billing import loader, services
+
+    print(f"Django set-up: {time.perf_counter() - started:.1f} s")
+    phases: dict[str, list[float]] = {}
+
+    def timed(module, name: str, label: str) -> None:
+        function = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phase = phases.setdefault(label, [0.0, 0.0])
+                phase[0] += time.perf_counter() - wall
+                phase[1] += cpu_seconds() - cpu
+
+        setattr(module, name, wrapper)
+
+    timed(services, "_sha256", "checksum")
+    timed(services, "cost_records_load", "load (read, allocate, COPY)")
+    timed(loader, "check_references", "key checks (part of the load)")
+    timed(services, "_statistics_refresh", "ANALYZE")
+    timed(services, "daily_costs_rebuild", "DailyCost rebuild")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE billing_costrecord, billing_dailycost, billing_importrun CASCADE"
+        )
+        cursor.execute("CHECKPOINT")
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    outcome = services.billing_import_file(path=Path(sys.argv[1]), source_name="bench")
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    result = outcome.as_json()
+    print(f"{result['status']}, {result['rows']:,} rows {result['error'] or ''}")
+    print(f"{'import, all of it':32s} wall {wall:6.1f} s  CPU {cpu:6.1f} s")
+    for label, (phase_wall, phase_cpu) in phases.items():
+        print(f"{label:32s} wall {phase_wall:6.1f} s  CPU {phase_cpu:6.1f} s")
+
+
+if __name__ == "__main__":
+    main()
