@@ -163,6 +163,7 @@ def _lock_rollup() -> None:
 ROLLUP_WORK_MEM = "256MB"
 ZERO = Decimal("0")
 ONE_DAY = timedelta(days=1)
+LONGEST_SPREAD = timedelta(days=92)  # a calendar quarter at most
 # What a DailyCost row is per day: the rollup's groups.
 ROLLUP_KEY = (
     "project_id",
@@ -194,10 +195,14 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
 
     A charge of a day or less counts on the day it starts. A longer one (a monthly
     fee, an invoice period) is spread over its days in proportion to the time it
-    covers, so that a day's spend and burn rate mean what they say.
+    covers, so that a day's spend and burn rate mean what they say; up to a quarter:
+    a longer one counts on its first day, so that the charges spread into a range are
+    found among those starting at most a quarter before it.
     """
     _lock_rollup()
-    within_a_day = Q(charge_period_end__lte=F("charge_period_start") + ONE_DAY)
+    within_a_day = Q(charge_period_end__lte=F("charge_period_start") + ONE_DAY) | Q(
+        charge_period_end__gt=F("charge_period_start") + LONGEST_SPREAD
+    )
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     # Through the last day of any long charge that starts in the range.
     reach = (
@@ -230,7 +235,9 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
         .order_by()
     )
     longer = CostRecord.objects.filter(
-        charge_period_start__lt=end_at, charge_period_end__gt=start_at
+        charge_period_start__gte=start_at - LONGEST_SPREAD,
+        charge_period_start__lt=end_at,
+        charge_period_end__gt=start_at,
     ).exclude(within_a_day)
     spread = _spread_over_days(longer, start_at, end_at)
     fx = FxTable()

@@ -26,8 +26,8 @@ from functools import cached_property
 from statistics import median
 from typing import Any, cast
 
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts.models import Membership, User
@@ -68,7 +68,6 @@ RESOLVE_MARGIN: dict[str, Decimal] = {
 }
 ANOMALY_BASELINE_DAYS = 14
 ANOMALY_MIN_HISTORY_DAYS = 7  # quiet for a project's first week of spend
-ANOMALY_KEEP_DAYS = 7  # an anomaly alert is about a day; it ends a week later
 SOURCE_FEEDS_DAYS = 35  # a source feeds a project if it billed it this recently
 ACTIVE = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)
 MONTHLY_KINDS = (AlertKind.BUDGET_USED, AlertKind.FORECAST_OVER, AlertKind.VARIANCE)
@@ -157,11 +156,16 @@ class Rules:
     def thresholds(
         self, kind: str, project: Project | None = None, tolerance: Decimal = ZERO
     ) -> list[Decimal]:
-        project_id = project.pk if project else None
-        rule = self.rows.get((kind, project_id)) or self.rows.get((kind, None))
+        own = self.rows.get((kind, project.pk)) if project else None
+        default = self.rows.get((kind, None))
+        rule = own or default
         if rule and not rule.is_enabled:
             return []
-        values = (rule.thresholds if rule else None) or DEFAULT_THRESHOLDS[kind]
+        values = (
+            (own.thresholds if own else None)
+            or (default.thresholds if default else None)
+            or DEFAULT_THRESHOLDS[kind]
+        )
         if not values and kind in (AlertKind.FORECAST_OVER, AlertKind.VARIANCE):
             values = [tolerance]
         return sorted(Decimal(str(value)) for value in values)
@@ -327,7 +331,8 @@ def _anomaly_observations(
                 thresholds=rules.thresholds(AlertKind.SPEND_ANOMALY, project),
                 describe=Texts(
                     subject=f"{project.name}: {money(spent, currency)} spent on "
-                    f"{day:%-d %b}, {times:.1f}× the usual day",
+                    f"{day:%-d %b}, {times:.1f}× the usual day "
+                    f"(+{(times - 1) * HUNDRED:.0f}%)",
                     reason=f"Project {project.name} spent {money(spent, currency)} on "
                     f"{day:%-d %B %Y}, {times:.1f} times its usual "
                     f"{money(usual, currency)} a day (the median of the 14 days "
@@ -395,9 +400,9 @@ def _source_observations(
                 value=hours,
                 thresholds=thresholds,
                 describe=Texts(
-                    subject=f"Billing source {source.name} has had no new data for "
-                    f"{hours:.0f} hours",
-                    reason=f"The last data from {source.name} arrived "
+                    subject=f"Billing source {source.name}: no successful import "
+                    f"for {hours:.0f} hours",
+                    reason=f"{source.name} last imported successfully "
                     f"{source.last_sync_at:%-d %b %Y %H:%M} UTC, {hours:.0f} hours "
                     f"ago; alerts of the projects it bills wait until it is fresh",
                     critical_from=Decimal(0),
@@ -578,13 +583,22 @@ def _observe(now: datetime, as_of: date) -> list[Observation]:
 
 
 def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outcome:
+    """Turn readings into alert changes, in batches.
+
+    Only a threshold not yet reached in the period fires or escalates, and emails.
+    Moving back to a threshold already reached in the period (after a credit, or a
+    plan raised by a revision) reopens its alert silently: what is active always
+    matches the level, and nobody hears the same news twice.
+    """
     outcome = Outcome(evaluated=len(observations))
     active = {
         (a.kind, a.scope_key, a.period): a
         for a in Alert.objects.filter(status__in=ACTIVE)
     }
+    reached = _highest_reached(observations)
     to_fire: list[Alert] = []
-    escalating: dict[int, Alert] = {}  # the open alert's id -> its replacement
+    replacing: dict[int, Alert] = {}  # an active alert's id -> the alert after it
+    quietly: list[Alert] = []  # reopened (or created) without an email
     to_resolve: dict[int, str] = {}
     to_refresh: list[Alert] = []
     for observation in observations:
@@ -596,38 +610,36 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
                 current.updated_at = now
                 to_refresh.append(current)
             continue
+        top = reached.get(observation.key)
+        news = crossed is not None and (top is None or crossed > top)
         if current is None:
             if crossed is not None:
-                to_fire.append(_new_alert(observation, crossed, now))
+                alert = _new_alert(observation, crossed, now)
+                (to_fire if news else quietly).append(alert)
         elif crossed is not None and crossed > current.threshold:
-            escalating[current.pk] = _new_alert(observation, crossed, now, current)
+            replacing[current.pk] = _new_alert(
+                observation, crossed, now, escalated_from=current if news else None
+            )
         elif observation.value < current.threshold - RESOLVE_MARGIN[observation.kind]:
             to_resolve[current.pk] = (
                 f"Back to {observation.value:.0f} under the "
                 f"{current.threshold:.0f} threshold"
             )
-        else:
-            subject, reason, severity = observation.describe(current.threshold)
-            fresh = (observation.value, subject[:300], reason, severity, "")
-            if fresh != _shown(current):
-                (
-                    current.value,
-                    current.subject,
-                    current.reason,
-                    current.severity,
-                    current.waiting_for,
-                ) = fresh
-                current.updated_at = now
-                to_refresh.append(current)
+            if crossed is not None:  # still past a lower one: that one is active
+                quietly.append(_new_alert(observation, crossed, now))
+        elif _refreshed(current, observation, now):
+            to_refresh.append(current)
     for alert in active.values():  # no longer observed: the period or scope ended
         to_resolve[alert.pk] = _ended(alert, as_of)
     outcome.resolved = len(_resolve(to_resolve, now))
-    # An escalation goes ahead only if this pass closed the alert it replaces: of two
+    # A replacement goes ahead only if this pass closed the alert it replaces: of two
     # workers evaluating at once, one does.
-    closed = _resolve(dict.fromkeys(escalating, "Escalated"), now)
-    replacements = [escalating[pk] for pk in closed]
+    closed = _resolve(dict.fromkeys(replacing, "Escalated"), now)
+    escalations = [replacing[pk] for pk in closed if replacing[pk].escalated_from_id]
+    quietly += [replacing[pk] for pk in closed if not replacing[pk].escalated_from_id]
     fired = _insert(to_fire)
-    escalated = _insert(replacements)
+    escalated = _insert(escalations)
+    _reopen(quietly, now)
     outcome.fired, outcome.escalated = len(fired), len(escalated)
     if to_refresh:
         Alert.objects.bulk_update(
@@ -636,6 +648,64 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
         )
     outcome.notifications = _record_notifications(fired + escalated)
     return outcome
+
+
+def _highest_reached(observations: list[Observation]) -> dict[tuple, Decimal]:
+    """The highest threshold each rule, scope and period has fired at so far."""
+    periods = {observation.period for observation in observations}
+    rows = (
+        Alert.objects.filter(period__in=periods)
+        .values_list("kind", "scope_key", "period")
+        .annotate(top=Max("threshold"))
+        .order_by()
+    )
+    return {(kind, scope, period): top for kind, scope, period, top in rows}
+
+
+def _refreshed(current: Alert, observation: Observation, now: datetime) -> bool:
+    """Bring an active alert's figures up to date; False if nothing moved."""
+    subject, reason, severity = observation.describe(current.threshold)
+    fresh = (observation.value, subject[:300], reason, severity, "")
+    if fresh == _shown(current):
+        return False
+    (
+        current.value,
+        current.subject,
+        current.reason,
+        current.severity,
+        current.waiting_for,
+    ) = fresh
+    current.updated_at = now
+    return True
+
+
+def _reopen(alerts: list[Alert], now: datetime) -> None:
+    """Make these alerts active again without notifying anyone: create the ones that
+    never fired (a first pass that went straight past them), reopen the others."""
+    created = {(a.kind, a.scope_key, a.period) for a in _insert(alerts)}
+    for alert in alerts:
+        if (alert.kind, alert.scope_key, alert.period) in created:
+            continue
+        try:
+            with transaction.atomic():
+                Alert.objects.filter(
+                    kind=alert.kind,
+                    scope_key=alert.scope_key,
+                    period=alert.period,
+                    threshold=alert.threshold,
+                    status=Alert.Status.RESOLVED,
+                ).update(
+                    status=Alert.Status.OPEN,
+                    resolved_at=None,
+                    resolution="",
+                    value=alert.value,
+                    subject=alert.subject,
+                    reason=alert.reason,
+                    severity=alert.severity,
+                    updated_at=now,
+                )
+        except IntegrityError:
+            pass  # another worker made one active for this period first
 
 
 def _shown(alert: Alert) -> tuple:
@@ -698,9 +768,15 @@ def _resolve(resolutions: dict[int, str], now: datetime) -> list[int]:
 def _insert(alerts: list[Alert]) -> list[Alert]:
     """Insert alerts that do not exist yet; the ones this pass inserted. A conflict on
     either unique constraint means the alert fired before, or just now elsewhere."""
-    if not alerts:
-        return []
     fields = [f for f in Alert._meta.concrete_fields if not f.primary_key]
+    size = max(1, connection.ops.bulk_batch_size(fields, alerts))
+    created = []
+    for start in range(0, len(alerts), size):
+        created += _insert_batch(alerts[start : start + size], fields)
+    return created
+
+
+def _insert_batch(alerts: list[Alert], fields: list) -> list[Alert]:
     columns = ", ".join(connection.ops.quote_name(cast(str, f.column)) for f in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params = [

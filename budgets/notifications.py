@@ -11,11 +11,12 @@ the row was marked sent: no database can make an SMTP hand-off atomic.
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -26,14 +27,18 @@ from budgets.services import project_summary
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)  # longer than any send takes; shorter than the sweep
+# Longer than any send can take (EMAIL_TIMEOUT bounds a hung mail server well under
+# it): a claim older than this belongs to a worker that died.
+LEASE = timedelta(minutes=10)
 # A mail server that refuses one address must not be retried every sweep forever:
 # after this many attempts a notification stays owed, visible in admin, untried.
 MAX_ATTEMPTS = 12
 
 
-def _owed(channel: str, now: datetime) -> QuerySet[Notification]:
-    expired = Q(status=Notification.Status.SENDING, claimed_at__lt=now - LEASE)
+def _owed(channel: str) -> QuerySet[Notification]:
+    # The database's clock, read at each claim: workers' clocks and a long sweep's
+    # start time do not decide when a claim has expired.
+    expired = Q(status=Notification.Status.SENDING, claimed_at__lt=Now() - LEASE)
     return Notification.objects.filter(
         Q(status=Notification.Status.PENDING) | expired,
         channel=channel,
@@ -41,12 +46,12 @@ def _owed(channel: str, now: datetime) -> QuerySet[Notification]:
     )
 
 
-def _claim(owed: QuerySet[Notification], now: datetime) -> uuid.UUID | None:
+def _claim(owed: QuerySet[Notification]) -> uuid.UUID | None:
     claim = uuid.uuid4()
     claimed = owed.update(
         status=Notification.Status.SENDING,
         claim=claim,
-        claimed_at=now,
+        claimed_at=Now(),
         attempts=F("attempts") + 1,
     )
     return claim if claimed else None
@@ -61,14 +66,12 @@ def _settle(claim: uuid.UUID, *, sent: bool) -> None:
         mine.update(status=Notification.Status.PENDING, claim=None, claimed_at=None)
 
 
-def notifications_send_pending(*, now: datetime | None = None) -> int:
+def notifications_send_pending() -> int:
     """Send every immediate alert email still owed; the number sent by this call."""
-    now = now or timezone.now()
     sent = 0
-    for pk in list(
-        _owed(Notification.Channel.IMMEDIATE, now).values_list("pk", flat=True)
-    ):
-        claim = _claim(_owed(Notification.Channel.IMMEDIATE, now).filter(pk=pk), now)
+    owed = _owed(Notification.Channel.IMMEDIATE)
+    for pk in list(owed.values_list("pk", flat=True)):
+        claim = _claim(_owed(Notification.Channel.IMMEDIATE).filter(pk=pk))
         if claim is None:
             continue  # another worker has it
         notification = Notification.objects.select_related(
@@ -85,15 +88,12 @@ def notifications_send_pending(*, now: datetime | None = None) -> int:
     return sent
 
 
-def digests_send(*, now: datetime | None = None) -> int:
+def digests_send() -> int:
     """One email per person with the alerts waiting for their daily digest."""
-    now = now or timezone.now()
-    owed = _owed(Notification.Channel.DIGEST, now)
+    owed = _owed(Notification.Channel.DIGEST)
     sent = 0
     for user_id in sorted(set(owed.values_list("user_id", flat=True))):
-        claim = _claim(
-            _owed(Notification.Channel.DIGEST, now).filter(user_id=user_id), now
-        )
+        claim = _claim(_owed(Notification.Channel.DIGEST).filter(user_id=user_id))
         if claim is None:
             continue
         alerts = list(

@@ -775,8 +775,8 @@ def budget_approve(*, budget: Budget, user: User) -> Budget:
     return budget
 
 
-class RevisionAlreadyDecided(Exception):
-    pass
+class RevisionRefused(Exception):
+    """The revision cannot be decided by this person, or not any more."""
 
 
 @transaction.atomic
@@ -786,8 +786,12 @@ def budget_revision_decide(
     """Finance approves (the plan changes) or rejects (it stays) a pending revision."""
     revision = BudgetRevision.objects.select_for_update().get(pk=revision.pk)
     if revision.status != BudgetRevision.Status.PENDING:
-        raise RevisionAlreadyDecided(
+        raise RevisionRefused(
             f"This revision was already {revision.get_status_display().lower()}."
+        )
+    if revision.proposed_by_id == user.pk:
+        raise RevisionRefused(
+            "You proposed this revision: another finance user or admin decides it."
         )
     if approve:
         budget = Budget.objects.select_for_update().get(pk=revision.budget_id)

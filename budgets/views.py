@@ -25,7 +25,7 @@ from budgets.alerts import (
 from budgets.forms import AcknowledgeForm, AlertRuleForm, RevisionDecisionForm
 from budgets.models import Alert, AlertKind, Budget, BudgetRevision
 from budgets.services import (
-    RevisionAlreadyDecided,
+    RevisionRefused,
     budget_approve,
     budget_revision_decide,
     revision_changes,
@@ -57,9 +57,9 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     if project:
         alerts = alerts.filter(project__slug=project)
     page = Paginator(
-        alerts.select_related("project__team", "training_run", "source").order_by(
-            "-fired_at", "-id"
-        ),
+        alerts.select_related(
+            "project__team", "training_run", "source", "acknowledged_by"
+        ).order_by("-fired_at", "-id"),
         50,
     ).get_page(request.GET.get("page"))
     context = {
@@ -135,7 +135,7 @@ def revision_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                     approve=approve,
                     comment=form.cleaned_data["comment"],
                 )
-            except RevisionAlreadyDecided as error:
+            except RevisionRefused as error:
                 messages.error(request, str(error))
             else:
                 verdict = "approved: the plan has changed" if approve else "rejected"

@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from rest_framework import serializers
@@ -110,5 +111,8 @@ class RunProgressApi(APIView):
         require_plan_editor(request.user, project)
         given = self.InputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        run = run_progress_report(run=run, **given.validated_data)
+        try:
+            run = run_progress_report(run=run, **given.validated_data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
         return Response(self.OutputSerializer(run).data)

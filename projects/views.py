@@ -147,7 +147,9 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "daily": [(f"{day:%-d %b}", amount) for day, amount in sorted(daily.items())],
         "form": form,
         "can_edit": can_edit,
-        "alerts": run.alerts.filter(status__in=ACTIVE),
+        "alerts": run.alerts.filter(status__in=ACTIVE).select_related(
+            "acknowledged_by"
+        ),
     }
     return render(request, "projects/run_detail.html", context)
 

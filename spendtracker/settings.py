@@ -184,6 +184,9 @@ EMAIL_PORT = _read("EMAIL_PORT", env.int, 25)
 EMAIL_HOST_USER = _read("EMAIL_HOST_USER", env.str, "")
 EMAIL_HOST_PASSWORD = _read("EMAIL_HOST_PASSWORD", env.str, "")
 EMAIL_USE_TLS = _read("EMAIL_USE_TLS", _strict_bool, False)
+# Seconds before a hung mail server gives up; well under the 10-minute claim of an
+# alert email (budgets.notifications.LEASE), so a stuck send is never sent twice.
+EMAIL_TIMEOUT = _read("EMAIL_TIMEOUT", env.int, 60)
 EMAIL_FILE_PATH = _read("EMAIL_FILE_PATH", env.str, str(BASE_DIR / ".run" / "mail"))
 DEFAULT_FROM_EMAIL = _read(
     "DEFAULT_FROM_EMAIL", env.str, "Spendtracker <spendtracker@localhost>"

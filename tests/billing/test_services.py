@@ -238,3 +238,21 @@ def test_a_day_adds_its_short_charges_and_its_share_of_long_ones(world):
     )
     daily_costs_rebuild(start=date(2026, 3, 2), end=date(2026, 3, 3))
     assert daily_amounts() == {date(2026, 3, 2): Decimal("25")}  # one row: 5 + 20
+
+
+def test_a_charge_longer_than_a_quarter_counts_on_its_first_day(world):
+    long_charge(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC), "181"
+    )
+    daily_costs_rebuild(start=date(2026, 1, 1), end=date(2026, 7, 1))
+    assert daily_amounts() == {date(2026, 1, 1): Decimal("181")}
+
+
+def test_rebuilding_a_later_range_keeps_the_shares_of_an_earlier_charge(world):
+    long_charge(
+        datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC), "310"
+    )
+    daily_costs_rebuild(start=date(2026, 3, 1), end=date(2026, 4, 1))
+    daily_costs_rebuild(start=date(2026, 3, 20), end=date(2026, 3, 21))
+    assert len(daily_amounts()) == 31
+    assert set(daily_amounts().values()) == {Decimal("10")}

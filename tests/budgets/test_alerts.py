@@ -106,15 +106,20 @@ def test_spend_rising_through_the_plan_emails_once_per_threshold_and_month(
     hundred = subject.format("Escalated: ", "1,050", 105, "January")
     assert sent() == [(FINANCE, hundred), (LEAD, hundred)]
 
-    # A credit brings January back under 100% by more than the margin: resolved.
+    # A credit brings January back under 100% by more than the margin: resolved, and
+    # the 80% alert, still true, is active again, quietly.
     make_spend(timeline, date(2026, 1, 20), "-150")
     result = evaluate(at(date(2026, 1, 21)))
     assert (result["resolved"], result["emails"]) == (1, 0)
-    assert not Alert.objects.filter(status=Alert.Status.OPEN).exists()
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 80
+    assert sent() == []
 
-    # Back over 100% in the same month: that threshold already fired for January.
+    # Back over 100% in the same month: that threshold already fired for January, so
+    # its alert is active again without a second email.
     make_spend(timeline, date(2026, 1, 22), "200")
-    assert evaluate(at(date(2026, 1, 23)))["fired"] == 0
+    result = evaluate(at(date(2026, 1, 23)))
+    assert (result["fired"], result["escalated"], result["emails"]) == (0, 0, 0)
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 100
     assert sent() == []
 
     # A new month is a new period: the 50% alert fires again, once.
@@ -275,7 +280,9 @@ def test_a_daily_spike_against_the_median_fires_but_not_in_a_first_week(
     evaluate(at(date(2026, 1, 16), 23))
     alert = Alert.objects.get()
     # The earlier 500 spike does not lift the baseline: the median is still 30.
-    assert alert.subject == "Timeline: $120 spent on 16 Jan, 4.0× the usual day"
+    assert alert.subject == (
+        "Timeline: $120 spent on 16 Jan, 4.0× the usual day (+300%)"
+    )
     assert alert.period == date(2026, 1, 16)
 
 
@@ -294,7 +301,7 @@ def test_a_stale_source_alerts_finance_and_holds_the_projects_it_bills(world, ti
     evaluate(at(date(2026, 1, 7)))  # 75 hours without data
     stale = Alert.objects.get(kind=AlertKind.STALE_SOURCE)
     assert (
-        stale.subject == "Billing source Test export has had no new data for 75 hours"
+        stale.subject == "Billing source Test export: no successful import for 75 hours"
     )
     assert sent() == [
         ("admin@test.example", f"[Spendtracker] {stale.subject}"),
@@ -454,3 +461,19 @@ def test_an_email_refused_again_and_again_is_given_up_after_its_attempts(
     assert set(Notification.objects.values_list("attempts", flat=True)) == {
         MAX_ATTEMPTS
     }
+
+
+def test_a_plan_raised_mid_month_steps_the_alert_down_without_an_email(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "850")
+    evaluate(at(date(2026, 1, 5)))
+    assert len(sent()) == 2  # 80% fired
+    timeline.budget.lines.filter(month=date(2026, 1, 1)).update(amount=1200)
+    result = evaluate(at(date(2026, 1, 6)))  # 71% of the new plan
+    assert (result["resolved"], result["fired"], result["emails"]) == (1, 0, 0)
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 50
+    make_spend(timeline, date(2026, 1, 6), "170")  # 85% again
+    result = evaluate(at(date(2026, 1, 7)))
+    assert (result["fired"], result["escalated"], result["emails"]) == (0, 0, 0)
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 80
+    assert sent() == []

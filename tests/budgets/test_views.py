@@ -200,3 +200,14 @@ def test_the_overview_counts_each_teams_open_alerts(client, world):
     login(client, world.finance)
     page = client.get(reverse("overview")).content.decode()
     assert f'href="/alerts/?team={world.team.slug}">1</a>' in page
+
+
+def test_nobody_decides_their_own_revision(client, world):
+    world.revision.proposed_by = world.admin
+    world.revision.save()
+    login(client, world.admin)
+    url = reverse("revision_detail", args=[world.project.slug, world.revision.pk])
+    response = client.post(url, {"decision": "approve", "comment": ""}, follow=True)
+    assert "another finance user or admin decides it" in response.content.decode()
+    world.revision.refresh_from_db()
+    assert world.revision.status == BudgetRevision.Status.PENDING

@@ -71,3 +71,12 @@ def test_an_outsider_cannot_tell_a_hidden_run_exists(client, world):
         progress_url(world), {"status": "failed"}, content_type="application/json"
     )
     assert response.status_code == 404
+
+
+def test_progress_of_a_run_without_a_unit_is_refused_not_a_crash(client, world):
+    client.force_login(world.lead)
+    response = client.post(
+        progress_url(world), {"units_done": "10"}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "progress_unit" in response.json()
