@@ -5,8 +5,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
-from budgets.models import AlertKind, Budget, BudgetLine
-from projects.models import Project, TrainingRun
+from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine
+from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
 
 
 class MonthField(forms.DateField):
@@ -23,15 +23,7 @@ class MonthField(forms.DateField):
 class BudgetForm(forms.ModelForm):
     class Meta:
         model = Budget
-        fields = [
-            "total",
-            "currency",
-            "cost_measure",
-            "start_date",
-            "end_date",
-            "tolerance_percent",
-            "lines_must_sum_to_total",
-        ]
+        fields = list(PLAN_FIELDS)
         widgets = {
             "start_date": forms.DateInput(attrs={"type": "date"}),
             "end_date": forms.DateInput(attrs={"type": "date"}),
@@ -107,21 +99,6 @@ BudgetLineFormSet = inlineformset_factory(
     formset=BaseBudgetLineFormSet,
     extra=2,
     can_delete=True,
-)
-
-
-RUN_PLAN_FIELDS = (
-    "name",
-    "external_id",
-    "gpu_type",
-    "gpu_count",
-    "planned_gpu_hours",
-    "rate_per_gpu_hour",
-    "currency",
-    "start_date",
-    "end_date",
-    "progress_unit",
-    "units_planned",
 )
 
 

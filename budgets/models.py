@@ -86,6 +86,18 @@ class Budget(models.Model):
         return self.lines.aggregate(total=Sum("amount"))["total"] or Decimal("0")
 
 
+# What a lead plans and finance approves of a budget: the fields a revision records.
+PLAN_FIELDS = (
+    "total",
+    "currency",
+    "cost_measure",
+    "start_date",
+    "end_date",
+    "tolerance_percent",
+    "lines_must_sum_to_total",
+)
+
+
 class BudgetLine(models.Model):
     """The plan for one calendar month, optionally for one category of spend."""
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from budgets import selectors
-from budgets.models import Budget, BudgetLine, BudgetRevision
+from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision
 from budgets.selectors import SpendFigures
-from projects.models import Project, TrainingRun
+from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
 from spendtracker.currencies import money
 
 if TYPE_CHECKING:
@@ -606,31 +606,6 @@ def run_progress_report(
 
 
 # The plan and its revisions ------------------------------------------------------
-
-PLAN_FIELDS = (
-    "total",
-    "currency",
-    "cost_measure",
-    "start_date",
-    "end_date",
-    "tolerance_percent",
-    "lines_must_sum_to_total",
-)
-
-
-RUN_PLAN_FIELDS = (
-    "name",
-    "external_id",
-    "gpu_type",
-    "gpu_count",
-    "planned_gpu_hours",
-    "rate_per_gpu_hour",
-    "currency",
-    "start_date",
-    "end_date",
-    "progress_unit",
-    "units_planned",
-)
 
 
 def _field(model: type[models.Model], name: str) -> models.Field:

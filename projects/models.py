@@ -156,6 +156,23 @@ class TrainingRun(models.Model):
             raise ValidationError(errors)
 
 
+# A run's plan, as the plan editor and revisions handle it; its status and the work done
+# are reported as the run goes, not planned.
+RUN_PLAN_FIELDS = (
+    "name",
+    "external_id",
+    "gpu_type",
+    "gpu_count",
+    "planned_gpu_hours",
+    "rate_per_gpu_hour",
+    "currency",
+    "start_date",
+    "end_date",
+    "progress_unit",
+    "units_planned",
+)
+
+
 class AllocationRule(models.Model):
     """Assigns cost records to a project (and optionally a run).
 
