@@ -82,7 +82,7 @@ class Observation:
     period: date
     value: Decimal
     thresholds: list[Decimal]
-    describe: "Describer"
+    describe: "Texts"
     project_id: int | None = None
     training_run_id: int | None = None
     source_id: int | None = None
@@ -103,15 +103,11 @@ class Observation:
         return max(reached, default=None)
 
 
-class Describer:
-    """Words for an observation at a threshold: a subject line and a reason."""
-
-    def __call__(self, threshold: Decimal) -> tuple[str, str, str]:
-        raise NotImplementedError
-
-
 @dataclass
-class Texts(Describer):
+class Texts:
+    """Words for an observation at a threshold: a subject line, a reason, and the
+    severity that threshold carries."""
+
     subject: str
     reason: str
     critical_from: Decimal | None = None  # the threshold from which it is critical
