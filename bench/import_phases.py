@@ -54,7 +54,7 @@ def main() -> None:
         setattr(module, name, wrapper)
 
     timed(services, "_sha256", "checksum")
-    timed(services, "cost_records_load", "load (read, allocate, COPY)")
+    timed(services, "cost_records_load_file", "load (read, allocate, COPY)")
     timed(loader, "check_references", "key checks (part of the load)")
     timed(services, "_statistics_refresh", "ANALYZE")
     timed(services, "daily_costs_rebuild", "DailyCost rebuild")
@@ -71,6 +71,8 @@ def main() -> None:
     print(f"{'import, all of it':32s} wall {wall:6.1f} s  CPU {cpu:6.1f} s")
     for label, (phase_wall, phase_cpu) in phases.items():
         print(f"{label:32s} wall {phase_wall:6.1f} s  CPU {phase_cpu:6.1f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process {peak:.0f} MB")
 
 
 if __name__ == "__main__":

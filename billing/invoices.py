@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from functools import partial
 
 from dateutil.relativedelta import relativedelta
 from django.db import DatabaseError, transaction
@@ -22,6 +23,7 @@ from django.db.models import Q
 from billing.allocation import PROJECT_TAG, RUN_TAG
 from billing.importers import ImportFailure
 from billing.importers.invoice_csv import invoice_line_row
+from billing.loader import cost_records_load
 from billing.models import (
     BillingSource,
     ComputeInvoice,
@@ -91,7 +93,7 @@ def _restate(
     if not periods:  # no approved invoice, and none loaded before
         _finish(run, ImportRun.Status.IMPORTED)
         return
-    _replace_periods(source, run, rows, periods=periods)
+    _replace_periods(source, run, partial(cost_records_load, rows), periods=periods)
 
 
 def _periods_to_restate(

@@ -2,10 +2,11 @@
 
 import bisect
 import hashlib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import chain, islice
 from operator import attrgetter
 from pathlib import Path
@@ -21,7 +22,12 @@ from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator
 from billing.importers import ImportFailure, importer_for
-from billing.loader import copy_rows, cost_records_load
+from billing.loader import (
+    LoadStats,
+    copy_rows,
+    cost_records_load,
+    cost_records_load_file,
+)
 from billing.models import (
     COST_COLUMNS,
     COST_DIGITS,
@@ -461,7 +467,8 @@ def import_run_execute(*, run: ImportRun, path: Path) -> ImportOutcome:
             if previous:
                 _finish(run, ImportRun.Status.UNCHANGED, previous=previous)
                 return ImportOutcome(run)
-            _replace_periods(source, run, importer.rows(path))
+            load = partial(cost_records_load_file, importer, path)
+            _replace_periods(source, run, load)
     except ImportFailure as failure:
         _fail(run, source, str(failure))
     except (DatabaseError, ValueError, ArithmeticError) as exc:
@@ -510,7 +517,8 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
             periods = getattr(fetcher, "covered_periods", window)
             if not periods:
                 raise _Unchanged(_latest_import(run))
-            _replace_periods(source, run, rows, periods=sorted(periods))
+            load = partial(cost_records_load, rows)
+            _replace_periods(source, run, load, periods=sorted(periods))
             run.checksum = digest.hexdigest()
             run.save(update_fields=["checksum"])
             previous = _same_data_loaded(run)
@@ -578,16 +586,16 @@ def _same_data_loaded(run: ImportRun) -> ImportRun | None:
 def _replace_periods(
     source: BillingSource,
     run: ImportRun,
-    rows,
+    load: Callable[..., LoadStats],
     *,
     periods: Collection[datetime] = (),
 ) -> None:
-    """Load `rows` and drop the source's older rows of every billing period they fall
-    in, plus `periods`: a period the source no longer reports is emptied. Without
-    `periods`, rows are required (a file with a header only is a mistake)."""
+    """Load rows with `load` (cost_records_load or cost_records_load_file, given all
+    but the ids, time and progress) and drop the source's older rows of every billing
+    period they fall in, plus `periods`: a period the source no longer reports is
+    emptied. Without `periods`, rows are required (a header only is a mistake)."""
     started = timezone.now()
-    stats = cost_records_load(
-        rows,
+    stats = load(
         source_id=source.pk,
         import_run_id=run.pk,
         now=started,

@@ -7,13 +7,23 @@ export (such as the specification's own worked examples) fall back as documented
 """
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import getitem, itemgetter
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from django.conf import settings
 
-from billing.importers.base import CsvFile, ImportFailure, RowParser
+from billing.importers.base import (
+    NULLS,
+    ColumnBatch,
+    CsvFile,
+    ImportFailure,
+    NotColumnar,
+    RowParser,
+)
 from billing.importers.parquet import ParquetExport, is_parquet
 from billing.memo import Memo
 from spendtracker.currencies import ISO_4217_CODES
@@ -75,20 +85,38 @@ class FocusImporter:
 
     def rows(self, path: Path) -> Iterator[dict]:
         source = ParquetExport(path) if is_parquet(path) else CsvFile(path)
-        header = source.header()
-        if not header:
-            raise ImportFailure("the file is empty", file=path.name)
-        missing = [column for column in REQUIRED if column not in header]
-        if missing:
-            raise ImportFailure(
-                f"is not a FOCUS export: missing column {', '.join(missing)}",
-                file=path.name,
-            )
         parse = RowParser(path.name)
-        line = FocusLine(header, parse)
+        line = FocusLine(_checked_header(source.header(), path), parse)
         for row_number, values in source.lines():
             parse.row = row_number
             yield line.row(values)
+
+    def column_batches(self, path: Path) -> Iterator[ColumnBatch]:
+        """The rows of a FOCUS CSV file, plain or gzip, block by block: the same
+        values as `rows()`, each distinct value read once per block by the same
+        readers, and amounts checked and kept as their exact text. Raises
+        NotColumnar where it cannot be sure to read what `rows()` reads."""
+        if is_parquet(path):
+            raise NotColumnar("Parquet files are read row by row")
+        source = CsvFile(path)
+        try:
+            block = FocusBlock(_checked_header(source.header(), path), path.name)
+            for raw in source.blocks():
+                yield block.read(raw)
+        except ImportFailure as failure:
+            raise NotColumnar(str(failure)) from failure
+
+
+def _checked_header(header: list[str], path: Path) -> list[str]:
+    if not header:
+        raise ImportFailure("the file is empty", file=path.name)
+    missing = [column for column in REQUIRED if column not in header]
+    if missing:
+        raise ImportFailure(
+            f"is not a FOCUS export: missing column {', '.join(missing)}",
+            file=path.name,
+        )
+    return header
 
 
 class FocusLine:
@@ -106,45 +134,13 @@ class FocusLine:
         def position(column: str | None) -> int:
             return found.get(column, past_the_end) if column else past_the_end
 
-        readers = self._readers(set(found))
+        readers = _readers(parse, set(found))
         self.repeated_fields = list(readers)
         self.repeated_cells = itemgetter(*(position(c) for c, _ in readers.values()))
         self.memos = [Memo(read) for _, read in readers.values()]
-        self.billed, self.effective, self.listed, self.contracted, self.quantity = (
-            position(column)
-            for column in (
-                "BilledCost",
-                "EffectiveCost",
-                "ListCost",
-                "ContractedCost",
-                "ConsumedQuantity",
-            )
+        self.billed, self.effective, self.listed, self.contracted, self.quantity = map(
+            position, AMOUNT_COLUMNS.values()
         )
-
-    def _readers(
-        self, columns: set[str]
-    ) -> dict[str, tuple[str | None, Callable[[str], object]]]:
-        """For each field whose values repeat: the column it comes from (None if the
-        file has none of its names), and how one raw value of it is read."""
-        parse = self.parse
-        readers: dict[str, tuple[str | None, Callable[[str], object]]] = {}
-        for field, candidates in TEXT_COLUMNS.items():
-            column = next((c for c in candidates if c in columns), None)
-            readers[field] = (
-                column,
-                partial(parse.text_value, column=column or "", field=field),
-            )
-        for field, column in CANONICAL_COLUMNS.items():
-            readers[field] = column, partial(_canonical_value, parse, column, field)
-        readers["charge_category"] = "ChargeCategory", partial(_category, parse)
-        if "BillingCurrency" in columns:
-            readers["billing_currency"] = "BillingCurrency", partial(_currency, parse)
-        else:
-            readers["billing_currency"] = None, lambda _: settings.REPORTING_CURRENCY
-        for field, column in TIME_COLUMNS.items():
-            readers[field] = column, partial(parse.timestamp_value, column=column)
-        readers["tags"] = "Tags", partial(parse.tags_value, column="Tags")
-        return readers
 
     def row(self, values: list[str]) -> dict:
         values.append("")  # the cell of every column the file lacks
@@ -173,6 +169,129 @@ class FocusLine:
         return row
 
 
+def _readers(
+    parse: RowParser, columns: set[str]
+) -> dict[str, tuple[str | None, Callable[[str], object]]]:
+    """For each field whose values repeat: the column it comes from (None if the file
+    has none of its names), and how one raw value of it is read."""
+    readers: dict[str, tuple[str | None, Callable[[str], object]]] = {}
+    for field, candidates in TEXT_COLUMNS.items():
+        column = next((c for c in candidates if c in columns), None)
+        readers[field] = (
+            column,
+            partial(parse.text_value, column=column or "", field=field),
+        )
+    for field, column in CANONICAL_COLUMNS.items():
+        readers[field] = column, partial(_canonical_value, parse, column, field)
+    readers["charge_category"] = "ChargeCategory", partial(_category, parse)
+    if "BillingCurrency" in columns:
+        readers["billing_currency"] = "BillingCurrency", partial(_currency, parse)
+    else:
+        readers["billing_currency"] = None, lambda _: settings.REPORTING_CURRENCY
+    for field, column in TIME_COLUMNS.items():
+        readers[field] = column, partial(parse.timestamp_value, column=column)
+    readers["tags"] = "Tags", partial(parse.tags_value, column="Tags")
+    return readers
+
+
+class FocusBlock:
+    """Reads blocks of a FOCUS export's lines (Arrow record batches of text) into
+    ColumnBatches: what FocusLine does line by line, a column at a time. The values
+    that repeat go through the same readers, once per distinct value; the amounts,
+    nearly all distinct, are checked by a pattern in C++ and kept as text, so that
+    anything the pattern does not vouch for is left to the row path."""
+
+    def __init__(self, header: list[str], file: str) -> None:
+        readers = _readers(RowParser(file), set(header))
+        # A column the file lacks (None, or a name not in it) reads as empty cells.
+        self.columns = {
+            field: column if column in header else None
+            for field, (column, _) in readers.items()
+        }
+        self.memos = {field: Memo(read) for field, (_, read) in readers.items()}
+        self.amount_columns = {
+            field: column if column in header else None
+            for field, column in AMOUNT_COLUMNS.items()
+        }
+
+    def read(self, raw: pa.RecordBatch) -> ColumnBatch:
+        size, values, indices = raw.num_rows, {}, {}
+        encoded: dict[str, pa.DictionaryArray] = {}
+        for field, column in self.columns.items():
+            memo = self.memos[field]
+            if column is None:  # the file lacks it: every row reads an empty cell
+                values[field] = [memo[""]]
+                indices[field] = pa.repeat(pa.scalar(0, pa.int32()), size)
+                continue
+            if column not in encoded:
+                encoded[column] = pc.dictionary_encode(raw.column(column))
+            distinct = encoded[column].dictionary.to_pylist()
+            values[field] = list(map(memo.__getitem__, distinct))
+            indices[field] = encoded[column].indices
+        starts, ends = (
+            pc.take(pa.array(map(_microseconds, values[f]), pa.int64()), indices[f])
+            for f in ("charge_period_start", "charge_period_end")
+        )
+        if pc.any(pc.less(ends, starts)).as_py():
+            raise NotColumnar("a charge ends before it starts")
+        amounts = {
+            field: _exact_amounts(raw.column(column) if column else None, field, size)
+            for field, column in self.amount_columns.items()
+        }
+        for required in ("billed_cost", "effective_cost"):
+            if amounts[required].null_count:
+                raise NotColumnar(f"an empty {required}")
+        # As FocusLine.row: ContractedCost defaults to ListCost, and both, when
+        # absent, to the billed amount.
+        listed = pc.coalesce(
+            amounts["list_cost"], amounts["contracted_cost"], amounts["billed_cost"]
+        )
+        amounts["contracted_cost"] = pc.coalesce(amounts["contracted_cost"], listed)
+        amounts["list_cost"] = listed
+        return ColumnBatch(size, values, indices, amounts)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _microseconds(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+# An amount the row path reads as exactly this text and stores unrounded: no
+# exponent, sign or spaces to interpret, and no more places than the column keeps.
+AMOUNT_PATTERNS = {
+    field: rf"^-?\d{{1,17}}(\.\d{{1,{places}}})?$"
+    for field, places in (
+        ("billed_cost", 11),
+        ("effective_cost", 11),
+        ("list_cost", 11),
+        ("contracted_cost", 11),
+        ("consumed_quantity", 15),
+    )
+}
+EMPTY_AMOUNTS = pa.array(["", *NULLS])
+NO_AMOUNT = pa.scalar(None, pa.string())
+
+
+def _exact_amounts(text: pa.Array | None, field: str, size: int) -> pa.Array:
+    """The column's amounts as text, null where the row path reads none."""
+    if text is None:
+        return pa.nulls(size, pa.string())
+    text = pc.if_else(pc.is_in(text, EMPTY_AMOUNTS), NO_AMOUNT, text)
+    plain = pc.match_substring_regex(text, AMOUNT_PATTERNS[field])
+    if not pc.all(plain, min_count=0).as_py():  # nulls are skipped
+        raise NotColumnar(f"an amount of {field} the row path must read")
+    return text
+
+
+AMOUNT_COLUMNS = {
+    "billed_cost": "BilledCost",
+    "effective_cost": "EffectiveCost",
+    "list_cost": "ListCost",
+    "contracted_cost": "ContractedCost",
+    "consumed_quantity": "ConsumedQuantity",
+}
 TIME_COLUMNS = {
     "charge_period_start": "ChargePeriodStart",
     "charge_period_end": "ChargePeriodEnd",

@@ -1,0 +1,230 @@
+"""The columnar path of FOCUS CSV files (Arrow, on PostgreSQL) loads exactly what the
+row path loads, or gives way to it: every record, field by field, and every total of
+the result, compared on the real samples and on what real files do."""
+
+import csv
+import gzip
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dateutil.relativedelta import relativedelta
+from django.utils import timezone
+
+from billing.importers import base
+from billing.importers.base import NotColumnar
+from billing.importers.focus import FocusImporter
+from billing.models import CostRecord, ImportRun
+from projects.models import AllocationRule
+from tests.billing.importing import read_csv, run_import
+from tests.billing.test_billing_import import FOCUS_REAL, SPEC_EXAMPLES
+from tests.conftest import make_project
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+APP_DIR = Path(__file__).resolve().parents[2]
+COMPARED = [
+    f.attname
+    for f in CostRecord._meta.concrete_fields
+    if f.attname not in ("id", "source_id", "import_run_id")
+]
+GAVE_WAY = "read row by row"
+PLAIN = re.compile(r"-?\d+(\.\d{1,11})?")
+
+
+def records(source: str) -> list[tuple]:
+    rows = CostRecord.objects.filter(source__name=source).values_list(*COMPARED)
+    return sorted(json.dumps(row, sort_keys=True, default=str) for row in rows)
+
+
+def both_ways(path: Path, monkeypatch, caplog) -> tuple[dict, dict, bool]:
+    """Import `path` by the normal path and again with the columnar path refused;
+    the two results (source name left out) and whether the first gave way."""
+    with caplog.at_level(logging.INFO, logger="billing.loader"):
+        code, normal = run_import(path, source="normal", format="focus")
+    gave_way = any(GAVE_WAY in message for message in caplog.messages)
+    with monkeypatch.context() as patched:
+        patched.setattr(FocusImporter, "column_batches", refuse)
+        code_by_rows, by_rows = run_import(path, source="by-rows", format="focus")
+    assert code == code_by_rows
+    for result, source in ((normal, "normal"), (by_rows, "by-rows")):
+        assert result.pop("source") == source
+        result["records"] = records(source)
+    return normal, by_rows, gave_way
+
+
+def refuse(self, path):
+    raise NotColumnar("refused by the test")
+
+
+@pytest.fixture
+def allocated(world):
+    """Rules that allocate part of the real sample, so allocation is compared too."""
+    project = make_project(world.team, world.lead, "peoria")
+    AllocationRule.objects.create(
+        project=project, match_on="tag", tag_key="business_unit", value="PeoriaData"
+    )
+    return project
+
+
+def quirky(tmp_path: Path) -> Path:
+    """The real sample with what real exports do: NULL and N/A cells, mixed-case
+    values, negative costs and corrections, timestamps with and without T and Z,
+    tags with odd keys, a lower-case currency, CRLF line ends, a quoted line break,
+    blank lines, a missing list price, amounts with few places ("1.50"), and the
+    open month, invoiced or not (provisional)."""
+    rows = read_csv(FOCUS_REAL)
+    month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    open_month = {
+        "BillingPeriodStart": f"{month:%Y-%m-%d %H:%M:%S}",
+        "BillingPeriodEnd": f"{month + relativedelta(months=1):%Y-%m-%d %H:%M:%S}",
+        "ChargePeriodStart": f"{month:%Y-%m-%dT%H:%M:%SZ}",
+        "ChargePeriodEnd": f"{month + relativedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
+    }
+    for number, row in enumerate(rows):
+        row["InvoiceId"] = ""
+        match number % 10:
+            case 0:
+                row["ChargeCategory"] = "usage"
+                row["ChargeClass"] = "correction"
+                row["BilledCost"] = row["EffectiveCost"] = "-1.50"
+            case 1:
+                row["ChargePeriodStart"] = row["ChargePeriodStart"].replace(" ", "T")
+                row["ChargePeriodEnd"] = row["ChargePeriodEnd"].replace(" ", "T") + "Z"
+            case 2:
+                row["Tags"] = '{" org": "x", "project": "vienna", "": "empty"}'
+            case 3:
+                row["ListCost"] = "NULL"
+                row["ContractedCost"] = "N/A"
+            case 4:
+                row["BillingCurrency"] = "usd"
+                row["ChargeFrequency"] = "usage-BASED"
+            case 5:
+                row["ChargeDescription"] = 'two\nlines, "quoted"'
+                row["BilledCost"] = "12"
+            case 6:
+                row.update(open_month)
+            case 7:
+                row.update(open_month, InvoiceId="INV-2")
+    path = tmp_path / "quirky.csv"
+    with path.open("w", encoding="utf-8", newline="") as text:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\r\n")
+        writer.writeheader()
+        for number, row in enumerate(rows):
+            writer.writerow(row)
+            if number % 100 == 0:
+                text.write("\r\n")
+    return path
+
+
+def generated(tmp_path: Path, rows: int) -> Path:
+    """A benchmark-like FOCUS 1.2 file: every column, hourly lines, tags JSON."""
+    path = tmp_path / "generated.csv"
+    subprocess.run(
+        [sys.executable, "bench/generate_focus.py", "--rows", str(rows)]
+        + ["--output", str(path)],
+        cwd=APP_DIR,
+        check=True,
+    )
+    return path
+
+
+def gzipped(tmp_path: Path) -> Path:
+    path = tmp_path / "focus.csv.gz"
+    path.write_bytes(gzip.compress(FOCUS_REAL.read_bytes()))
+    return path
+
+
+COLUMNAR_FILES = {
+    "real sample": lambda tmp_path: FOCUS_REAL,
+    "gzip": gzipped,
+    "quirks of real files": quirky,
+    "benchmark-like": lambda tmp_path: generated(tmp_path, 3000),
+    **{
+        f"spec example {path.stem}": lambda tmp_path, path=path: path
+        for path in SPEC_EXAMPLES
+    },
+}
+
+
+@pytest.mark.parametrize("make", COLUMNAR_FILES.values(), ids=COLUMNAR_FILES.keys())
+def test_the_columnar_path_loads_exactly_what_the_row_path_loads(
+    make, tmp_path, monkeypatch, caplog, allocated
+):
+    path = make(tmp_path)
+    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
+    assert normal["status"] == "imported", normal["error"]
+    assert normal == by_rows
+    assert normal["records"]
+    # Only files with amounts that are not plain decimals ("$1,000.00 ", "1E-5")
+    # need the row path's reading.
+    amounts = [
+        row[column]
+        for _, row in base.CsvFile(path).records()
+        for column in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
+        if row.get(column) not in (None, "", "NULL", "N/A")
+    ]
+    assert gave_way == any(not PLAIN.fullmatch(amount) for amount in amounts)
+
+
+def test_a_file_allocates_alike_on_both_paths(tmp_path, monkeypatch, caplog, allocated):
+    normal, by_rows, gave_way = both_ways(FOCUS_REAL, monkeypatch, caplog)
+    assert not gave_way
+    assert normal == by_rows
+    # 16.00 of the 14.98 effective cost goes to the project (credits stay behind).
+    assert normal["unallocated"] == {"USD": "-1.02348581414"}
+    assert CostRecord.objects.filter(source__name="normal", project=allocated).count()
+
+
+def with_last_row(tmp_path: Path, change: dict[str, str]) -> Path:
+    """The real sample, repeated to span many blocks, its last row changed."""
+    rows = read_csv(FOCUS_REAL) * 5
+    rows[-1] = {**rows[-1], **change}
+    path = tmp_path / "changed.csv"
+    with path.open("w", encoding="utf-8", newline="") as text:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"BilledCost": "1E-5"},
+        {"BilledCost": "$1,000.00"},
+        {"EffectiveCost": " 12.5 "},
+        {"BilledCost": "0.123456789012345"},  # rounded to 11 places by the row path
+        {"ConsumedQuantity": "1.5e3"},
+    ],
+    ids=lambda change: repr(change),
+)
+def test_what_the_columnar_path_cannot_vouch_for_goes_row_by_row_from_the_start(
+    change, tmp_path, monkeypatch, caplog
+):
+    """Blocks already sent are undone: nothing is counted twice."""
+    monkeypatch.setattr(base, "BLOCK_BYTES", 16_384)
+    path = with_last_row(tmp_path, change)
+    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
+    assert gave_way
+    assert normal["status"] == "imported", normal["error"]
+    assert normal["rows"] == 5000 == len(normal["records"])
+    assert normal == by_rows
+
+
+def test_a_bad_last_row_fails_as_the_row_path_says_and_loads_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(base, "BLOCK_BYTES", 16_384)
+    path = with_last_row(tmp_path, {"ChargePeriodEnd": "2024-01-01 00:00:00"})
+    code, result = run_import(path, source="focus")
+    assert code == 1
+    assert result["error"] == (
+        "changed.csv, row 5001, column ChargePeriodEnd: is before ChargePeriodStart"
+    )
+    assert not CostRecord.objects.exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
