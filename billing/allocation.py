@@ -19,8 +19,14 @@ class Allocation:
 
 UNALLOCATED = Allocation(None, None)
 PROJECT_TAG = "project"
-# Besides tags, the columns a rule can match.
-INPUTS = ("billing_account_id", "sub_account_id", "resource_id", "service_name")
+# Besides tags, the column each kind of rule matches.
+RULE_INPUTS = {
+    AllocationRule.MatchOn.BILLING_ACCOUNT: "billing_account_id",
+    AllocationRule.MatchOn.SUB_ACCOUNT: "sub_account_id",
+    AllocationRule.MatchOn.RESOURCE_PREFIX: "resource_id",
+    AllocationRule.MatchOn.SERVICE: "service_name",
+}
+INPUTS = tuple(RULE_INPUTS.values())
 RUN_TAG = "training_run"
 
 
@@ -31,6 +37,9 @@ class Allocator:
         self.rules = list(
             AllocationRule.objects.filter(is_active=True).order_by("priority", "id")
         )
+        # The columns that decide an allocation, besides tags: those the rules match.
+        matched = {RULE_INPUTS.get(rule.match_on) for rule in self.rules}
+        self.inputs = tuple(name for name in INPUTS if name in matched)
         self.run_ids: dict[tuple[int, str], int] = {
             (project_id, external_id): run_id
             for run_id, project_id, external_id in TrainingRun.objects.values_list(

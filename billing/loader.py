@@ -124,29 +124,24 @@ class LoadStats:
             "effective": effective,
             "unallocated": pc.if_else(unallocated, effective, NO_AMOUNT),
         }
-        table = pa.table(
-            {
-                "currency": indices["billing_currency"],
-                **{name: pc.cast(text, STORED_COST) for name, text in amounts.items()},
-                **{f"{name}_places": _places(text) for name, text in amounts.items()},
-            }
-        )
-        sums = table.group_by("currency").aggregate(
-            [(name, "sum") for name in amounts]
-            + [(f"{name}_places", "max") for name in amounts]
-            + [("unallocated", "count")]
-        )
-        for group in sums.to_pylist():
-            currency = values["billing_currency"][group["currency"]]
-            for name, totals in (
-                ("billed", self.billed),
-                ("effective", self.effective),
-                ("unallocated", self.unallocated),
-            ):
-                if group[f"{name}_places_max"] is not None:
+        totals = {
+            "billed": self.billed,
+            "effective": self.effective,
+            "unallocated": self.unallocated,
+        }
+        currencies = values["billing_currency"]
+        for index, currency in enumerate(currencies):
+            if len(currencies) > 1:  # rare: the rows of each currency apart
+                rows = pc.equal(indices["billing_currency"], index)
+                amounts_of = {name: pc.filter(a, rows) for name, a in amounts.items()}
+            else:
+                amounts_of = amounts
+            for name, text in amounts_of.items():
+                if text.null_count < len(text):
                     # As a sum of Decimals would: exact, with the most places seen.
-                    places = Decimal(1).scaleb(-group[f"{name}_places_max"])
-                    totals[currency] += group[f"{name}_sum"].quantize(places)
+                    total = pc.sum(pc.cast(text, STORED_COST)).as_py()
+                    places = Decimal(1).scaleb(-pc.max(_places(text)).as_py())
+                    totals[name][currency] += total.quantize(places)
 
     def finish(self) -> None:
         for currency in self.billed:  # every currency appears in every total
@@ -348,13 +343,15 @@ class _Allocations:
         self, batch: ColumnBatch, tags_json: "_TagsJson"
     ) -> tuple[pa.Array, pa.Array]:
         """The project and training run of each row of a batch, decided once per
-        distinct combination of the allocation inputs in it. The combinations are
-        found in C++ by numbering them one input at a time: each step's code is the
-        previous step's code times the input's number of values, plus its index."""
+        distinct combination of the inputs that decide it (tags, and the columns the
+        rules match). The combinations are found in C++ by numbering them one input
+        at a time: each step's code is the previous step's code times the input's
+        number of values, plus its index."""
         values, indices = batch.values, batch.indices
+        used = self.allocator.inputs
         code = indices["tags"]
         steps = []
-        for name in INPUTS:
+        for name in used:
             size = len(values[name])
             combined = pc.add(
                 pc.multiply(code.cast(pa.int64()), size),
@@ -363,15 +360,18 @@ class _Allocations:
             encoded = pc.dictionary_encode(combined)
             steps.append((size, encoded.dictionary.to_pylist()))
             code = encoded.indices
+        # Each distinct combination, as code[row] numbers them: its tags (the index
+        # left after taking every input's index off the codes) and its inputs.
         decided = []
-        for combination in range(len(steps[-1][1])):
-            at, parts = combination, []
-            for size, distinct in reversed(steps):
-                at, part = divmod(distinct[at], size)
-                parts.append(part)
-            parts.reverse()
-            inputs = (values[n][part] for n, part in zip(INPUTS, parts, strict=True))
-            decided.append(self.known[(tags_json[values["tags"][at]], *inputs)])
+        for combination in range(len(steps[-1][1]) if steps else len(values["tags"])):
+            at, inputs = combination, dict.fromkeys(INPUTS, "")  # unused: any value
+            for name, (size, known) in zip(
+                reversed(used), reversed(steps), strict=True
+            ):
+                at, part = divmod(known[at], size)
+                inputs[name] = values[name][part]
+            tags = tags_json[values["tags"][at]]
+            decided.append(self.known[(tags, *inputs.values())])
         project = pa.array([a.project_id for a in decided], pa.int64())
         run = pa.array([a.training_run_id for a in decided], pa.int64())
         return pc.take(project, code), pc.take(run, code)
