@@ -71,7 +71,7 @@ def main() -> None:
     timed(loader, "check_references", "key checks (part of the load)")
     timed(services, "_statistics_refresh", "ANALYZE")
     timed(services, "daily_costs_rebuild", "DailyCost rebuild")
-    timed(services.QuerySet, "delete", "delete of the replaced rows")
+    timed(services, "_cost_records_delete", "delete of the replaced rows")
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE billing_costrecord, billing_dailycost, billing_importrun CASCADE"
