@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import islice
 from operator import call, itemgetter
 from pathlib import Path
@@ -140,7 +140,10 @@ class LoadStats:
                     # As a sum of Decimals would: exact, with the most places seen.
                     total = pc.sum(pc.cast(text, STORED_COST)).as_py()
                     places = Decimal(1).scaleb(-pc.max(_places(text)).as_py())
-                    totals[name][currency] += total.quantize(places)
+                    try:
+                        totals[name][currency] += total.quantize(places)
+                    except InvalidOperation:  # over 28 digits, which rows round
+                        raise NotColumnar(f"a {name} total of {total}") from None
 
     def finish(self) -> None:
         for currency in self.billed:  # every currency appears in every total

@@ -242,3 +242,41 @@ def test_a_bad_last_row_fails_as_the_row_path_says_and_loads_nothing(
     )
     assert not CostRecord.objects.exists()
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_a_quoted_line_break_split_between_two_reads_keeps_its_line_feed(
+    tmp_path, monkeypatch, caplog
+):
+    """Arrow's reader drops the \\n of a \\r\\n that ends one of its reads and starts
+    the next: such a file goes row by row, and keeps every byte of its text."""
+    rows = read_csv(FOCUS_REAL)[:200]
+    for row in rows:
+        row["ChargeDescription"] = "two\r\nlines"
+    path = tmp_path / "crlf.csv"
+    with path.open("w", encoding="utf-8", newline="") as text:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setattr(base, "BLOCK_BYTES", path.read_bytes().index(b"\r") + 1)
+    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
+    assert gave_way
+    assert normal == by_rows
+    assert CostRecord.objects.filter(charge_description="two\r\nlines").count() == 400
+
+
+def test_totals_beyond_what_a_decimal_sum_holds_go_row_by_row(
+    tmp_path, monkeypatch, caplog
+):
+    huge = "99999999999999999.99999999999"
+    rows = read_csv(FOCUS_REAL)[:3]
+    for row in rows:
+        row["BilledCost"] = row["EffectiveCost"] = huge
+    path = tmp_path / "huge.csv"
+    with path.open("w", encoding="utf-8", newline="") as text:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
+    assert gave_way
+    assert normal["status"] == "imported", normal["error"]
+    assert normal == by_rows
