@@ -30,7 +30,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 
 from billing.allocation import INPUTS, Allocation, Allocator
-from billing.importers.base import ColumnBatch, Importer, NotColumnar
+from billing.importers.base import NO_AMOUNT, ColumnBatch, Importer, NotColumnar
 from billing.memo import MEMO_LIMIT, Memo
 from billing.models import COST_DIGITS, BillingSource, CostRecord, ImportRun
 from projects.models import Project, TrainingRun
@@ -192,14 +192,7 @@ def cost_records_load(
         _copy(prepared(), source_id=source_id, import_run_id=import_run_id)
     else:
         _bulk_create(prepared(), source_id=source_id, import_run_id=import_run_id)
-    stats.finish()
-    check_references(
-        source_id,
-        import_run_id,
-        project_ids=allocations.project_ids,
-        run_ids=allocations.run_ids,
-    )
-    return stats
+    return allocations.finish(stats, source_id, import_run_id)
 
 
 def cost_records_load_file(
@@ -283,19 +276,11 @@ def cost_record_batches_load(
                 > (stats.rows - batch.size) // PROGRESS_EVERY
             ):
                 progress(stats.rows)
-    stats.finish()
-    check_references(
-        source_id,
-        import_run_id,
-        project_ids=allocations.project_ids,
-        run_ids=allocations.run_ids,
-    )
-    return stats
+    return allocations.finish(stats, source_id, import_run_id)
 
 
 # What CostRecord keeps of a cost (COST_DIGITS), as an Arrow type for summing.
 STORED_COST = pa.decimal128(COST_DIGITS["max_digits"], COST_DIGITS["decimal_places"])
-NO_AMOUNT = pa.scalar(None, pa.string())
 
 
 def _places(amounts: pa.Array) -> pa.Array:
@@ -346,6 +331,17 @@ class _Allocations:
         self.known = Memo(self._decide)
         self.project_ids: set[int] = set()
         self.run_ids: set[int] = set()
+
+    def finish(self, stats: LoadStats, source_id: int, import_run_id: int) -> LoadStats:
+        """The end of a load: totals complete, and every key handed out checked."""
+        stats.finish()
+        check_references(
+            source_id,
+            import_run_id,
+            project_ids=self.project_ids,
+            run_ids=self.run_ids,
+        )
+        return stats
 
     def of(self, row: dict, tags: str) -> Allocation:
         return self.known[(tags, *self.inputs(row))]

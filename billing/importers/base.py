@@ -125,6 +125,9 @@ class ColumnBatch:
     amounts: dict[str, pa.Array]
 
 
+NO_AMOUNT = pa.scalar(None, pa.string())  # a ColumnBatch amount that is not there
+
+
 class Importer(Protocol):
     """One module per source kind provides this."""
 
@@ -151,11 +154,13 @@ class CsvFile:
         # Decoding happens lazily while rows are read, where an error can be named.
         return io.TextIOWrapper(self._binary(), encoding="utf-8-sig", newline="")
 
+    def _is_gzip(self) -> bool:
+        with self.path.open("rb") as probe:
+            return probe.read(2) == b"\x1f\x8b"
+
     def _binary(self) -> IO[bytes]:
         """The file's bytes, decompressed if it is gzip; the caller closes it."""
-        with self.path.open("rb") as probe:
-            compressed = probe.read(2) == b"\x1f\x8b"
-        return gzip.open(self.path) if compressed else self.path.open("rb")  # noqa: SIM115
+        return gzip.open(self.path) if self._is_gzip() else self.path.open("rb")  # noqa: SIM115
 
     def _first_undecodable_byte(self) -> tuple[int | None, int]:
         """Where decoding fails, by line: decoding runs ahead in blocks, so the row
@@ -234,10 +239,9 @@ class CsvFile:
             raise NotColumnar(str(exc)) from exc
 
     def _arrow_stream(self) -> pa.NativeFile:
-        with self.path.open("rb") as probe:
-            compressed = probe.read(2) == b"\x1f\x8b"
+        """What `_binary()` gives, as a stream Arrow reads without Python."""
         stream = pa.OSFile(str(self.path))
-        return pa.CompressedInputStream(stream, "gzip") if compressed else stream
+        return pa.CompressedInputStream(stream, "gzip") if self._is_gzip() else stream
 
     @contextmanager
     def _named_errors(self) -> Iterator[_Position]:

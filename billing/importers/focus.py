@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from django.conf import settings
 
 from billing.importers.base import (
+    NO_AMOUNT,
     NULLS,
     ColumnBatch,
     CsvFile,
@@ -281,7 +282,6 @@ AMOUNT_PATTERNS = {
     )
 }
 EMPTY_AMOUNTS = pa.array(["", *NULLS])
-NO_AMOUNT = pa.scalar(None, pa.string())
 
 
 def _exact_amounts(text: pa.Array | None, field: str, size: int) -> pa.Array:
