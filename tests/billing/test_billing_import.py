@@ -18,11 +18,10 @@ from projects.models import AllocationRule
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, total
 from tests.conftest import make_project
+from tests.data import FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "billing-samples"
-FOCUS_REAL = SAMPLES / "focus-1.0-real" / "focus_sample.csv"
 SPEC_EXAMPLES = sorted((SAMPLES / "focus-spec-v1.2-examples").glob("*.csv"))
 
 

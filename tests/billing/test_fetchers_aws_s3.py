@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,10 +36,10 @@ from billing.importers.aws_cur import COLUMNS
 from billing.models import BillingSource, CostRecord
 from billing.services import billing_sync_source
 from billing.sync import ProviderError
+from tests.data import SAMPLES
 
 pytestmark = pytest.mark.django_db
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "billing-samples"
 LEGACY_CUR = (
     SAMPLES / "native-aws-cur-legacy" / "sample-anonymous-aws-export-dataset.csv"
 )

@@ -17,10 +17,10 @@ from billing.importers import parquet
 from billing.models import CostRecord, DailyCost
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, write_csv
+from tests.data import SAMPLES
 
 pytestmark = pytest.mark.django_db
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "billing-samples"
 LEGACY_CUR = (
     SAMPLES / "native-aws-cur-legacy" / "sample-anonymous-aws-export-dataset.csv"
 )

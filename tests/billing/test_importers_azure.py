@@ -15,14 +15,13 @@ from billing.importers.focus import FocusImporter
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, write_csv
+from tests.data import FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "billing-samples"
 AZURE = SAMPLES / "native-azure-cost-details"
 EA_EXPORT = AZURE / "focus_converters__sample-anonymous-ea-export-dataset.csv"
 EA_ACTUAL = AZURE / "finops-toolkit__EA_ActualCost_Small.csv"
-FOCUS_REAL = SAMPLES / "focus-1.0-real" / "focus_sample.csv"
 
 # Each real sample, with the columns its own schema variant names cost and currency.
 REAL_SAMPLES = [

@@ -49,6 +49,12 @@ class ScriptedFetcher:
             }
 
 
+@pytest.fixture(autouse=True)
+def october(time_machine):
+    """The scripted provider bills October 2026, and the sync window follows the clock."""
+    time_machine.move_to(datetime(2026, 10, 20, 12, tzinfo=UTC))
+
+
 @pytest.fixture
 def source(monkeypatch):
     monkeypatch.setitem(sync.FETCHERS, "openai", ScriptedFetcher)

@@ -5,7 +5,6 @@ on the configured broker (Redis in CI).
 import time
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -18,6 +17,7 @@ from billing.services import billing_upload_accept
 from billing.tasks import daily_costs_rebuild_recent
 from spendtracker.celery import app
 from tests.conftest import make_cost_record
+from tests.data import FOCUS_REAL
 
 
 @pytest.fixture
@@ -56,10 +56,7 @@ def test_the_nightly_rollup_is_scheduled_once_a_day_and_expires_before_the_next(
 
 def test_a_worker_imports_an_uploaded_export(worker, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
-    sample = (
-        Path(__file__).resolve().parents[3]
-        / "shared/data/billing-samples/focus-1.0-real/focus_sample.csv"
-    )
+    sample = FOCUS_REAL
     with transaction.atomic():
         run = billing_upload_accept(
             uploaded=SimpleUploadedFile("focus.csv", sample.read_bytes()),

@@ -8,13 +8,11 @@ from django.urls import reverse
 
 from billing.models import BillingSource, CostRecord, ImportRun
 from spendtracker.celery import app
+from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
 
-SAMPLE = (
-    Path(__file__).resolve().parents[3]
-    / "shared/data/billing-samples/focus-1.0-real/focus_sample.csv"
-)
+SAMPLE = FOCUS_REAL
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from projects.demo import DEMO_PASSWORD, demo_seed
 from spendtracker.celery import app
+from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.e2e
 
@@ -167,10 +168,7 @@ def test_a_wrong_password_shows_an_error_and_stays_on_the_login_page(
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
-SAMPLE = (
-    Path(__file__).resolve().parents[3]
-    / "shared/data/billing-samples/focus-1.0-real/focus_sample.csv"
-)
+SAMPLE = FOCUS_REAL
 
 
 @pytest.fixture
