@@ -51,7 +51,7 @@ class ScriptedFetcher:
 
 @pytest.fixture(autouse=True)
 def october(time_machine):
-    """The scripted provider bills October 2026, and the sync window follows the clock."""
+    """The scripted provider bills October 2026; the sync window follows the clock."""
     time_machine.move_to(datetime(2026, 10, 20, 12, tzinfo=UTC))
 
 
