@@ -1,85 +1,33 @@
-"""Who may see and change what: the one place the portal and the API ask.
+"""Who may see and change what: the rules, in one place, for the portal and the API.
 
-Team leads and members see their teams' projects; finance and admins see everything.
+Team leads and members see their teams' rows; finance and admins see everything.
 Outsiders get 404 for an object (its existence is not confirmed); a user who can see an
-object but not change it gets 403.
+object but not change it gets 403. Each app's selectors apply these rules to its own
+models (`projects_visible_to`, `alert_get_for_user`, ...), so this module knows no
+model beyond users and teams.
 """
 
+from typing import Protocol, TypeVar
+
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
+from django.db.models import Model, QuerySet
 
-from accounts.models import Membership, Team, User
-from billing.models import ComputeInvoice
-from budgets.models import Alert, BudgetRevision
-from projects.models import Project, TrainingRun
+from accounts.models import Membership, User
+
+M = TypeVar("M", bound=Model)
 
 
-def teams_visible_to(user: User) -> QuerySet[Team]:
+class TeamOwned(Protocol):
+    team_id: int
+
+
+def visible_to(user: User, rows: QuerySet[M], *, team: str) -> QuerySet[M]:
+    """The rows a user may see: all of them for finance and admins, else those whose
+    team (reached by the lookup path `team`, "" for teams themselves) they belong to."""
     if user.sees_everything:
-        return Team.objects.all()
-    return Team.objects.filter(memberships__user=user)
-
-
-def projects_visible_to(user: User) -> QuerySet[Project]:
-    if user.sees_everything:
-        return Project.objects.all()
-    return Project.objects.filter(team__memberships__user=user)
-
-
-def invoices_visible_to(user: User) -> QuerySet[ComputeInvoice]:
-    if user.sees_everything:
-        return ComputeInvoice.objects.all()
-    return ComputeInvoice.objects.filter(project__team__memberships__user=user)
-
-
-def alerts_visible_to(user: User) -> QuerySet[Alert]:
-    """Alerts of the projects a user sees; alerts about billing sources are for the
-    finance and admin users who run them."""
-    if user.sees_everything:
-        return Alert.objects.all()
-    return Alert.objects.filter(project__team__memberships__user=user)
-
-
-def team_get_for_user(user: User, slug: str) -> Team:
-    return get_object_or_404(teams_visible_to(user), slug=slug)
-
-
-def project_get_for_user(user: User, slug: str) -> Project:
-    return get_object_or_404(
-        projects_visible_to(user).select_related("team", "owner"), slug=slug
-    )
-
-
-def invoice_get_for_user(user: User, pk: int) -> ComputeInvoice:
-    return get_object_or_404(
-        invoices_visible_to(user).select_related("project", "training_run"), pk=pk
-    )
-
-
-def run_get_for_user(user: User, slug: str, pk: int) -> TrainingRun:
-    project = project_get_for_user(user, slug)
-    return get_object_or_404(project.runs.select_related("project__team"), pk=pk)
-
-
-def alert_get_for_user(user: User, pk: int) -> Alert:
-    return get_object_or_404(
-        alerts_visible_to(user).select_related(
-            "project__team", "training_run", "source", "acknowledged_by"
-        ),
-        pk=pk,
-    )
-
-
-def revision_get_for_user(user: User, slug: str, pk: int) -> BudgetRevision:
-    project = project_get_for_user(user, slug)
-    return get_object_or_404(
-        BudgetRevision.objects.select_related(
-            "budget__project", "proposed_by", "decided_by"
-        ),
-        budget__project=project,
-        pk=pk,
-    )
+        return rows
+    path = f"{team}__memberships__user" if team else "memberships__user"
+    return rows.filter(**{path: user})
 
 
 def user_can_approve_plans(user: User) -> bool:
@@ -91,7 +39,7 @@ def require_plan_approver(user: User) -> None:
         raise PermissionDenied("Finance approves budgets and their revisions.")
 
 
-def user_can_edit_plan(user: User, project: Project) -> bool:
+def user_can_edit_plan(user: User, project: TeamOwned) -> bool:
     """Team leads of the project's team and admins edit plans; finance only reads."""
     if user.is_admin:
         return True
@@ -100,7 +48,7 @@ def user_can_edit_plan(user: User, project: Project) -> bool:
     ).exists()
 
 
-def require_plan_editor(user: User, project: Project) -> None:
+def require_plan_editor(user: User, project: TeamOwned) -> None:
     if not user_can_edit_plan(user, project):
         raise PermissionDenied("Only the team's leads can change this plan.")
 

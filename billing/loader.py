@@ -33,9 +33,9 @@ from billing.allocation import INPUTS, Allocation, Allocator
 from billing.importers.base import NO_AMOUNT, ColumnBatch, Importer, NotColumnar
 from billing.memo import MEMO_LIMIT, Memo
 from billing.models import COST_DIGITS, BillingSource, CostRecord, ImportRun
+from core.currencies import ZERO
 from projects.models import Project, TrainingRun
 
-ZERO = Decimal("0")
 COST_EXPONENT = -COST_DIGITS["decimal_places"]
 COST_QUANTUM = Decimal(1).scaleb(COST_EXPONENT)
 BATCH_SIZE = 5000
@@ -208,17 +208,26 @@ def cost_records_load_file(
     the database is PostgreSQL (several times faster), else row by row. The columnar
     path gives way, undoing what it loaded, wherever it cannot be sure to read the
     file exactly as the row path does; the row path then reads it and decides."""
-    ids = {"source_id": source_id, "import_run_id": import_run_id, "now": now}
     column_batches = getattr(importer, "column_batches", None)
     if column_batches and connection.vendor == "postgresql":
         try:
             with transaction.atomic():
                 return cost_record_batches_load(
-                    column_batches(path), **ids, progress=progress
+                    column_batches(path),
+                    source_id=source_id,
+                    import_run_id=import_run_id,
+                    now=now,
+                    progress=progress,
                 )
         except NotColumnar as reason:
             logger.info("%s: read row by row: %s", path.name, reason)
-    return cost_records_load(importer.rows(path), **ids, progress=progress)
+    return cost_records_load(
+        importer.rows(path),
+        source_id=source_id,
+        import_run_id=import_run_id,
+        now=now,
+        progress=progress,
+    )
 
 
 def cost_record_batches_load(
@@ -329,8 +338,9 @@ class _Allocations:
         self.allocator = Allocator()
         self.inputs = itemgetter(*INPUTS)
         self.known = Memo(self._decide)
-        self.project_ids: set[int] = set()
-        self.run_ids: set[int] = set()
+        # None (unallocated) included: check_references leaves it out.
+        self.project_ids: set[int | None] = set()
+        self.run_ids: set[int | None] = set()
 
     def finish(self, stats: LoadStats, source_id: int, import_run_id: int) -> LoadStats:
         """The end of a load: totals complete, and every key handed out checked."""
@@ -413,7 +423,11 @@ class _TagsJson:
 
 
 def check_references(
-    source_id: int, import_run_id: int, *, project_ids: set, run_ids: set
+    source_id: int,
+    import_run_id: int,
+    *,
+    project_ids: set[int | None],
+    run_ids: set[int | None],
 ) -> None:
     """CostRecord's foreign keys are not checked by the database row by row (at a
     million rows that took 11 s at commit, for a handful of distinct keys): check

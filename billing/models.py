@@ -5,8 +5,8 @@ from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
 
-from spendtracker.crypto import decrypt_json, encrypt_json, mask
-from spendtracker.currencies import validate_currency_code
+from core.crypto import decrypt_json, encrypt_json, mask
+from core.currencies import validate_currency_code
 
 # FOCUS costs carry up to 11 decimal places; quantities up to 15.
 COST_DIGITS = {"max_digits": 30, "decimal_places": 11}

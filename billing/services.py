@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator
 from billing.importers import ImportFailure, importer_for
+from billing.importers.base import ProviderError
 from billing.loader import (
     LoadStats,
     copy_rows,
@@ -39,7 +40,10 @@ from billing.models import (
     FxRate,
     ImportRun,
 )
-from billing.sync import ProviderError, fetcher_for
+from billing.signals import import_finished
+from billing.sync import fetcher_for
+from core.currencies import ZERO
+from core.dates import month_start
 from projects.models import Project
 
 # The columns allocation rules read.
@@ -167,7 +171,6 @@ def _lock_rollup() -> None:
 
 
 ROLLUP_WORK_MEM = "256MB"
-ZERO = Decimal("0")
 ONE_DAY = timedelta(days=1)
 LONGEST_SPREAD = timedelta(days=92)  # a calendar quarter at most
 # What a DailyCost row is per day: the rollup's groups.
@@ -503,7 +506,7 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
             f"{source.name} is a {source.get_kind_display()} source: import its "
             "files with billing_import"
         )
-    since = _month_start(timezone.now()) - relativedelta(months=1)
+    since = month_start(timezone.now()) - relativedelta(months=1)
     run = ImportRun.objects.create(source=source, file_name=f"{source.kind} API")
     digest = RowsFingerprint()
     try:
@@ -513,7 +516,7 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
             # A fetcher may skip the periods it knows to be unchanged: it then names,
             # by the time fetch() returns, those it restates; the others keep their
             # rows, and when it restates none, nothing changed.
-            window = {since, _month_start(timezone.now())}
+            window = {since, month_start(timezone.now())}
             periods = getattr(fetcher, "covered_periods", window)
             if not periods:
                 raise _Unchanged(_latest_import(run))
@@ -626,16 +629,14 @@ def _replace_periods(
         "unallocated": _strings(stats.unallocated),
     }
     _finish(run, ImportRun.Status.IMPORTED)
-    closed = [p for p in restated if p < _month_start(started)]
+    closed = [p for p in restated if p < month_start(started)]
     source.last_sync_at, source.last_error = timezone.now(), ""
     if closed:
         complete = max(closed) + relativedelta(months=1)
         if not source.data_complete_through or complete > source.data_complete_through:
             source.data_complete_through = complete
     source.save(update_fields=["last_sync_at", "last_error", "data_complete_through"])
-    from budgets.tasks import alerts_evaluate_task  # budgets reads what billing loads
-
-    transaction.on_commit(alerts_evaluate_task.delay)
+    transaction.on_commit(lambda: import_finished.send(sender=ImportRun, run=run))
 
 
 def _cost_records_delete(records: QuerySet[CostRecord]) -> dict:
@@ -720,7 +721,3 @@ def _sha256(path: Path) -> str:
 
 def _strings(amounts: Mapping[str, Decimal]) -> dict[str, str]:
     return {currency: str(amount) for currency, amount in sorted(amounts.items())}
-
-
-def _month_start(moment: datetime) -> datetime:
-    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

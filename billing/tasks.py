@@ -4,6 +4,7 @@ from pathlib import Path
 from celery import shared_task
 from django.utils import timezone
 
+from billing.importers.base import ProviderError
 from billing.invoices import compute_invoices_load
 from billing.models import ImportRun
 from billing.services import (
@@ -11,7 +12,7 @@ from billing.services import (
     daily_costs_rebuild,
     import_run_execute,
 )
-from billing.sync import ProviderError, sources_to_sync
+from billing.sync import sources_to_sync
 
 RECENT_DAYS = 45
 

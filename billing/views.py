@@ -5,13 +5,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from accounts.permissions import (
-    invoice_get_for_user,
-    invoices_visible_to,
-    require_billing_operator,
-)
+from accounts.permissions import require_billing_operator
 from billing.forms import UploadForm
 from billing.models import BillingSource, ComputeInvoice, ImportRun
+from billing.selectors import invoice_get_for_user, invoices_visible_to
 from billing.services import billing_upload_accept, import_progress
 
 

@@ -12,7 +12,7 @@ from budgets.models import (
     BudgetRevision,
     Notification,
 )
-from spendtracker.admin_display import amount_display
+from core.admin_display import amount_display
 
 
 class BudgetLineInline(admin.TabularInline):

@@ -35,17 +35,16 @@ from billing.models import BillingSource, CostRecord
 from budgets.models import Alert, AlertKind, AlertRule, Budget, Notification
 from budgets.services import (
     HUNDRED,
-    ZERO,
     ProjectSummary,
     RunSummary,
     Status,
-    month_start,
     plan_to_date,
     project_summaries,
     run_summaries,
 )
+from core.currencies import ZERO, money
+from core.dates import month_start
 from projects.models import Project, TrainingRun
-from spendtracker.currencies import money
 
 logger = logging.getLogger(__name__)
 

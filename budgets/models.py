@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
 
-from spendtracker.currencies import validate_currency_code
+from core.currencies import validate_currency_code
 
 
 class CostMeasure(models.TextChoices):

@@ -1,4 +1,5 @@
-"""Reads of actual spend from the DailyCost rollup, reused by services and views."""
+"""Reads reused by services and views: actual spend from the DailyCost rollup, and the
+alerts and plan revisions a user may see."""
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -7,12 +8,42 @@ from decimal import Decimal
 
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth
+from django.shortcuts import get_object_or_404
 
+from accounts.models import User
+from accounts.permissions import visible_to
 from billing.models import COST_COLUMNS, DailyCost
-from budgets.models import CostMeasure
+from budgets.models import Alert, BudgetRevision, CostMeasure
+from core.currencies import ZERO
+from projects.selectors import project_get_for_user
 
-ZERO = Decimal("0")
 FIGURE_WINDOW_DAYS = 30
+
+
+def alerts_visible_to(user: User) -> QuerySet[Alert]:
+    """Alerts of the projects a user sees; alerts about billing sources are for the
+    finance and admin users who run them."""
+    return visible_to(user, Alert.objects.all(), team="project__team")
+
+
+def alert_get_for_user(user: User, pk: int) -> Alert:
+    return get_object_or_404(
+        alerts_visible_to(user).select_related(
+            "project__team", "training_run", "source", "acknowledged_by"
+        ),
+        pk=pk,
+    )
+
+
+def revision_get_for_user(user: User, slug: str, pk: int) -> BudgetRevision:
+    project = project_get_for_user(user, slug)
+    return get_object_or_404(
+        BudgetRevision.objects.select_related(
+            "budget__project", "proposed_by", "decided_by"
+        ),
+        budget__project=project,
+        pk=pk,
+    )
 
 
 def converted_daily_costs() -> QuerySet[DailyCost]:

@@ -21,13 +21,13 @@ from accounts.models import User
 from budgets import selectors
 from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision
 from budgets.selectors import SpendFigures
+from core.currencies import ZERO, money
+from core.dates import month_start, next_month
 from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
-from spendtracker.currencies import money
 
 if TYPE_CHECKING:
     from budgets.forms import BaseBudgetLineFormSet, BasePlannedRunFormSet, BudgetForm
 
-ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 BURN_WINDOW_DAYS = 7
 TREND_DAYS = selectors.FIGURE_WINDOW_DAYS
@@ -145,14 +145,6 @@ def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
     if not whole:
         return None
     return (part * HUNDRED / whole).quantize(Decimal("0.1"), ROUND_HALF_UP)
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _days_overlap(start: date, end: date, other_start: date, other_end: date) -> int:

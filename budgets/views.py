@@ -1,34 +1,64 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.permissions import (
-    alert_get_for_user,
-    alerts_visible_to,
-    project_get_for_user,
-    projects_visible_to,
     require_plan_approver,
     require_plan_editor,
-    revision_get_for_user,
-    teams_visible_to,
     user_can_approve_plans,
     user_can_edit_plan,
 )
+from accounts.selectors import team_get_for_user, teams_visible_to
+from budgets import selectors
 from budgets.alerts import (
+    ACTIVE,
     alert_acknowledge,
     project_alert_rules,
     project_alert_rules_save,
+    project_waiting_reason,
 )
-from budgets.forms import AcknowledgeForm, AlertRuleForm, RevisionDecisionForm
-from budgets.models import Alert, AlertKind, Budget, BudgetRevision
+from budgets.forms import (
+    AcknowledgeForm,
+    AlertRuleForm,
+    BudgetForm,
+    BudgetLineFormSet,
+    PlannedRunFormSet,
+    RevisionDecisionForm,
+    RunProgressForm,
+)
+from budgets.models import Alert, AlertKind, Budget, BudgetLine, BudgetRevision
+from budgets.selectors import (
+    alert_get_for_user,
+    alerts_visible_to,
+    revision_get_for_user,
+)
 from budgets.services import (
     RevisionRefused,
     budget_approve,
+    budget_preview,
     budget_revision_decide,
+    budget_save_plan,
+    project_cumulative_by_month,
+    project_months,
+    project_summaries,
+    project_summary,
     revision_changes,
+    run_progress_report,
+    run_summaries,
+    team_variance,
+)
+from projects.selectors import (
+    project_get_for_user,
+    projects_visible_to,
+    run_get_for_user,
 )
 
 STATUS_FILTERS = {
@@ -194,3 +224,193 @@ def alert_rules_edit(request: HttpRequest, slug: str) -> HttpResponse:
         "can_edit": can_edit,
     }
     return render(request, "budgets/alert_rules.html", context)
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    team = team_get_for_user(request.user, slug)
+    today = timezone.now().date()
+    summaries = project_summaries(
+        projects=team.projects.select_related("owner"), as_of=today
+    )
+    context = {
+        "team": team,
+        "summaries": summaries,
+        "totals": team_variance(summaries),
+        "memberships": team.memberships.select_related("user").order_by("role"),
+        "last_30_days": selectors.actual_between(
+            start=today - timedelta(days=29), project__team=team
+        ),
+    }
+    return render(request, "accounts/team_detail.html", context)
+
+
+STATUS_ORDER = {"over": 0, "at_risk": 1, "on_track": 2, "no_budget": 3}
+
+
+def _active_alert_counts(user, projects) -> dict[int, int]:
+    counts = (
+        alerts_visible_to(user)
+        .filter(status__in=ACTIVE, project__in=projects)
+        .values("project")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    return {row["project"]: row["count"] for row in counts}
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    today = timezone.now().date()
+    projects = list(projects_visible_to(request.user).select_related("team"))
+    alert_counts = _active_alert_counts(request.user, projects)
+    summaries = sorted(
+        project_summaries(projects=projects, as_of=today),
+        key=lambda s: (STATUS_ORDER[s.status], s.project.name),
+    )
+    counts = {status: 0 for status in STATUS_ORDER}
+    for summary in summaries:
+        counts[summary.status] += 1
+    context = {
+        "cards": [(s, alert_counts.get(s.project.pk, 0)) for s in summaries],
+        "summaries": summaries,
+        "counts": counts,
+        "open_alerts": sum(alert_counts.values()),
+        "today": today,
+    }
+    if request.user.sees_everything:
+        context["unallocated_month"] = selectors.actual_between(
+            start=today.replace(day=1), project__isnull=True
+        )
+    return render(request, "projects/dashboard.html", context)
+
+
+@login_required
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    today = timezone.now().date()
+    summary = project_summary(project=project, as_of=today)
+    budget: Budget | None = summary.budget
+    measure = budget.cost_measure if budget else "effective_cost"
+    context = {
+        "project": project,
+        "budget": budget,
+        "summary": summary,
+        "chart": project_cumulative_by_month(project=project, as_of=today)
+        if budget
+        else None,
+        "months": project_months(project=project, as_of=today) if budget else [],
+        "runs": run_summaries(runs=project.runs.all(), as_of=today),
+        "by_provider": selectors.spend_breakdown(
+            measure=measure, group_by="provider_name", project=project
+        ),
+        "by_service": selectors.spend_breakdown(
+            measure=measure, group_by="service_name", project=project
+        ),
+        "rules": project.allocation_rules.select_related("training_run"),
+        "can_edit": user_can_edit_plan(request.user, project),
+        "can_approve": user_can_approve_plans(request.user),
+        "invoices": project.compute_invoices.all(),
+        "unconverted": selectors.unconverted_totals(project=project),
+        "alerts": project.alerts.filter(status__in=ACTIVE).select_related(
+            "training_run", "acknowledged_by"
+        ),
+        "waiting": project_waiting_reason(project),
+        "revisions": BudgetRevision.objects.filter(budget__project=project)
+        .select_related("proposed_by", "decided_by")
+        .order_by("-proposed_at", "-id"),
+    }
+    return render(request, "projects/project_detail.html", context)
+
+
+@login_required
+def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    run = run_get_for_user(request.user, slug, pk)
+    project = run.project
+    can_edit = user_can_edit_plan(request.user, project)
+    form = RunProgressForm(request.POST or None, instance=run)
+    if request.method == "POST":
+        require_plan_editor(request.user, project)
+        if form.is_valid():
+            run_progress_report(run=run, **form.cleaned_data)
+            messages.success(request, "Progress saved.")
+            return redirect("run_detail", slug=project.slug, pk=run.pk)
+    today = timezone.now().date()
+    summary = run_summaries(runs=[run], as_of=today)[0]
+    budget = getattr(project, "budget", None)
+    daily = selectors.actual_by_day(
+        measure=budget.cost_measure if budget else "effective_cost",
+        start=run.start_date,
+        end=min(run.end_date, today) + timedelta(days=1),
+        training_run=run,
+    )
+    context = {
+        "project": project,
+        "run": run,
+        "summary": summary,
+        "ev": summary.earned_value,
+        "ev_text": summary.earned_value.explanation(run.currency)
+        if summary.earned_value
+        else "",
+        "daily": [(f"{day:%-d %b}", amount) for day, amount in sorted(daily.items())],
+        "form": form,
+        "can_edit": can_edit,
+        "alerts": run.alerts.filter(status__in=ACTIVE).select_related(
+            "acknowledged_by"
+        ),
+    }
+    return render(request, "projects/run_detail.html", context)
+
+
+@login_required
+def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    require_plan_editor(request.user, project)
+    budget = getattr(project, "budget", None) or Budget(
+        project=project,
+        currency=settings.REPORTING_CURRENCY,
+        start_date=project.start_date,
+        end_date=project.end_date,
+    )
+    data = request.POST or None
+    form = BudgetForm(data, instance=budget)
+    lines = BudgetLineFormSet(data, instance=form.instance)
+    runs = PlannedRunFormSet(data, instance=project, prefix="runs")
+    preview = None
+    valid = data is not None and all(
+        [form.is_valid(), lines.is_valid(), runs.is_valid()]
+    )
+    if valid and "preview" in request.POST:
+        preview = budget_preview(
+            project=project,
+            budget=form.instance,
+            lines=[BudgetLine(**line) for line in lines.kept_lines()],
+            as_of=timezone.now().date(),
+        )
+    elif valid:
+        saved = budget_save_plan(form=form, lines=lines, runs=runs, user=request.user)
+        if saved.revision:
+            messages.success(
+                request,
+                "Your change is a revision of the approved plan: finance will "
+                "approve or reject it. The approved plan applies until then.",
+            )
+        else:
+            messages.success(request, "Plan saved.")
+        return redirect(project)
+    current = project_summary(project=project, as_of=timezone.now().date()).variance
+    pending = (
+        budget.revisions.filter(status=BudgetRevision.Status.PENDING).first()
+        if budget.pk
+        else None
+    )
+    context = {
+        "project": project,
+        "form": form,
+        "lines": lines,
+        "runs": runs,
+        "preview": preview,
+        "current": current,
+        "pending": pending,
+    }
+    return render(request, "projects/budget_edit.html", context)

@@ -1,12 +1,10 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import DecimalField, ExpressionWrapper, F
-from django.template.response import TemplateResponse
 
-from billing.services import allocation_preview, cost_records_reallocate
+from core.admin_display import amount_display
 from projects.models import AllocationRule, Project, TrainingRun
-from spendtracker.admin_display import amount_display
 
 
 class TrainingRunInline(admin.TabularInline):
@@ -118,51 +116,3 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="planned cost", ordering="_planned_cost")
     def planned_cost_display(self, obj: TrainingRun) -> str | None:
         return amount_display(obj.planned_cost, obj.currency)
-
-
-@admin.register(AllocationRule)
-class AllocationRuleAdmin(admin.ModelAdmin):
-    list_display = (
-        "priority",
-        "project",
-        "match_on",
-        "tag_key",
-        "value",
-        "run_tag_key",
-        "training_run",
-        "is_active",
-    )
-    list_display_links = ("priority", "project")
-    list_filter = ("is_active", "match_on", "project")
-    search_fields = ("value", "tag_key", "run_tag_key", "project__name")
-    ordering = ("priority", "id")
-    autocomplete_fields = ("project", "training_run")
-    list_select_related = ("project", "training_run")
-    actions = ["reallocate_history"]
-
-    @admin.action(description="Re-apply all active rules to stored costs…")
-    def reallocate_history(self, request, queryset):
-        # Rules are ordered across all projects, so the whole set is re-applied
-        # whichever rules are selected. The first click previews; "Apply" moves.
-        if request.POST.get("apply") != "yes":
-            return TemplateResponse(
-                request,
-                "admin/projects/allocationrule/reallocate_preview.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Re-allocate stored costs",
-                    "moves": allocation_preview(),
-                    "selected": queryset.values_list("pk", flat=True),
-                    "opts": self.model._meta,
-                },
-            )
-        moved = cost_records_reallocate()
-        if moved is None:
-            self.message_user(request, "No cost moved: every record already matches.")
-        else:
-            start, end = moved
-            self.message_user(
-                request,
-                f"Costs re-allocated; rollup rebuilt for {start} to {end}.",
-                messages.SUCCESS,
-            )

@@ -1,19 +1,7 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
-from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.permissions import (
-    project_get_for_user,
-    projects_visible_to,
-    require_plan_editor,
-)
-from budgets.services import project_variance, run_progress_report
-from projects.models import TrainingRun
+from projects.selectors import projects_visible_to
 
 
 class ProjectListApi(ListAPIView):
@@ -33,86 +21,3 @@ class ProjectListApi(ListAPIView):
 
     def get_queryset(self):
         return projects_visible_to(self.request.user).select_related("team")
-
-
-class ProjectVarianceApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        slug = serializers.CharField()
-        as_of = serializers.DateField()
-        currency = serializers.CharField()
-        budget = serializers.DecimalField(max_digits=20, decimal_places=2)
-        plan_to_date = serializers.DecimalField(max_digits=20, decimal_places=2)
-        actual_to_date = serializers.DecimalField(max_digits=20, decimal_places=2)
-        variance = serializers.DecimalField(max_digits=20, decimal_places=2)
-        variance_percent = serializers.DecimalField(
-            max_digits=8, decimal_places=1, allow_null=True
-        )
-        forecast = serializers.DecimalField(max_digits=20, decimal_places=2)
-        status = serializers.CharField()
-        reason = serializers.CharField()
-
-        class Meta:
-            ref_name = "ProjectVariance"
-
-    serializer_class = OutputSerializer
-
-    def get(self, request: Request, slug: str) -> Response:
-        project = project_get_for_user(request.user, slug)
-        today = timezone.now().date()
-        variance = project_variance(project=project, as_of=today)
-        if variance is None:
-            return Response({"detail": "This project has no budget yet."}, status=404)
-        data = {
-            "slug": project.slug,
-            "as_of": today,
-            "currency": project.budget.currency,
-            "budget": variance.total,
-            "plan_to_date": variance.plan_to_date,
-            "actual_to_date": variance.actual_to_date,
-            "variance": variance.variance,
-            "variance_percent": variance.variance_percent,
-            "forecast": variance.forecast,
-            "status": variance.status,
-            "reason": variance.reason,
-        }
-        return Response(self.OutputSerializer(data).data)
-
-
-class RunProgressApi(APIView):
-    """A training script (or its lead) reports a run's status and units done."""
-
-    class InputSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(
-            choices=TrainingRun.Status.choices, required=False
-        )
-        units_done = serializers.DecimalField(
-            max_digits=24, decimal_places=2, min_value=0, required=False
-        )
-
-    class OutputSerializer(serializers.Serializer):
-        external_id = serializers.CharField()
-        status = serializers.CharField()
-        progress_unit = serializers.CharField()
-        units_planned = serializers.DecimalField(
-            max_digits=24, decimal_places=2, allow_null=True
-        )
-        units_done = serializers.DecimalField(
-            max_digits=24, decimal_places=2, allow_null=True
-        )
-
-        class Meta:
-            ref_name = "RunProgress"
-
-    serializer_class = InputSerializer
-
-    def post(self, request: Request, slug: str, external_id: str) -> Response:
-        project = project_get_for_user(request.user, slug)
-        run = get_object_or_404(project.runs, external_id=external_id)
-        require_plan_editor(request.user, project)
-        given = self.InputSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
-        try:
-            run = run_progress_report(run=run, **given.validated_data)
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(error.message_dict) from None
-        return Response(self.OutputSerializer(run).data)

@@ -13,7 +13,8 @@ from billing.models import BillingSource
 from budgets import selectors
 from budgets.alerts import ACTIVE
 from budgets.models import Alert
-from budgets.services import month_start, project_summaries, team_variance
+from budgets.services import project_summaries, team_variance
+from core.dates import month_start
 from projects.models import Project
 
 

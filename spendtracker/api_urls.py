@@ -1,7 +1,7 @@
 from django.urls import path
 
-from budgets.api import AlertListApi
-from projects.api import ProjectListApi, ProjectVarianceApi, RunProgressApi
+from budgets.api import AlertListApi, ProjectVarianceApi, RunProgressApi
+from projects.api import ProjectListApi
 
 urlpatterns = [
     path("projects/", ProjectListApi.as_view(), name="api_project_list"),

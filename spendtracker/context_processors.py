@@ -2,8 +2,8 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import Membership
-from accounts.permissions import alerts_visible_to
 from budgets.models import Alert
+from budgets.selectors import alerts_visible_to
 
 
 def portal(request: HttpRequest) -> dict:

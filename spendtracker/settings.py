@@ -11,7 +11,7 @@ import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "spendtracker",
+    "core",
     "accounts",
     "projects",
     "budgets",

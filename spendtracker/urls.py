@@ -7,7 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import views as account_views
 from billing import views as billing_views
 from budgets import views as budget_views
-from projects import views as project_views
 from reports import views as report_views
 from spendtracker import views as site_views
 
@@ -45,10 +44,10 @@ auth_urls = [
 ]
 
 urlpatterns = [
-    path("", project_views.dashboard, name="dashboard"),
+    path("", budget_views.dashboard, name="dashboard"),
     path("accounts/", include(auth_urls)),
-    path("projects/<slug:slug>/", project_views.project_detail, name="project_detail"),
-    path("projects/<slug:slug>/plan/", project_views.budget_edit, name="budget_edit"),
+    path("projects/<slug:slug>/", budget_views.project_detail, name="project_detail"),
+    path("projects/<slug:slug>/plan/", budget_views.budget_edit, name="budget_edit"),
     path(
         "projects/<slug:slug>/approve/",
         budget_views.budget_approve_view,
@@ -61,7 +60,7 @@ urlpatterns = [
     ),
     path(
         "projects/<slug:slug>/runs/<int:pk>/",
-        project_views.run_detail,
+        budget_views.run_detail,
         name="run_detail",
     ),
     path(
@@ -77,7 +76,7 @@ urlpatterns = [
         name="notification_settings",
     ),
     path("teams/", account_views.team_list, name="team_list"),
-    path("teams/<slug:slug>/", account_views.team_detail, name="team_detail"),
+    path("teams/<slug:slug>/", budget_views.team_detail, name="team_detail"),
     path("overview/", report_views.organisation_overview, name="overview"),
     path("invoices/", billing_views.invoice_list, name="invoice_list"),
     path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),

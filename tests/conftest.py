@@ -18,6 +18,7 @@ from billing.services import daily_costs_rebuild
 from budgets.models import Alert, AlertKind, Budget, BudgetLine, BudgetRevision
 from budgets.services import plan_snapshot
 from projects.models import Project, TrainingRun
+from spendtracker.celery import app
 
 PASSWORD = "correct-horse-battery"
 SKIPPED: list[str] = []
@@ -46,6 +47,15 @@ def test_settings(settings):
             "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         },
     }
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery tasks run in this process when queued; tests about tasks themselves run
+    a real worker instead (billing/test_tasks.py, budgets/test_alert_workers.py)."""
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
 
 
 @dataclass

@@ -48,7 +48,6 @@ from billing.importers.http import (
     usage_row,
 )
 from billing.models import BillingSource
-from billing.sync import register
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 COST_REPORT_PATH = "/v1/organizations/cost_report"
@@ -59,7 +58,6 @@ DEFAULT_WORKSPACE = "default"
 PROVIDER = "Anthropic"
 
 
-@register
 class AnthropicCostsFetcher:
     kind = "anthropic"
 

@@ -68,8 +68,8 @@ from pathlib import Path
 
 from billing.importers.base import CsvFile, ImportFailure, RowParser, new_row
 from billing.importers.parquet import ParquetExport, is_parquet
+from core.currencies import ZERO
 
-ZERO = Decimal("0")
 # Rows per Parquet record batch: large enough to be fast, small enough to stay flat.
 
 # What this importer reads, by its legacy CUR name and its CUR 2.0 name.

@@ -65,10 +65,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from billing.importers.aws_cur import AwsCurImporter
-from billing.importers.base import ImportFailure
+from billing.importers.base import ImportFailure, ProviderError
 from billing.importers.http import config_text
 from billing.models import BillingSource, ImportRun
-from billing.sync import ProviderError, register
 
 SEEN_KEY = "seen_etags"
 MANIFEST_SUFFIX = "-Manifest.json"
@@ -177,7 +176,6 @@ class Delivery:
         return S3File(self.bucket, entry)
 
 
-@register
 class AwsS3CurFetcher:
     kind = "aws-cur"
 

@@ -58,10 +58,9 @@ from billing.importers.base import (
     new_row,
 )
 from billing.models import COST_DIGITS
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES, ZERO
 
 PROVIDER = "Microsoft"
-ZERO = Decimal(0)
 ONE_DAY = timedelta(days=1)
 # A computed price x quantity is kept to the precision CostRecord stores.
 COST_PLACES = Decimal(1).scaleb(-COST_DIGITS["decimal_places"])

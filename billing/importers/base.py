@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from billing.models import CostRecord
+from billing.models import BillingSource, CostRecord
 
 # CostRecord keeps costs to 19 digits before the point and quantities to 17.
 LARGEST_AMOUNT = Decimal(10) ** 17
@@ -426,3 +426,24 @@ def parse_timestamp(value: str) -> datetime:
 
 
 _HOUR_OVERFLOW = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):([0-5]\d):([0-5]\d)Z?$")
+
+
+class ProviderError(Exception):
+    """The provider failed or refused for now (5xx, rate limit, network): try later."""
+
+
+class Fetcher(Protocol):
+    """Fetches one kind of source. Optional: a static `syncs(source) -> bool`, false
+    for a source of that kind that is fed by file imports instead (no bucket set)."""
+
+    kind: str
+
+    def fetch(self, *, source: BillingSource, since: datetime) -> Iterator[dict]:
+        """Normalised rows (see importers.base.new_row) for every billing period from
+        the one containing `since` up to now, complete for each period it yields.
+
+        A fetcher that skips periods it knows to be unchanged sets `covered_periods`
+        (the month starts it restates in full) by the time fetch() returns; the other
+        periods keep their rows. On PostgreSQL the rows stream into a COPY, so the
+        fetcher must not query the database while they are being read."""
+        ...

@@ -27,7 +27,7 @@ from billing.importers.base import (
 )
 from billing.importers.parquet import ParquetExport, is_parquet
 from billing.memo import Memo
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES
 
 REQUIRED = (
     "BilledCost",

@@ -56,10 +56,9 @@ from zoneinfo import ZoneInfo
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
-from billing.importers.base import ImportFailure, first_present, new_row
+from billing.importers.base import ImportFailure, ProviderError, first_present, new_row
 from billing.models import BillingSource
-from billing.sync import ProviderError, register
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -133,7 +132,6 @@ SERVICE_CATEGORIES = {
 QUOTA_REASONS = frozenset({"rateLimitExceeded", "quotaExceeded"})
 
 
-@register
 class GcpBillingFetcher:
     kind = "gcp"
 

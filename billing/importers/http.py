@@ -22,10 +22,9 @@ from dateutil.relativedelta import relativedelta
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from billing.importers.base import ImportFailure, new_row
+from billing.importers.base import ImportFailure, ProviderError, new_row
 from billing.models import COST_COLUMNS, COST_DIGITS, BillingSource
-from billing.sync import ProviderError
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES
 
 RETRIES = 4
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})

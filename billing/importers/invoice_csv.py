@@ -43,7 +43,7 @@ from dateutil.relativedelta import relativedelta
 
 from billing.importers.base import CsvFile, ImportFailure, RowParser, clean, new_row
 from billing.models import COST_COLUMNS
-from spendtracker.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES
 
 COLUMNS = (
     "vendor",

@@ -40,7 +40,6 @@ from billing.importers.http import (
     usage_row,
 )
 from billing.models import BillingSource
-from billing.sync import register
 
 DEFAULT_BASE_URL = "https://api.openai.com"
 COSTS_PATH = "/v1/organization/costs"
@@ -49,7 +48,6 @@ GROUPS = ("project_id", "line_item")
 PROVIDER = "OpenAI"
 
 
-@register
 class OpenAICostsFetcher:
     kind = "openai"
 

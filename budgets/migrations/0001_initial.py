@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import spendtracker.currencies
+import core.currencies
 from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('total', models.DecimalField(decimal_places=2, max_digits=16)),
-                ('currency', models.CharField(max_length=3, validators=[spendtracker.currencies.validate_currency_code])),
+                ('currency', models.CharField(max_length=3, validators=[core.currencies.validate_currency_code])),
                 ('cost_measure', models.CharField(choices=[('effective_cost', 'Effective cost (amortised)'), ('billed_cost', 'Billed cost (cash)'), ('list_cost', 'List cost'), ('contracted_cost', 'Contracted cost')], default='effective_cost', max_length=20)),
                 ('start_date', models.DateField()),
                 ('end_date', models.DateField()),

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils.html import format_html
 
 from budgets.services import Status
-from spendtracker.currencies import money as format_money
+from core.currencies import money as format_money
 
 register = template.Library()
 

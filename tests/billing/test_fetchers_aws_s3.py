@@ -33,9 +33,9 @@ from moto.server import ThreadedMotoServer
 
 from billing.importers import aws_s3
 from billing.importers.aws_cur import COLUMNS
+from billing.importers.base import ProviderError
 from billing.models import BillingSource, CostRecord
 from billing.services import billing_sync_source
-from billing.sync import ProviderError
 from tests.data import SAMPLES
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from google.cloud.bigquery.table import Row
 
 from accounts.models import Team
 from billing.importers import gcp_billing
-from billing.importers.base import ImportFailure
+from billing.importers.base import ImportFailure, ProviderError
 from billing.importers.gcp_billing import (
     bigquery_client,
     export_query,
@@ -28,7 +28,6 @@ from billing.importers.gcp_billing import (
 )
 from billing.models import BillingSource, CostRecord, ImportRun
 from billing.services import billing_sync_source
-from billing.sync import ProviderError
 from projects.models import AllocationRule
 from tests.billing.importing import failed_sync, sync
 from tests.conftest import make_project, make_user

@@ -15,8 +15,8 @@ import time_machine
 
 from accounts.models import Team
 from billing.importers import http as provider_http
+from billing.importers.base import ProviderError
 from billing.models import BillingSource, CostRecord, ImportRun
-from billing.sync import ProviderError
 from billing.tasks import billing_sync
 from projects.models import AllocationRule
 from tests.billing.fakes import (

@@ -19,7 +19,6 @@ from billing.models import (
 )
 from billing.services import cost_records_reallocate
 from projects.models import AllocationRule
-from spendtracker.celery import app
 from tests.billing.importing import total
 from tests.conftest import make_cost_record, make_run
 
@@ -230,17 +229,13 @@ def test_a_source_of_the_same_name_but_another_kind_is_left_alone(world):
 
 
 def test_approving_in_the_admin_puts_the_invoice_into_cost(
-    client, world, django_capture_on_commit_callbacks
+    client, world, django_capture_on_commit_callbacks, eager_tasks
 ):
-    app.conf.task_always_eager = True
-    try:
-        client.force_login(world.admin)
-        with django_capture_on_commit_callbacks(execute=True):
-            client.post(
-                reverse("admin:billing_computeinvoice_changelist"),
-                {"action": "approve", "_selected_action": [world.invoice.pk]},
-            )
-    finally:
-        app.conf.task_always_eager = False
+    client.force_login(world.admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("admin:billing_computeinvoice_changelist"),
+            {"action": "approve", "_selected_action": [world.invoice.pk]},
+        )
     assert CostRecord.objects.get().billed_cost == Decimal("1234.50000000000")
     assert CostRecord.objects.get().project == world.project

@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from billing import sync
-from billing.importers.base import new_row
+from billing.importers.base import ProviderError, new_row
 from billing.models import BillingSource, CostRecord, ImportRun
 from billing.tasks import billing_sync_due
 from tests.billing.importing import sync_json
@@ -90,7 +90,7 @@ def test_restated_data_replaces_the_period(source):
 
 
 def test_a_provider_outage_fails_the_run_and_keeps_the_data(source):
-    ScriptedFetcher.responses = [[(1, "1.25")], sync.ProviderError("503 from API")]
+    ScriptedFetcher.responses = [[(1, "1.25")], ProviderError("503 from API")]
     sync_json()
     with pytest.raises(CommandError):
         call_command("billing_sync", stdout=io.StringIO())

@@ -7,7 +7,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from billing.models import BillingSource, CostRecord, ImportRun
-from spendtracker.celery import app
 from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
@@ -16,13 +15,10 @@ SAMPLE = FOCUS_REAL
 
 
 @pytest.fixture
-def finance_client(client, world, settings, tmp_path):
-    """Tasks run in-process here; test_tasks.py runs them in a real worker."""
+def finance_client(client, world, settings, tmp_path, eager_tasks):
     settings.MEDIA_ROOT = tmp_path
-    app.conf.task_always_eager = True
     client.force_login(world.finance)
-    yield client
-    app.conf.task_always_eager = False
+    return client
 
 
 def upload(client, content: bytes, name: str = "focus.csv", source: str = "FOCUS"):

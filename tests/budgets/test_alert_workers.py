@@ -2,8 +2,14 @@
 sharing the test database, two at once, and one killed in the middle of a send.
 
 Emails land in a file backend directory that every worker writes to.
+
+The workers use the Redis database of CELERY_BROKER_URL (`make test` and CI set it to
+a redis:// URL; a parallel run sets its own database number there). Nothing is
+flushed: each test has a queue of its own, to which its workers also send the tasks
+they queue (`tests/celery_worker.py`), and it deletes that queue when it ends.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -12,28 +18,28 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import pytest
-import redis
 from celery import Celery
 from django.db import connection
 from django.utils import timezone
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from budgets.alerts import alerts_evaluate
 from budgets.models import Alert, AlertKind, AlertRule, Notification
 from tests.conftest import make_budget, make_project, make_spend
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER_DB = 13  # a Redis database of their own: nothing else queues tasks there
 
 
 def redis_url() -> str:
     configured = os.environ.get("CELERY_BROKER_URL", "")
-    base = configured if configured.startswith("redis") else "redis://127.0.0.1:6379"
-    parts = urlsplit(base)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{WORKER_DB}", "", ""))
+    assert configured.startswith(("redis://", "rediss://")), (
+        "worker tests start Celery workers in other processes: give them a Redis "
+        f"broker in CELERY_BROKER_URL, as `make test` and CI do (it is {configured!r})"
+    )
+    return configured
 
 
 def database_url() -> str:
@@ -58,7 +64,6 @@ class Workers:
         self.queue = f"alerts-test-{uuid.uuid4().hex[:8]}"
         self.processes: list[subprocess.Popen] = []
         self.client = Celery()
-        redis.Redis.from_url(redis_url()).flushdb()
 
     def start(self, name: str, **env: str) -> subprocess.Popen:
         log = self.tmp_path / f"{name}.log"
@@ -66,13 +71,14 @@ class Workers:
             **os.environ,
             "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": redis_url(),
+            "TEST_CELERY_QUEUE": self.queue,
             "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
             "EMAIL_FILE_PATH": str(self.mail_dir),
             **env,
         }
         command = [
-            sys.executable, "-m", "celery", "-A", "spendtracker", "worker",
-            "--pool", "solo", "--queues", f"{self.queue},celery",
+            sys.executable, "-m", "celery", "-A", "tests.celery_worker", "worker",
+            "--pool", "solo", "--queues", self.queue,
             "--hostname", f"{name}@{self.queue}", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         ]  # fmt: skip
@@ -107,6 +113,22 @@ class Workers:
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=30)
+        self.forget_queue()
+
+    def forget_queue(self) -> None:
+        """Delete this test's queue, its bindings, and the messages a killed worker
+        left unacknowledged on it; nothing else in the database is touched."""
+        queue = Queue(self.queue, Exchange(self.queue), routing_key=self.queue)
+        with Connection(redis_url()) as broker:
+            channel = broker.default_channel
+            queue(channel).declare()
+            queue(channel).delete()
+            client = channel.client
+            for tag, delivery in client.hgetall(channel.unacked_key).items():
+                _message, _exchange, routing_key = json.loads(delivery)
+                if routing_key == self.queue:
+                    client.hdel(channel.unacked_key, tag)
+                    client.zrem(channel.unacked_index_key, tag)
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from budgets.notifications import (
     digests_send,
     notifications_send_pending,
 )
-from budgets.tasks import alerts_evaluate_task
-from tests.billing.test_billing_import import FOCUS_REAL
+from tests.billing.importing import read_csv, write_csv
 from tests.conftest import make_budget, make_project, make_run, make_spend
+from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
 
@@ -430,11 +430,29 @@ def test_a_project_override_replaces_the_default_thresholds(world, timeline):
     assert Alert.objects.get().threshold == 90
 
 
-def test_an_evaluation_follows_an_import(world, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
-        outcome = billing_import_file(path=FOCUS_REAL, source_name="uploads")
+def test_an_import_that_crosses_a_threshold_fires_its_alert(
+    world, timeline, tmp_path, django_capture_on_commit_callbacks, eager_tasks
+):
+    """Billing announces the finished import; budgets evaluates on it."""
+    only_rule(AlertKind.BUDGET_USED)
+    row = read_csv(FOCUS_REAL)[0] | {
+        "BilledCost": "900",
+        "EffectiveCost": "900",
+        "BillingPeriodStart": "2026-01-01 00:00:00",
+        "BillingPeriodEnd": "2026-02-01 00:00:00",
+        "ChargePeriodStart": "2026-01-03 00:00:00",
+        "ChargePeriodEnd": "2026-01-04 00:00:00",
+        "Tags": json.dumps({"project": "timeline"}),
+    }
+    export = write_csv(tmp_path / "focus.csv", [row])
+    with (
+        time_machine.travel(at(date(2026, 1, 5)), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        outcome = billing_import_file(path=export, source_name="uploads")
     assert outcome.run.status == "imported"
-    assert alerts_evaluate_task in [getattr(c, "__self__", None) for c in callbacks]
+    alert = Alert.objects.get(project=timeline)
+    assert (alert.kind, alert.threshold) == (AlertKind.BUDGET_USED, 80)
 
 
 def test_nothing_is_sent_twice_when_the_sweep_runs_after_a_send(world, timeline):

@@ -1,9 +1,10 @@
 """The portal in a real browser: headless Chromium against pytest-django's live server.
 
-Each test seeds the demo organisation (`projects.demo.demo_seed`) into a transactional
-database that the live server thread reads, logs in through the login form, and checks
-what a person sees, including that Chart.js really drew the cumulative chart.
-Screenshots of the pages land in `test-artifacts/` at the repository root.
+Each test seeds the demo organisation (`spendtracker.demo.demo_seed`) into a
+transactional database that the live server thread reads, logs in through the login
+form, and checks what a person sees, including that Chart.js really drew the
+cumulative chart. Screenshots of the pages land in `test-artifacts/` at the repository
+root.
 """
 
 import re
@@ -13,8 +14,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from projects.demo import DEMO_PASSWORD, demo_seed
-from spendtracker.celery import app
+from spendtracker.demo import DEMO_PASSWORD, demo_seed
 from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.e2e
@@ -172,13 +172,10 @@ SAMPLE = FOCUS_REAL
 
 
 @pytest.fixture
-def tasks_in_process(settings, tmp_path):
-    """The upload's import runs in the live server's thread (test_tasks.py covers the
-    real worker), with uploads kept in a temporary folder."""
+def tasks_in_process(settings, tmp_path, eager_tasks):
+    """The upload's import runs in the live server's thread, with uploads kept in a
+    temporary folder."""
     settings.MEDIA_ROOT = tmp_path
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 def test_finance_uploads_an_export_and_follows_it_to_its_totals(

@@ -3,9 +3,10 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.importers import ImportFailure
+from billing.importers.base import ProviderError
 from billing.models import BillingSource, ImportRun
 from billing.services import billing_sync_source
-from billing.sync import ProviderError, sources_to_sync
+from billing.sync import sources_to_sync
 
 
 class Command(BaseCommand):

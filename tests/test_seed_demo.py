@@ -8,8 +8,8 @@ from django.core.management.base import CommandError
 from billing.models import CostRecord, DailyCost
 from billing.services import daily_costs_rebuild
 from budgets.services import Status, project_variance
-from projects.demo import demo_seed
 from projects.models import Project
+from spendtracker.demo import demo_seed
 
 
 def row_counts() -> dict[str, int]:

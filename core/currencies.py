@@ -17,6 +17,8 @@ ISO_4217_CODES = frozenset(
     """.split()  # noqa: SIM905 (a compact table)
 )
 
+ZERO = Decimal(0)
+
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 
 

@@ -27,7 +27,7 @@ from billing.models import (
 from billing.services import daily_costs_rebuild
 from budgets.alerts import alerts_evaluate
 from budgets.models import Budget, BudgetLine
-from budgets.services import month_start, next_month
+from core.dates import month_start, next_month
 from projects.models import AllocationRule, Project, TrainingRun
 
 DEMO_PASSWORD = "demo1234"
