@@ -206,7 +206,7 @@ class AlertKind(models.TextChoices):
 class AlertRule(models.Model):
     """Overrides one kind of alert: for the organisation (no project) or one project.
 
-    Without a row, each kind runs with the defaults in `budgets.alerts.DEFAULTS`.
+    Without a row, each kind runs with the defaults in `budgets.alerts.rules.DEFAULT_THRESHOLDS`.
     """
 
     kind = models.CharField(max_length=20, choices=AlertKind)
