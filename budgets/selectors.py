@@ -68,17 +68,6 @@ def actual_between(
     return rows.aggregate(total=Sum(measure))["total"] or ZERO
 
 
-def gpu_hours_between(
-    *, start: date | None = None, end: date | None = None, **scope
-) -> Decimal:
-    rows = DailyCost.objects.filter(**scope)
-    if start:
-        rows = rows.filter(date__gte=start)
-    if end:
-        rows = rows.filter(date__lt=end)
-    return rows.aggregate(total=Sum("gpu_hours"))["total"] or ZERO
-
-
 def actual_by_month(*, measure: str, **scope) -> dict[date, Decimal]:
     rows = (
         converted_daily_costs()

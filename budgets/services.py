@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -24,9 +24,6 @@ from budgets.selectors import SpendFigures
 from core.currencies import ZERO, money
 from core.dates import month_start, next_month
 from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
-
-if TYPE_CHECKING:
-    from budgets.forms import BaseBudgetLineFormSet, BasePlannedRunFormSet, BudgetForm
 
 HUNDRED = Decimal("100")
 BURN_WINDOW_DAYS = 7
@@ -238,10 +235,6 @@ class ProjectSummary:
         """Spend to date that providers will no longer restate."""
         spent = self.variance.actual_to_date if self.variance else ZERO
         return spent - self.provisional
-
-    @property
-    def month_used_percent(self) -> Decimal | None:
-        return _percent(self.month_actual, self.month_plan)
 
 
 def budgets_with_lines(project_ids: Sequence[int]) -> dict[int, Budget]:
@@ -696,20 +689,20 @@ class PlanSaved:
 @transaction.atomic
 def budget_save_plan(
     *,
-    form: "BudgetForm",
-    lines: "BaseBudgetLineFormSet",
-    runs: "BasePlannedRunFormSet",
+    budget: Budget,
+    lines: Sequence[dict],
+    runs: Sequence[dict],
     user: User,
 ) -> PlanSaved:
     """Save a draft budget and its monthly lines together, or neither.
 
-    An approved budget keeps its plan: the change becomes a revision that finance
-    approves or rejects. A newer proposal replaces a pending one.
+    `budget` carries the validated plan fields (not saved yet); `lines` are the
+    months, categories and amounts; `runs` the plan fields of planned runs, with
+    their id when they exist. An approved budget keeps its plan: the change becomes
+    a revision that finance approves or rejects. A newer proposal replaces a pending
+    one.
     """
-    budget = form.instance
-    proposal = plan_snapshot(
-        budget=budget, lines=lines.kept_lines(), runs=runs.kept_runs()
-    )
+    proposal = plan_snapshot(budget=budget, lines=lines, runs=runs)
     if budget.pk and budget.status == Budget.Status.APPROVED:
         approved = Budget.objects.select_related("project").get(pk=budget.pk)
         previous = plan_snapshot(

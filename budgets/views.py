@@ -388,7 +388,12 @@ def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
             as_of=timezone.now().date(),
         )
     elif valid:
-        saved = budget_save_plan(form=form, lines=lines, runs=runs, user=request.user)
+        saved = budget_save_plan(
+            budget=form.instance,
+            lines=lines.kept_lines(),
+            runs=runs.kept_runs(),
+            user=request.user,
+        )
         if saved.revision:
             messages.success(
                 request,

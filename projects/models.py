@@ -132,12 +132,6 @@ class TrainingRun(models.Model):
     def planned_cost(self) -> Decimal:
         return self.planned_gpu_hours * self.rate_per_gpu_hour
 
-    @property
-    def reports_progress(self) -> bool:
-        return bool(
-            self.progress_unit and self.units_planned and self.units_done is not None
-        )
-
     def clean(self) -> None:
         errors = {}
         if self.start_date and self.end_date and self.end_date < self.start_date:

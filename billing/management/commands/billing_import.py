@@ -3,19 +3,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from billing.importers import IMPORTERS
 from billing.models import ImportRun
 from billing.services import billing_import_file
 
-FORMATS = [
-    "auto",
-    "focus",
-    "aws-cur",
-    "azure",
-    "gcp",
-    "openai",
-    "anthropic",
-    "invoice-csv",
-]
+# Formats a file can be imported in; gcp, openai and anthropic are fetched by
+# billing_sync instead.
+FORMATS = ["auto", *IMPORTERS]
 
 
 class Command(BaseCommand):

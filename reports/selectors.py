@@ -1,0 +1,49 @@
+"""Reads for finance's pages: the organisation seen team by team."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from django.db.models import Count
+
+from accounts.models import Team
+from budgets.alerts import ACTIVE
+from budgets.models import Alert
+from budgets.services import TeamVariance, project_summaries, team_variance
+from core.currencies import ZERO
+from projects.models import Project
+
+
+@dataclass(frozen=True)
+class TeamTotals:
+    team: Team
+    projects: int
+    variance: TeamVariance
+    month_actual: Decimal
+    alerts: int  # open or acknowledged
+
+
+def team_totals(*, as_of: date) -> list[TeamTotals]:
+    """Every team's budgets, plan, actual and forecast added up over its projects,
+    with this month's spend and its active alerts: a fixed number of queries."""
+    by_team = defaultdict(list)
+    projects = list(Project.objects.select_related("team"))
+    for summary in project_summaries(projects=projects, as_of=as_of):
+        by_team[summary.project.team_id].append(summary)
+    alerts = dict(
+        Alert.objects.filter(status__in=ACTIVE, project__isnull=False)
+        .values_list("project__team")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    return [
+        TeamTotals(
+            team=team,
+            projects=len(by_team[team.pk]),
+            variance=team_variance(by_team[team.pk]),
+            month_actual=sum((s.month_actual for s in by_team[team.pk]), ZERO),
+            alerts=alerts.get(team.pk, 0),
+        )
+        for team in Team.objects.all()
+    ]
