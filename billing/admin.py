@@ -1,5 +1,3 @@
-from decimal import Decimal
-
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Sum
@@ -17,6 +15,7 @@ from billing.models import (
 )
 from billing.services import allocation_preview, cost_records_reallocate
 from core.admin_display import amount_display
+from core.currencies import ZERO
 from projects.models import AllocationRule
 
 
@@ -330,7 +329,7 @@ class ComputeInvoiceAdmin(admin.ModelAdmin):
 
     @admin.display(description="total", ordering="_total")
     def total_display(self, obj: ComputeInvoice) -> str | None:
-        return amount_display(obj._total or Decimal("0"), obj.currency)
+        return amount_display(obj._total or ZERO, obj.currency)
 
 
 @admin.register(ComputeInvoiceLine)

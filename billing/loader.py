@@ -437,8 +437,8 @@ def check_references(
     for model, ids in (
         (BillingSource, {source_id}),
         (ImportRun, {import_run_id}),
-        (Project, project_ids - {None}),
-        (TrainingRun, run_ids - {None}),
+        (Project, {pk for pk in project_ids if pk is not None}),
+        (TrainingRun, {pk for pk in run_ids if pk is not None}),
     ):
         if not ids:
             continue

@@ -6,7 +6,7 @@ from django.db.models import F, Q, Sum
 from django.urls import reverse
 
 from core.crypto import decrypt_json, encrypt_json, mask
-from core.currencies import validate_currency_code
+from core.currencies import ZERO, validate_currency_code
 
 # FOCUS costs carry up to 11 decimal places; quantities up to 15.
 COST_DIGITS = {"max_digits": 30, "decimal_places": 11}
@@ -369,7 +369,7 @@ class ComputeInvoice(models.Model):
 
     @property
     def total(self) -> Decimal:
-        return self.lines.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+        return self.lines.aggregate(total=Sum("amount"))["total"] or ZERO
 
 
 class ComputeInvoiceLine(models.Model):

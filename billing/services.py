@@ -89,9 +89,7 @@ def allocation_preview(
         key = (record.project_id, allocation.project_id)
         rows, effective = moves.get(key, (0, {}))
         currency = record.billing_currency
-        effective[currency] = (
-            effective.get(currency, Decimal(0)) + record.effective_cost
-        )
+        effective[currency] = effective.get(currency, ZERO) + record.effective_cost
         moves[key] = (rows + 1, effective)
     unallocated = "(unallocated)"
     result = [
@@ -371,7 +369,7 @@ def _daily_cost(group: dict, fx: "FxTable") -> DailyCost:
         billing_currency=group["billing_currency"],
         is_provisional=group["is_provisional"],
         fx_rate=rate,
-        gpu_hours=group["gpu_hours"] or Decimal("0"),
+        gpu_hours=group["gpu_hours"] or ZERO,
         **{column: group[column] * factor for column in COST_COLUMNS},
     )
 
@@ -433,11 +431,14 @@ def billing_upload_accept(
 ) -> ImportRun:
     """Keep an uploaded export with a new ImportRun and queue its import. A file whose
     format cannot be recognised fails at once, so the person uploading sees why."""
+    file_name = uploaded.name
+    if file_name is None:  # a form's FileField gives only named files
+        raise ValueError("an uploaded file has no name")
     source = _source(source_name, file_format)
     run = ImportRun.objects.create(
-        source=source, file_name=uploaded.name, file_format=file_format
+        source=source, file_name=file_name, file_format=file_format
     )
-    run.upload.save(uploaded.name, uploaded, save=True)
+    run.upload.save(file_name, uploaded, save=True)
     try:
         importer = importer_for(Path(run.upload.path), file_format)
     except ImportFailure as failure:
@@ -446,7 +447,7 @@ def billing_upload_accept(
         return run
     if source.kind != importer.name:
         if source.import_runs.exclude(pk=run.pk).exists():
-            _fail(run, source, _kind_mismatch(source, importer.name, uploaded.name))
+            _fail(run, source, _kind_mismatch(source, importer.name, file_name))
             return run
         source.kind = importer.name  # a source created by this upload takes its kind
         source.save(update_fields=["kind"])

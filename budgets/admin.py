@@ -1,5 +1,3 @@
-from decimal import Decimal
-
 from django.contrib import admin
 from django.db.models import Sum
 
@@ -13,6 +11,7 @@ from budgets.models import (
     Notification,
 )
 from core.admin_display import amount_display
+from core.currencies import ZERO
 
 
 class BudgetLineInline(admin.TabularInline):
@@ -73,7 +72,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="sum of lines", ordering="_planned_total")
     def planned_total_display(self, obj: Budget) -> str | None:
-        return amount_display(obj._planned_total or Decimal("0"), obj.currency)
+        return amount_display(obj._planned_total or ZERO, obj.currency)
 
 
 @admin.register(BudgetLine)

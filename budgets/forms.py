@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
 from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine
+from core.currencies import ZERO
 from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
 
 
@@ -82,7 +83,7 @@ class BaseBudgetLineFormSet(BaseInlineFormSet):
                     f"{line['month']:%B %Y} has two lines for the same category."
                 )
             seen.add(key)
-        planned = sum((line["amount"] for line in kept), Decimal("0"))
+        planned = sum((line["amount"] for line in kept), ZERO)
         must_sum = budget.lines_must_sum_to_total and budget.total is not None
         if must_sum and planned != budget.total:
             raise ValidationError(

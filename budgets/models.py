@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
 
-from core.currencies import validate_currency_code
+from core.currencies import ZERO, validate_currency_code
 
 
 class CostMeasure(models.TextChoices):
@@ -83,7 +83,7 @@ class Budget(models.Model):
 
     @property
     def planned_total(self) -> Decimal:
-        return self.lines.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+        return self.lines.aggregate(total=Sum("amount"))["total"] or ZERO
 
 
 # What a lead plans and finance approves of a budget: the fields a revision records.
@@ -206,7 +206,8 @@ class AlertKind(models.TextChoices):
 class AlertRule(models.Model):
     """Overrides one kind of alert: for the organisation (no project) or one project.
 
-    Without a row, each kind runs with the defaults in `budgets.alerts.rules.DEFAULT_THRESHOLDS`.
+    Without a row, each kind runs with the defaults in
+    `budgets.alerts.rules.DEFAULT_THRESHOLDS`.
     """
 
     kind = models.CharField(max_length=20, choices=AlertKind)

@@ -158,7 +158,7 @@ class CsvFile:
         with self.path.open("rb") as probe:
             return probe.read(2) == b"\x1f\x8b"
 
-    def _binary(self) -> IO[bytes]:
+    def _binary(self) -> gzip.GzipFile | io.BufferedReader:
         """The file's bytes, decompressed if it is gzip; the caller closes it."""
         return gzip.open(self.path) if self._is_gzip() else self.path.open("rb")  # noqa: SIM115
 

@@ -58,7 +58,7 @@ from django.utils import timezone
 
 from billing.importers.base import ImportFailure, ProviderError, first_present, new_row
 from billing.models import BillingSource
-from core.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES, ZERO
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -336,7 +336,7 @@ def _credits(record: Mapping[str, Any]) -> Decimal:
         _decimal(credit.get("amount"), "credits.amount")
         for credit in record.get("credits") or ()
     )
-    return sum((amount for amount in amounts if amount is not None), Decimal(0))
+    return sum((amount for amount in amounts if amount is not None), ZERO)
 
 
 def _timestamp(record: Mapping[str, Any], path: str) -> datetime:

@@ -24,6 +24,7 @@ from accounts.models import User
 from budgets.alerts.recipients import notifications_record
 from budgets.alerts.rules import Observation, observe
 from budgets.models import Alert, AlertKind
+from core.currencies import ZERO
 from core.dates import month_start
 
 # How far under its threshold a level must fall before the alert resolves.
@@ -33,7 +34,7 @@ RESOLVE_MARGIN: dict[str, Decimal] = {
     AlertKind.VARIANCE: Decimal("5"),
     AlertKind.RUN_OVER: Decimal("5"),
     AlertKind.SPEND_ANOMALY: Decimal("0.5"),
-    AlertKind.STALE_SOURCE: Decimal("0"),
+    AlertKind.STALE_SOURCE: ZERO,
 }
 ACTIVE = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)
 MONTHLY_KINDS = (AlertKind.BUDGET_USED, AlertKind.FORECAST_OVER, AlertKind.VARIANCE)

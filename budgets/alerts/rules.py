@@ -191,9 +191,7 @@ def _project_observations(
                         f"{money(variance.total, currency)} budget; "
                         f"{money(variance.actual_to_date, currency)} is spent so far"
                     ),
-                    critical_from=Decimal(0)
-                    if variance.status == Status.OVER
-                    else None,
+                    critical_from=ZERO if variance.status == Status.OVER else None,
                 ),
                 **scope,
             )
@@ -351,7 +349,7 @@ def _source_observations(
                     reason=f"{source.name} last imported successfully "
                     f"{source.last_sync_at:%-d %b %Y %H:%M} UTC, {hours:.0f} hours "
                     f"ago; alerts of the projects it bills wait until it is fresh",
-                    critical_from=Decimal(0),
+                    critical_from=ZERO,
                 ),
                 source_id=source.pk,
             )

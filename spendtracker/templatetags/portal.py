@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils.html import format_html
 
 from budgets.services import Status
+from core.currencies import ZERO
 from core.currencies import money as format_money
 
 register = template.Library()
@@ -49,8 +50,8 @@ def signed_percent(value) -> str:
 def capped(value, limit: int = 100) -> Decimal:
     """A percent clipped to [0, limit], for the width of a meter."""
     if value is None:
-        return Decimal(0)
-    return max(Decimal(0), min(Decimal(value), Decimal(limit)))
+        return ZERO
+    return max(ZERO, min(Decimal(value), Decimal(limit)))
 
 
 @register.filter
