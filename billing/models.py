@@ -271,8 +271,13 @@ class DailyCost(CostMeasures):
         blank=True,
         related_name="daily_costs",
     )
+    source = models.ForeignKey(
+        BillingSource, on_delete=models.CASCADE, related_name="daily_costs"
+    )
     provider_name = models.CharField(max_length=200)
     service_name = models.CharField(max_length=200, blank=True)
+    service_category = models.CharField(max_length=100, blank=True)
+    charge_category = models.CharField(max_length=20)
     billing_currency = models.CharField(max_length=3)
     fx_rate = models.DecimalField(max_digits=20, decimal_places=10, null=True)
     is_provisional = models.BooleanField(default=False)

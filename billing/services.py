@@ -175,8 +175,11 @@ LONGEST_SPREAD = timedelta(days=92)  # a calendar quarter at most
 ROLLUP_KEY = (
     "project_id",
     "training_run_id",
+    "source_id",
     "provider_name",
     "service_name",
+    "service_category",
+    "charge_category",
     "billing_currency",
     "is_provisional",
 )
@@ -364,8 +367,11 @@ def _daily_cost(group: dict, fx: "FxTable") -> DailyCost:
         date=group["day"],
         project_id=group["project_id"],
         training_run_id=group["training_run_id"],
+        source_id=group["source_id"],
         provider_name=group["provider_name"],
         service_name=group["service_name"],
+        service_category=group["service_category"],
+        charge_category=group["charge_category"],
         billing_currency=group["billing_currency"],
         is_provisional=group["is_provisional"],
         fx_rate=rate,

@@ -98,10 +98,13 @@ def test_the_rollup_keeps_every_decimal_and_the_unallocated_spend(world):
     record(amount="10.12345678901")
     record(amount="-1.5", charge_category="Credit")
     daily_costs_rebuild(start=date(2026, 3, 1), end=date(2026, 4, 1))
-    row = DailyCost.objects.get()
-    assert row.project is None
-    assert row.billed_cost == Decimal("8.62345758901")
-    assert row.fx_rate == Decimal("1")
+    rows = DailyCost.objects.filter(project=None, fx_rate=Decimal("1"))
+    by_category = dict(rows.values_list("charge_category", "billed_cost"))
+    assert by_category == {
+        "Usage": Decimal("10.12345758901"),
+        "Credit": Decimal("-1.50000000000"),
+    }
+    assert DailyCost.objects.count() == 2
 
 
 def test_the_rollup_converts_with_the_rate_in_force_on_the_charge_date():
