@@ -1,3 +1,4 @@
+from datetime import date
 from decimal import Decimal
 
 from django.conf import settings
@@ -311,6 +312,15 @@ class Alert(models.Model):
     value = models.DecimalField(
         max_digits=20, decimal_places=2, help_text="The level last observed."
     )
+    figures = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "What the alert fired with, as its emails show it however late they go: "
+            "the date, subject, reason and figures (exact decimal strings). Empty on "
+            "alerts that fired before figures were kept."
+        ),
+    )
     waiting_for = models.CharField(
         max_length=300,
         blank=True,
@@ -360,6 +370,21 @@ class Alert(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status != self.Status.RESOLVED
+
+    # Subject and reason follow the level while the alert is active; its emails say
+    # what fired it. An alert without kept figures falls back to its latest words.
+    @property
+    def fired_as_of(self) -> date | None:
+        as_of = self.figures.get("as_of")
+        return date.fromisoformat(as_of) if as_of else None
+
+    @property
+    def fired_subject(self) -> str:
+        return self.figures.get("subject") or self.subject
+
+    @property
+    def fired_reason(self) -> str:
+        return self.figures.get("reason") or self.reason
 
 
 class Notification(models.Model):

@@ -11,7 +11,9 @@ the row was marked sent: no database can make an SMTP hand-off atomic.
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -22,8 +24,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from budgets.alerts.figures import daily_spend, project_figures, run_figures
 from budgets.models import Alert, Notification
-from budgets.services import project_summary
+from budgets.services import project_summary, run_summaries
+from core.currencies import ZERO
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +121,23 @@ def _link(path: str) -> str:
 
 
 def alert_email_send(*, alert: Alert, user: User) -> None:
-    summary = (
-        project_summary(project=alert.project, as_of=timezone.now().date())
-        if alert.project
-        else None
-    )
+    """The figures the alert fired with, however late this goes, and the latest beside
+    them if they have moved since. An alert that fired before figures were kept shows
+    the latest alone, labelled as such."""
+    today = timezone.now().date()
+    latest = _latest_figures(alert, as_of=today)
+    kept = alert.fired_as_of is not None
+    figures = alert.figures if kept else latest
+    moved = kept and any(figures.get(key) != value for key, value in latest.items())
     context = {
         "alert": alert,
         "user": user,
-        "summary": summary,
-        "bars": _bars(summary.trend[-14:]) if summary else [],
-        "budget": summary.budget if summary else None,
+        "figures": figures,
+        "as_of": alert.fired_as_of or today,
+        "kept": kept,
+        "latest": latest if moved else None,
+        "latest_as_of": today,
+        "bars": _bars(daily_spend(figures)),
         "escalated": alert.escalated_from_id is not None,
         "alert_url": _link(alert.get_absolute_url()),
         "project_url": _link(alert.project.get_absolute_url()) if alert.project else "",
@@ -135,16 +145,24 @@ def alert_email_send(*, alert: Alert, user: User) -> None:
     }
     prefix = "Escalated: " if context["escalated"] else ""
     _send(
-        subject=f"[Spendtracker] {prefix}{alert.subject}",
+        subject=f"[Spendtracker] {prefix}{alert.fired_subject}",
         template="emails/alert",
         context=context,
         to=user.email,
     )
 
 
-def _bars(trend: list) -> list[tuple]:
+def _latest_figures(alert: Alert, *, as_of: date) -> dict[str, Any]:
+    if alert.training_run:
+        return run_figures(run_summaries(runs=[alert.training_run], as_of=as_of)[0])
+    if alert.project:
+        return project_figures(project_summary(project=alert.project, as_of=as_of))
+    return {}
+
+
+def _bars(trend: list[tuple[date, Decimal]]) -> list[tuple[date, Decimal, int]]:
     """Daily spend as bar heights in pixels, for a chart made of table cells."""
-    highest = max((amount for _day, amount in trend), default=0)
+    highest = max((amount for _day, amount in trend), default=ZERO)
     if not highest:
         return []
     return [

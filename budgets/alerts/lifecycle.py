@@ -233,6 +233,14 @@ def _new_alert(
         subject=subject[:300],
         reason=reason,
         value=observation.value,
+        # Kept as fired: refreshing the alert later rewrites its subject and reason,
+        # never these, so a late email still says what fired it.
+        figures={
+            "as_of": now.date().isoformat(),
+            "subject": subject[:300],
+            "reason": reason,
+            **observation.figures,
+        },
         escalated_from=escalated_from,
         fired_at=now,
         updated_at=now,

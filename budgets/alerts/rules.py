@@ -7,7 +7,7 @@ neither fire nor resolve, and the open alerts say what they wait for.
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from statistics import median
@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import BillingSource, CostRecord
+from budgets.alerts.figures import project_figures, run_figures
 from budgets.models import Alert, AlertKind, AlertRule, Budget
 from budgets.services import (
     HUNDRED,
@@ -60,6 +61,7 @@ class Observation:
     source_id: int | None = None
     waiting_for: str = ""
     strict: bool = False  # "beyond" a threshold rather than "at" it
+    figures: dict[str, Any] = field(default_factory=dict)  # for the alert's emails
 
     @property
     def key(self) -> tuple[str, str, date]:
@@ -134,6 +136,7 @@ def _project_observations(
     scope: dict[str, Any] = {
         "scope_key": f"project:{project.pk}",
         "project_id": project.pk,
+        "figures": project_figures(summary),
     }
     currency = budget.currency
     month = month_start(as_of)
@@ -321,6 +324,7 @@ def _run_observation(summary: RunSummary, rules: Rules) -> list[Observation]:
             ),
             project_id=run.project_id,
             training_run_id=run.pk,
+            figures=run_figures(summary),
         )
     ]
 

@@ -2,6 +2,7 @@
 emails that really leave (Django's outbox)."""
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -159,11 +160,148 @@ def test_the_email_states_the_reason_the_figures_and_links_to_the_project(
         email.body
     )
     assert "https://spend.example.com/projects/timeline/" in email.body
+    assert "as of 10 January 2026, when the alert fired:" in email.body
+    assert "Latest" not in email.body  # sent as it fired: nothing has moved
     html, mimetype = email.alternatives[0]
     assert mimetype == "text/html"
     assert 'href="https://spend.example.com/projects/timeline/"' in html
-    assert "Daily spend, last 14 days" in html  # the small chart
+    assert "Daily spend, 28 Dec to 10 Jan 2026" in html  # the small chart
     assert "Plan to date" in html
+
+
+def test_an_email_sent_late_shows_the_figures_the_alert_fired_with(
+    world, timeline, settings
+):
+    """The mail server refuses the first send; by the retry more spend has arrived and
+    the hourly evaluation has moved the alert on. The email says what fired it, and
+    adds the latest, labelled."""
+    only_rule(AlertKind.BUDGET_USED)
+    settings.EMAIL_BACKEND = "tests.email_backends.FailingBackend"
+    make_spend(timeline, date(2026, 1, 8), "550")
+    evaluate(at(date(2026, 1, 10)))
+    make_spend(timeline, date(2026, 1, 11), "150")
+    evaluate(at(date(2026, 1, 12)))
+    assert (
+        Alert.objects.get().subject == "Timeline: $700 spent, 70% of the January plan"
+    )
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    with time_machine.travel(at(date(2026, 1, 12), 10), tick=False):
+        assert notifications_send_pending() == 2
+    email = next(m for m in mail.outbox if m.to == [LEAD])
+    assert email.subject == (
+        "[Spendtracker] Timeline: $550 spent, 55% of the January plan"
+    )
+    # On the 10th: plan to date 1,000 × 10/31; forecast 550 + 550/7 a day × 80 days.
+    assert (
+        "Project Timeline has spent $550 in January 2026, 55% of the $1,000 planned "
+        "for the month.\n\n"
+        "Project Timeline (Foundation), as of 10 January 2026, when the alert fired:\n"
+        "  Budget               $3,000\n"
+        "  Actual to date       $550 (18% of budget)\n"
+        "  Plan to date         $323\n"
+        "  Variance             $227 (+70%)\n"
+        "  Forecast             $6,836\n"
+        "  January so far       $550 of $1,000 planned\n"
+    ) in email.body
+    # On the 12th: forecast 700 + 700/7 a day × 78 days.
+    assert (
+        "Latest, as of 12 January 2026: $700 spent to date (23% of budget), $700 of "
+        "$1,000 planned for January, forecast $8,500."
+    ) in email.body
+    html = email.alternatives[0][0]
+    assert ">Timeline: $550 spent, 55% of the January plan</h2>" in html
+    assert "Timeline, as of 10 January 2026, when the alert fired" in html
+    assert ">$550 <span" in html
+    assert 'title="10 Jan: $0"' in html  # the chart ends on the day it fired
+    assert "<strong>Latest, as of 12 January 2026:</strong> $700 spent" in html
+
+
+def test_a_digest_shows_each_alert_as_it_fired(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    world.finance.alert_delivery = User.AlertDelivery.DIGEST
+    world.finance.save()
+    make_spend(timeline, date(2026, 1, 8), "550")
+    evaluate(at(date(2026, 1, 10)))
+    make_spend(timeline, date(2026, 1, 11), "150")
+    evaluate(at(date(2026, 1, 12)))  # the alert now reads $700, 70%
+    mail.outbox.clear()
+    with time_machine.travel(at(date(2026, 1, 13), 7), tick=False):
+        assert digests_send() == 1
+    digest = mail.outbox[0]
+    assert (
+        "- Timeline: $550 spent, 55% of the January plan\n"
+        "  As of 10 January 2026: Project Timeline has spent $550 in January 2026, "
+        "55% of the $1,000 planned for the month.\n"
+    ) in digest.body
+    assert "$700" not in digest.body
+    html = digest.alternatives[0][0]
+    assert ">Timeline: $550 spent, 55% of the January plan</a>" in html
+    assert "As of 10 January 2026: Project Timeline has spent $550" in html
+
+
+def test_an_alert_fired_before_figures_were_kept_emails_the_latest_labelled_so(world):
+    assert world.alert.figures == {}
+    Notification.objects.create(
+        alert=world.alert, user=world.lead, channel=Notification.Channel.IMMEDIATE
+    )
+    make_spend(world.project, date(2026, 1, 19), "850")
+    with time_machine.travel(at(date(2026, 1, 21)), tick=False):
+        assert notifications_send_pending() == 1
+    email = mail.outbox[0]
+    assert email.subject == f"[Spendtracker] {world.alert.subject}"
+    assert (
+        "Project Llama Sft (Foundation), latest figures, as of 21 January 2026:\n"
+        "  Budget               $3,000\n"
+        "  Actual to date       $850 (28% of budget)\n"
+    ) in email.body
+    assert "when the alert fired" not in email.body
+    assert "Latest, as of" not in email.body
+
+
+def test_a_run_alert_emails_the_runs_own_figures_as_it_fired(world):
+    only_rule(AlertKind.RUN_OVER)
+    world.alert.delete()
+    run = make_run(
+        world.project,
+        name="llama-70b-sft",
+        external_id="l70",
+        planned_gpu_hours=Decimal("412"),
+        rate_per_gpu_hour=Decimal("2.49"),
+    )
+    gpu_hours = {"consumed_unit": "GPU-Hours", "training_run": run}
+    make_spend(
+        world.project,
+        date(2026, 1, 6),
+        "1416.81",
+        consumed_quantity=Decimal("569"),
+        **gpu_hours,
+    )
+    with time_machine.travel(at(date(2026, 1, 7)), tick=False):
+        alerts_evaluate(send_later=False)
+    make_spend(
+        world.project,
+        date(2026, 1, 7),
+        "498.00",
+        consumed_quantity=Decimal("200"),
+        **gpu_hours,
+    )
+    with time_machine.travel(at(date(2026, 1, 8)), tick=False):
+        assert notifications_send_pending() == 1
+    # Planned 412 × $2.49 over January: $232 of it by the 7th.
+    assert (
+        "Run llama-70b-sft of project Llama Sft (Foundation), as of 7 January 2026, "
+        "when the alert fired:\n"
+        "  Planned cost         $1,026\n"
+        "  Actual to date       $1,417 (138% of plan)\n"
+        "  Plan to date         $232\n"
+        "  Variance             $1,185 (+512%)\n"
+    ) in mail.outbox[0].body
+    assert "  GPU-hours            569 of 412 planned\n" in mail.outbox[0].body
+    assert (
+        "Latest, as of 8 January 2026: $1,915 spent to date (187% of plan), "
+        "769 of 412 planned GPU-hours"
+    ) in mail.outbox[0].body
 
 
 def test_the_first_evaluation_fires_only_the_highest_threshold_crossed(world, timeline):
@@ -495,3 +633,86 @@ def test_a_plan_raised_mid_month_steps_the_alert_down_without_an_email(world, ti
     assert (result["fired"], result["escalated"], result["emails"]) == (0, 0, 0)
     assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 80
     assert sent() == []
+
+
+@dataclass
+class Falling:
+    """A rule's level brought over one threshold, then down step by step: the total
+    spent at each step, and whether the alert is still active there."""
+
+    kind: str
+    spend_day: date
+    evaluated: datetime
+    threshold: Decimal
+    fired_at: str  # total spent that crosses the threshold
+    steps: list[tuple[str, bool]]
+
+
+FALLING = [
+    # 85% of the month's plan; 5 points under 80 is 75.
+    Falling(
+        AlertKind.BUDGET_USED,
+        date(2026, 1, 10),
+        at(date(2026, 1, 15)),
+        Decimal("80"),
+        "850",
+        [("760", True), ("750", True), ("749", False)],
+    ),
+    # 12% over January's whole plan of 1,000 on the 31st; 5 points under 10 is 5.
+    Falling(
+        AlertKind.VARIANCE,
+        date(2026, 1, 10),
+        at(date(2026, 1, 31)),
+        Decimal("10"),
+        "1120",
+        [("1070", True), ("1050", True), ("1049", False)],
+    ),
+    # 102% of a run planned at 100 GPU-hours of $10; 5 points under 100 is 95.
+    Falling(
+        AlertKind.RUN_OVER,
+        date(2026, 1, 10),
+        at(date(2026, 1, 15)),
+        Decimal("100"),
+        "1020",
+        [("960", True), ("950", True), ("949", False)],
+    ),
+    # On the budget's last day the forecast is the actual: 12% over 3,000.
+    Falling(
+        AlertKind.FORECAST_OVER,
+        date(2026, 3, 10),
+        at(date(2026, 3, 31)),
+        Decimal("10"),
+        "3360",
+        [("3210", True), ("3150", True), ("3149", False)],
+    ),
+    # 4× the median day of 30; half a multiple under 3× is 2.5×.
+    Falling(
+        AlertKind.SPEND_ANOMALY,
+        date(2026, 1, 16),
+        at(date(2026, 1, 16), 23),
+        Decimal("3"),
+        "120",
+        [("78", True), ("75", True), ("74.70", False)],
+    ),
+]
+
+
+@pytest.mark.parametrize("falling", FALLING, ids=[f.kind for f in FALLING])
+def test_an_alert_resolves_only_once_its_level_falls_past_the_margin(
+    world, timeline, falling
+):
+    only_rule(falling.kind)
+    run = make_run(
+        timeline, planned_gpu_hours=Decimal("100"), rate_per_gpu_hour=Decimal("10")
+    )
+    if falling.kind == AlertKind.SPEND_ANOMALY:
+        for day in range(1, 16):
+            make_spend(timeline, date(2026, 1, day), "30")
+    spent = Decimal("0")
+    for step, (total, active) in enumerate([(falling.fired_at, True), *falling.steps]):
+        change = Decimal(total) - spent
+        make_spend(timeline, falling.spend_day, str(change), training_run=run)
+        spent = Decimal(total)
+        evaluate(falling.evaluated + timedelta(minutes=step))
+        alert = Alert.objects.get(kind=falling.kind, threshold=falling.threshold)
+        assert alert.is_active == active, f"at {total} spent"
