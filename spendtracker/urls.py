@@ -1,14 +1,17 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
 from billing import views as billing_views
 from budgets import views as budget_views
+from core.converters import MonthConverter
 from reports import views as report_views
 from spendtracker import views as site_views
+
+register_converter(MonthConverter, "month")
 
 auth_urls = [
     path(
@@ -78,6 +81,17 @@ urlpatterns = [
     path("teams/", account_views.team_list, name="team_list"),
     path("teams/<slug:slug>/", budget_views.team_detail, name="team_detail"),
     path("overview/", report_views.organisation_overview, name="overview"),
+    path("reports/", report_views.report_list, name="report_list"),
+    path(
+        "reports/<month:month>/",
+        report_views.report_detail,
+        name="report_detail",
+    ),
+    path(
+        "reports/<month:month>/report.json",
+        report_views.report_json,
+        name="report_json",
+    ),
     path("invoices/", billing_views.invoice_list, name="invoice_list"),
     path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),
     path("billing/sources/", billing_views.source_list, name="source_list"),

@@ -4,6 +4,8 @@ A new named URL without a row in PAGES fails `test_every_page_has_a_permission_r
 so no page can ship without someone deciding who may see it.
 """
 
+from datetime import date
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -64,6 +66,10 @@ PAGES = {
         TEAM_ONLY,
     ),
     "run_detail": (lambda w: {"slug": w.project.slug, "pk": w.run.pk}, TEAM_ONLY),
+    # Everyone has a monthly report: of their own teams (test_views in reports).
+    "report_list": (lambda w: {}, SIGNED_IN),
+    "report_detail": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    "report_json": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
 }
 
 
