@@ -12,6 +12,13 @@ RUN groupadd --system app \
 
 WORKDIR /app
 
+# WeasyPrint (the monthly report's PDF) lays out text with Pango and HarfBuzz; DejaVu
+# is the PDF's font.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+    libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies before the code, so that a code change does not reinstall them.
 COPY requirements.lock .
 RUN pip install -r requirements.lock

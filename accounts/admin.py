@@ -106,8 +106,19 @@ class UserAdmin(BaseUserAdmin):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "member_count")
-    search_fields = ("name", "slug")
+    list_display = ("name", "slug", "cost_centre", "gl_account", "member_count")
+    search_fields = ("name", "slug", "cost_centre", "gl_account")
+    fieldsets = (
+        (None, {"fields": ("name", "slug")}),
+        (
+            "Chargeback",
+            {
+                "fields": ("cost_centre", "gl_account"),
+                "description": "Where the monthly journal posts this team's spend. "
+                "Spend of no project goes to CHARGEBACK_DEFAULT_COST_CENTRE.",
+            },
+        ),
+    )
     ordering = ("name",)
     prepopulated_fields = {"slug": ("name",)}
     inlines = (TeamMembershipInline,)

@@ -58,6 +58,12 @@ class User(AbstractUser):
         related_name="watchers",
         help_text="Finance: the teams whose alerts this person receives.",
     )
+    monthly_report_email = models.BooleanField(
+        "Monthly report by email",
+        default=True,
+        help_text="Finance: the previous month's report (a summary, its PDF and a "
+        "link) early each month.",
+    )
 
     objects = UserManager()
 
@@ -98,6 +104,19 @@ class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     members = models.ManyToManyField(User, through="Membership", related_name="teams")
+    # Chargeback: where the month's journal posts the team's spend.
+    cost_centre = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="Cost centre the team's spend is charged to in the monthly journal; "
+        "empty if it has none yet.",
+    )
+    gl_account = models.CharField(
+        "GL account",
+        max_length=50,
+        blank=True,
+        help_text="General-ledger account of the team's spend in the monthly journal.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -62,3 +62,19 @@ def require_billing_operator(user: User) -> None:
     """Billing sources, uploads and import history belong to finance and admins."""
     if not user.sees_everything:
         raise PermissionDenied("Billing sources are managed by finance and admins.")
+
+
+def require_journal_reader(user: User) -> None:
+    """The chargeback journal posts every team's spend: finance and admins only."""
+    if not user.sees_everything:
+        raise PermissionDenied("The chargeback journal is for finance and admins.")
+
+
+def user_can_close_months(user: User) -> bool:
+    return user.sees_everything
+
+
+def require_month_closer(user: User) -> None:
+    """Closing and reopening a month belong to finance (and admins)."""
+    if not user_can_close_months(user):
+        raise PermissionDenied("Finance closes and reopens months.")

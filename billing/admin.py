@@ -1,10 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Sum
 from django.template.response import TemplateResponse
 
 from billing.invoices import compute_invoices_queue_load
 from billing.models import (
+    Accrual,
     BillingSource,
     ComputeInvoice,
     ComputeInvoiceLine,
@@ -12,8 +14,11 @@ from billing.models import (
     DailyCost,
     FxRate,
     ImportRun,
+    ProviderInvoice,
 )
+from billing.reconciliation import invoice_checks
 from billing.services import allocation_preview, cost_records_reallocate
+from billing.tasks import rollup_rebuild_for_rates
 from core.admin_display import amount_display
 from core.currencies import ZERO
 from projects.models import AllocationRule
@@ -267,11 +272,102 @@ class DailyCostAdmin(ReadOnlyAdmin):
 
 @admin.register(FxRate)
 class FxRateAdmin(admin.ModelAdmin):
+    """Rates typed in by hand; `load_fx_rates` loads whole files. Either way the
+    rollup is rebuilt for the days a rate changes (here by a task, after saving)."""
+
     list_display = ("currency", "date", "rate")
     list_filter = ("currency",)
     search_fields = ("=currency",)
     ordering = ("currency", "-date")
     date_hierarchy = "date"
+
+    def save_model(self, request, obj, form, change):
+        before = FxRate.objects.filter(pk=obj.pk).values_list("currency", "date")
+        changed = [*before, (obj.currency, obj.date)] if change else []
+        super().save_model(request, obj, form, change)
+        self._rebuild(request, changed or [(obj.currency, obj.date)])
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        self._rebuild(request, [(obj.currency, obj.date)])
+
+    def delete_queryset(self, request, queryset):
+        changed = list(queryset.values_list("currency", "date"))
+        super().delete_queryset(request, queryset)
+        self._rebuild(request, changed)
+
+    def _rebuild(self, request, changed) -> None:
+        pairs = [[currency, day.isoformat()] for currency, day in changed]
+        transaction.on_commit(lambda: rollup_rebuild_for_rates.delay(pairs))
+        self.message_user(
+            request, "The rollup is being rebuilt for the days these rates convert."
+        )
+
+
+@admin.register(ProviderInvoice)
+class ProviderInvoiceAdmin(admin.ModelAdmin):
+    """Invoice totals finance types in from providers' invoices: the monthly report
+    sets each against the billed cost of the cost records with its invoice id."""
+
+    list_display = (
+        "provider",
+        "invoice_id",
+        "month",
+        "source",
+        "amount_display",
+        "currency",
+    )
+    list_filter = ("provider", "currency", "month")
+    search_fields = ("=invoice_id", "provider")
+    ordering = ("-month", "provider", "invoice_id")
+    date_hierarchy = "month"
+    autocomplete_fields = ("source",)
+    list_select_related = ("source",)
+    readonly_fields = ("billed_by_cost_records",)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj: ProviderInvoice) -> str | None:
+        return amount_display(obj.amount, obj.currency)
+
+    @admin.display(description="billed by the cost records")
+    def billed_by_cost_records(self, obj: ProviderInvoice) -> str:
+        if obj.pk is None:
+            return "—"
+        check = next(c for c in invoice_checks(month=obj.month) if c.invoice == obj)
+        difference = check.difference or ZERO
+        text = amount_display(check.billed, obj.currency) or ""
+        if difference:
+            text += f" (difference {difference.normalize():f} {obj.currency})"
+        return text
+
+
+@admin.register(Accrual)
+class AccrualAdmin(admin.ModelAdmin):
+    """Accruals as finance booked them from the monthly report: never edited, so the
+    true-up compares with what was booked; an admin may delete a mistaken booking."""
+
+    list_display = (
+        "month",
+        "provider",
+        "team",
+        "amount_display",
+        "final_at_booking",
+        "booked_at",
+        "booked_by",
+    )
+    list_filter = ("month", "provider", "team")
+    ordering = ("-month", "provider", "team__name")
+    list_select_related = ("team", "booked_by")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="accrued", ordering="amount")
+    def amount_display(self, obj: Accrual) -> str | None:
+        return amount_display(obj.amount, obj.currency)
 
 
 class ComputeInvoiceLineInline(admin.TabularInline):

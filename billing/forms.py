@@ -1,7 +1,25 @@
+from datetime import date
+
 from django import forms
 
+from accounts.models import User
+from accounts.selectors import teams_visible_to
+from billing.explorer import (
+    DEFAULT_DAILY_DAYS,
+    DIMENSIONS,
+    GRAINS,
+    MEASURES,
+    NONE,
+    TAG_PREFIX,
+    ExplorerQuery,
+    default_grain,
+    range_error,
+)
 from billing.importers import IMPORTERS
 from billing.models import BillingSource
+from core.dates import month_start
+from projects.models import TrainingRun
+from projects.selectors import projects_visible_to
 
 FORMAT_CHOICES = [("auto", "Detect from the header")] + [
     (
@@ -27,3 +45,221 @@ class UploadForm(forms.Form):
 
     def clean_source(self) -> str:
         return self.cleaned_data["source"].strip()
+
+
+class TagFilterInput(forms.TextInput):
+    """A tag filter may repeat in the query string: ?tag=team=a&tag=env=prod."""
+
+    def value_from_datadict(self, data, files, name):
+        return [value for value in data.getlist(name) if value.strip()]
+
+    def format_value(self, value):
+        return ""  # the template shows one input per tag filter
+
+
+class TagFilterField(forms.Field):
+    widget = TagFilterInput
+
+    def to_python(self, value) -> list[tuple[str, str | None]]:
+        tags = []
+        for text in value or []:
+            key, equals, tag_value = text.partition("=")
+            if not equals or not key.strip():
+                raise forms.ValidationError(
+                    "Write a tag filter as key=value, e.g. team=research; "
+                    f"key={NONE} for costs without that tag. Got: %(text)s",
+                    params={"text": text},
+                )
+            tags.append((key.strip(), None if tag_value == NONE else tag_value))
+        return tags
+
+
+MODEL_FILTERS = ("team", "project", "run", "source")
+
+
+class ExplorerForm(forms.Form):
+    """The explorer's question, from the query string: the dates (both inclusive),
+    what to measure and group by, and any filters. Teams, projects and runs are
+    those the user sees; a filter naming another is refused, as one naming nothing.
+    """
+
+    start = forms.DateField(
+        label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end = forms.DateField(
+        label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    group_by = forms.ChoiceField(
+        label="Group by",
+        choices=[(d.name, d.label) for d in DIMENSIONS.values()]
+        + [("tag", "Tag key…")],
+    )
+    tag_key = forms.CharField(
+        label="Tag key",
+        required=False,
+        max_length=200,
+        strip=False,
+        help_text="With Group by: Tag key…, e.g. team or cost-center.",
+    )
+    measure = forms.ChoiceField(
+        label="Measure", choices=[(n, m.label) for n, m in MEASURES.items()]
+    )
+    grain = forms.ChoiceField(
+        label="Chart by",
+        choices=[("", "Automatic")] + list(GRAINS.items()),
+        help_text=f"Automatic: days for up to {DEFAULT_DAILY_DAYS} days, else months.",
+        required=False,
+    )
+    team = forms.CharField(label="Team", required=False)
+    project = forms.CharField(label="Project", required=False)
+    run = forms.CharField(label="Training run", required=False)
+    source = forms.CharField(label="Billing source", required=False)
+    provider = forms.CharField(label="Provider", required=False, strip=False)
+    service = forms.CharField(label="Service", required=False, strip=False)
+    service_category = forms.CharField(
+        label="Service category", required=False, strip=False
+    )
+    charge_category = forms.CharField(
+        label="Charge category", required=False, strip=False
+    )
+    provisional = forms.ChoiceField(
+        label="Provisional",
+        required=False,
+        choices=[
+            ("", "Provisional and final"),
+            ("yes", "Provisional"),
+            ("no", "Final"),
+        ],
+    )
+    region = forms.CharField(label="Region", required=False, strip=False)
+    sub_account = forms.CharField(label="Sub-account", required=False, strip=False)
+    resource = forms.CharField(label="Resource", required=False, strip=False)
+    tag = TagFilterField(label="Tags", required=False)
+
+    def __init__(self, data, *, user: User, today: date) -> None:
+        data = data.copy()
+        # A link may say group_by=tag:<key>; the form asks for the key apart.
+        if data.get("group_by", "").startswith(TAG_PREFIX):
+            data["tag_key"] = data["group_by"].removeprefix(TAG_PREFIX)
+            data["group_by"] = "tag"
+        defaults = {
+            "start": month_start(today).isoformat(),
+            "end": today.isoformat(),
+            "group_by": "service",
+            "measure": "effective",
+        }
+        for name, value in defaults.items():
+            if not data.get(name):
+                data[name] = value
+        super().__init__(data)
+        self.user = user
+        self.fields["team"].widget = forms.Select(choices=self._team_choices())
+        self.fields["project"].widget = forms.Select(choices=self._project_choices())
+        self.fields["run"].widget = forms.Select(choices=self._run_choices())
+        self.fields["source"].widget = forms.Select(choices=self._source_choices())
+
+    def _unallocated(self, label: str) -> list[tuple[str, str]]:
+        return [(NONE, label)] if self.user.sees_everything else []
+
+    def _team_choices(self) -> list[tuple[str, str]]:
+        teams = teams_visible_to(self.user).values_list("slug", "name")
+        return [("", "All teams"), *self._unallocated("Unallocated"), *teams]
+
+    def _project_choices(self) -> list[tuple[str, str]]:
+        projects = projects_visible_to(self.user).values_list("slug", "name")
+        return [("", "All projects"), *self._unallocated("Unallocated"), *projects]
+
+    def _run_choices(self) -> list[tuple[str, str]]:
+        runs = TrainingRun.objects.filter(
+            project__in=projects_visible_to(self.user)
+        ).select_related("project")
+        named = [(str(run.pk), f"{run.project} · {run.name}") for run in runs]
+        return [("", "All runs"), (NONE, "No run"), *named]
+
+    def _source_choices(self) -> list[tuple[str, str]]:
+        sources = BillingSource.objects.values_list("pk", "name")
+        return [("", "All sources"), *((str(pk), name) for pk, name in sources)]
+
+    def _visible(self, name: str, value: str):
+        rows = {
+            "team": (teams_visible_to(self.user), "slug"),
+            "project": (projects_visible_to(self.user), "slug"),
+            "run": (
+                TrainingRun.objects.filter(
+                    project__in=projects_visible_to(self.user)
+                ).select_related("project"),
+                "pk",
+            ),
+            "source": (BillingSource.objects.all(), "pk"),
+        }
+        queryset, key = rows[name]
+        if key == "pk" and not value.isdigit():
+            return None
+        return queryset.filter(**{key: value}).first()
+
+    def _clean_model_filter(self, name: str):
+        value = self.cleaned_data[name].strip()
+        hides_unallocated = not self.user.sees_everything
+        if value == NONE and name in ("team", "project") and hides_unallocated:
+            raise forms.ValidationError(
+                "Unallocated spend is shown to finance and admins only."
+            )
+        if value in ("", NONE):
+            return value
+        found = self._visible(name, value)
+        if found is None:
+            label = DIMENSIONS[name].label.lower()
+            raise forms.ValidationError(
+                f"No {label} “{value}” that you can see.", code="unknown"
+            )
+        return found
+
+    def clean_team(self):
+        return self._clean_model_filter("team")
+
+    def clean_project(self):
+        return self._clean_model_filter("project")
+
+    def clean_run(self):
+        return self._clean_model_filter("run")
+
+    def clean_source(self):
+        return self._clean_model_filter("source")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("group_by") == "tag" and not cleaned.get("tag_key", "").strip():
+            self.add_error("tag_key", "Name the tag key to group by.")
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            problem = range_error(start, end, cleaned.get("grain") or None)
+            if problem:
+                raise forms.ValidationError(problem, code="range")
+        return cleaned
+
+    def query(self) -> ExplorerQuery:
+        data = self.cleaned_data
+        start, end = data["start"], data["end"]
+        filters: list[tuple[str, object]] = []
+        for name, dimension in DIMENSIONS.items():
+            value = data.get(name)
+            if value in ("", None):
+                continue
+            if dimension.boolean:
+                filters.append((name, value == "yes"))
+            elif value == NONE:
+                filters.append((name, None if name in MODEL_FILTERS else ""))
+            else:
+                filters.append((name, value))
+        group_by = data["group_by"]
+        if group_by == "tag":
+            group_by = f"{TAG_PREFIX}{data['tag_key'].strip()}"
+        return ExplorerQuery(
+            start=start,
+            end=end,
+            measure=data["measure"],
+            group_by=group_by,
+            grain=data.get("grain") or default_grain(start, end),
+            filters=tuple(filters),
+            tags=tuple(data.get("tag") or ()),
+        )

@@ -186,7 +186,10 @@ def cost_records_load(
             stats.count(row, allocation.project_id is not None)
             if stats.rows % PROGRESS_EVERY == 0:
                 progress(stats.rows)
-            yield Loaded(row, tags, allocation, _provisional(row, now))
+            provisional = _provisional(
+                row["billing_period_end"], row["invoice_id"], now
+            )
+            yield Loaded(row, tags, allocation, provisional)
 
     if connection.vendor == "postgresql":
         _copy(prepared(), source_id=source_id, import_run_id=import_run_id)
@@ -259,10 +262,7 @@ def cost_record_batches_load(
             if not batch.size:
                 continue
             project, run = allocations.of_batch(batch, tags_json)
-            provisional = pc.and_(
-                _per_row(batch, "billing_period_end", lambda end: end > now),
-                _per_row(batch, "invoice_id", lambda invoice: not invoice),
-            )
+            provisional = _provisional_per_row(batch, now)
             stats.count_batch(batch, unallocated=pc.is_null(project))
             cells = [
                 *(_coded(batch, name, text.__getitem__) for name in TEXT_FIELDS),
@@ -313,10 +313,24 @@ def _as_one_list(values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
 
 
-def _per_row(batch: ColumnBatch, field: str, function: Callable) -> pa.Array:
-    """function(value) for each row, worked out once per distinct value."""
-    per_value = pa.array(list(map(function, batch.values[field])))
-    return pc.take(per_value, batch.indices[field])
+def _provisional_per_row(batch: ColumnBatch, now: datetime) -> pa.Array:
+    """`_provisional` of each row, decided once per distinct (billing period end,
+    invoice id) pair: each row's pair is numbered end index times the number of
+    invoice ids, plus its invoice id's index."""
+    ends, invoices = batch.values["billing_period_end"], batch.values["invoice_id"]
+    pairs = pc.dictionary_encode(
+        pc.add(
+            pc.multiply(
+                batch.indices["billing_period_end"].cast(pa.int64()), len(invoices)
+            ),
+            batch.indices["invoice_id"].cast(pa.int64()),
+        )
+    )
+    decided = [
+        _provisional(ends[pair // len(invoices)], invoices[pair % len(invoices)], now)
+        for pair in pairs.dictionary.to_pylist()
+    ]
+    return pc.take(pa.array(decided, pa.bool_()), pairs.indices)
 
 
 def _as_stored(amount: Decimal) -> Decimal:
@@ -324,10 +338,13 @@ def _as_stored(amount: Decimal) -> Decimal:
     return amount if stored == amount else stored  # "1.50" stays "1.50"
 
 
-def _provisional(row: dict, now: datetime) -> bool:
+def _provisional(
+    billing_period_end: datetime, invoice_id: str | None, now: datetime
+) -> bool:
     """Spend is provisional while its billing period is open and no invoice covers it:
-    the provider will restate it until then."""
-    return row["billing_period_end"] > now and not row["invoice_id"]
+    the provider will restate it until then. The one statement of the rule: the row
+    and the columnar path both call it."""
+    return billing_period_end > now and not invoice_id
 
 
 class _Allocations:

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q, Sum
@@ -253,7 +254,10 @@ class DailyCost(CostMeasures):
     Amounts are in the reporting currency, converted with `fx_rate`, the rate in force
     on that day when the rollup was built; kept so that past reports do not shift. A row
     whose currency has no rate keeps `fx_rate` empty and its amounts in the billing
-    currency: shown as unconverted, never dropped.
+    currency: shown as unconverted, never dropped. A day's rows of one project and
+    currency add up to that day's amount converted and rounded once, to the stored
+    places (the last row takes the rounding remainder), so that the report reconciles
+    exactly with the cost records converted day by day.
     """
 
     date = models.DateField()
@@ -282,6 +286,17 @@ class DailyCost(CostMeasures):
     fx_rate = models.DecimalField(max_digits=20, decimal_places=10, null=True)
     is_provisional = models.BooleanField(default=False)
     gpu_hours = models.DecimalField(default=Decimal("0"), **QUANTITY_DIGITS)
+    # Each cost record counts once, on the day its charge starts, also when its
+    # amount is spread over several days: the cost explorer's "cost lines".
+    cost_lines = models.PositiveIntegerField(default=0)
+    # Billed and effective cost before conversion, in `billing_currency`: the monthly
+    # report reconciles them, currency by currency, with the cost records.
+    billed_in_billing_currency = models.DecimalField(
+        default=Decimal("0"), **COST_DIGITS
+    )
+    effective_in_billing_currency = models.DecimalField(
+        default=Decimal("0"), **COST_DIGITS
+    )
 
     class Meta:
         ordering = ["date"]
@@ -314,6 +329,95 @@ class FxRate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.currency} {self.date}: {self.rate}"
+
+
+class ProviderInvoice(models.Model):
+    """A provider's invoice total as finance enters it from the invoice itself: the
+    monthly report sets it against the billed cost of the cost records that carry its
+    invoice id, and flags any difference."""
+
+    provider = models.CharField(
+        max_length=200,
+        help_text="As the cost records name it (ProviderName), e.g. AWS.",
+    )
+    invoice_id = models.CharField(max_length=200)
+    source = models.ForeignKey(
+        BillingSource,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="provider_invoices",
+        help_text="Count only this source's cost records; empty: any source's.",
+    )
+    month = models.DateField(help_text="The first day of the billing month invoiced.")
+    amount = models.DecimalField(**COST_DIGITS)
+    currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-month", "provider", "invoice_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "invoice_id"], name="one_invoice_per_provider_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(month__day=1), name="provider_invoice_month_first_day"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.invoice_id}"
+
+    def clean(self) -> None:
+        if self.month and self.month.day != 1:
+            raise ValidationError({"month": "Use the first day of the month."})
+
+
+class Accrual(models.Model):
+    """What finance accrued for a month's spend still provisional (not yet invoiced),
+    for one provider and team (none: unallocated), in the reporting currency. Kept as
+    booked, so that the true-up against the final figures shows once the invoices
+    arrive. `final_at_booking` is the spend of the same provider and team that was
+    already final then: the true-up is final spend now less it and the accrual."""
+
+    month = models.DateField(help_text="The first day of the month accrued.")
+    provider = models.CharField(max_length=200)
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="accruals",
+    )
+    currency = models.CharField(max_length=3, validators=[validate_currency_code])
+    amount = models.DecimalField(**COST_DIGITS)
+    final_at_booking = models.DecimalField(**COST_DIGITS)
+    booked_at = models.DateTimeField()
+    booked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["month", "provider", "team__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "provider", "team"],
+                condition=Q(team__isnull=False),
+                name="one_accrual_per_month_provider_team",
+            ),
+            models.UniqueConstraint(
+                fields=["month", "provider"],
+                condition=Q(team__isnull=True),
+                name="one_unallocated_accrual_per_month_provider",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.provider} {self.team or 'unallocated'}"
 
 
 class ComputeInvoice(models.Model):

@@ -2,10 +2,10 @@
 
 import bisect
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import partial
 from itertools import chain, islice
 from operator import attrgetter
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -210,9 +210,7 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
     found among those starting at most a quarter before it.
     """
     _lock_rollup()
-    within_a_day = Q(charge_period_end__lte=F("charge_period_start") + ONE_DAY) | Q(
-        charge_period_end__gt=F("charge_period_start") + LONGEST_SPREAD
-    )
+    within_a_day = counted_on_first_day()
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     # Through the last day of any long charge that starts in the range.
     reach = (
@@ -231,16 +229,13 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
     for unit in GPU_HOUR_UNITS:
         gpu_units |= Q(consumed_unit__iexact=unit)
     groups = (
-        CostRecord.objects.filter(
-            within_a_day,
-            charge_period_start__gte=start_at,
-            charge_period_start__lt=end_at,
-        )
+        CostRecord.objects.filter(within_a_day)
         .annotate(day=TruncDate("charge_period_start", tzinfo=UTC))
         .values("day", *ROLLUP_KEY)
         .annotate(
             **{column: Sum(column) for column in COST_COLUMNS},
             gpu_hours=Sum("consumed_quantity", filter=gpu_units),
+            cost_lines=Count("pk"),
         )
         .order_by()
     )
@@ -250,17 +245,41 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
         charge_period_end__gt=start_at,
     ).exclude(within_a_day)
     spread = _spread_over_days(longer, start_at, end_at)
+    spread_days: dict[date, list[tuple]] = {}
+    for key in spread:  # a key starts with its day
+        spread_days.setdefault(key[0], []).append(key)
     fx = FxTable()
     count = 0
     # Streamed in batches: a large import's rollup has tens of thousands of groups.
-    stream = chain(
-        (_with_spread(group, spread) for group in groups.iterator(ROLLUP_BATCH)),
-        spread.values(),  # days that only long charges touch
+    # A week at a time: each day's groups of one currency and project are converted
+    # together, so a week's groups (a few thousand) are gathered here. Asked to return
+    # them in that order, PostgreSQL sorted every cost record instead of the groups.
+    stream = chain.from_iterable(
+        _converted(together, fx)
+        for week in _weeks(start, end)
+        for together in _conversion_sets(
+            groups.filter(
+                charge_period_start__gte=_midnight(week[0]),
+                charge_period_start__lt=_midnight(week[-1] + ONE_DAY),
+            ).iterator(ROLLUP_BATCH),
+            spread,
+            spread_days,
+            week,
+        )
     )
-    while batch := [_daily_cost(group, fx) for group in islice(stream, ROLLUP_BATCH)]:
+    while batch := list(islice(stream, ROLLUP_BATCH)):
         _daily_costs_insert(batch)
         count += len(batch)
     return count
+
+
+def counted_on_first_day() -> Q:
+    """Cost records the rollup counts whole on the day their charge starts: charges
+    of a day or less, and those longer than LONGEST_SPREAD. Others are spread over
+    their days by `day_shares`."""
+    return Q(charge_period_end__lte=F("charge_period_start") + ONE_DAY) | Q(
+        charge_period_end__gt=F("charge_period_start") + LONGEST_SPREAD
+    )
 
 
 def _last_moment(end: datetime) -> datetime:
@@ -286,7 +305,7 @@ def _spread_over_days(
         )
         amounts = {column: record[column] for column in COST_COLUMNS}
         amounts["gpu_hours"] = gpu_hours
-        for day, share in _day_shares(
+        for day, share in day_shares(
             record["charge_period_start"], record["charge_period_end"], amounts
         ):
             if not start_at.date() <= day < end_at.date():
@@ -294,11 +313,13 @@ def _spread_over_days(
             key = (day, *(record[name] for name in ROLLUP_KEY))
             group = spread.setdefault(
                 key,
-                {"day": day, **{n: record[n] for n in ROLLUP_KEY}}
+                {"day": day, "cost_lines": 0, **{n: record[n] for n in ROLLUP_KEY}}
                 | dict.fromkeys([*COST_COLUMNS, "gpu_hours"], ZERO),
             )
             for name, amount in share.items():
                 group[name] += amount
+            if day == record["charge_period_start"].astimezone(UTC).date():
+                group["cost_lines"] += 1
     return spread
 
 
@@ -308,9 +329,11 @@ SHARE_PLACES = {
 }
 
 
-def _day_shares(
+def day_shares(
     begins: datetime, ends: datetime, amounts: dict[str, Decimal]
 ) -> Iterator[tuple[date, dict[str, Decimal]]]:
+    """Each day's share of a charge over [begins, ends), in proportion to the time,
+    rounded to the stored places; the last day takes the remainder."""
     total_seconds = Decimal((ends - begins).total_seconds())
     given = dict.fromkeys(amounts, ZERO)
     day = begins.astimezone(UTC).date()
@@ -339,6 +362,7 @@ def _with_spread(group: dict, spread: dict[tuple, dict]) -> dict:
     if extra is None:
         return group
     group["gpu_hours"] = (group["gpu_hours"] or ZERO) + extra["gpu_hours"]
+    group["cost_lines"] += extra["cost_lines"]
     for column in COST_COLUMNS:
         group[column] += extra[column]
     return group
@@ -360,9 +384,82 @@ def _daily_costs_insert(batch: list[DailyCost]) -> None:
         DailyCost.objects.bulk_create(batch)
 
 
-def _daily_cost(group: dict, fx: "FxTable") -> DailyCost:
-    rate = fx.rate(group["billing_currency"], group["day"])
-    factor = rate if rate is not None else Decimal("1")
+def _conversion_key(group: dict) -> tuple:
+    return group["day"], group["billing_currency"], group["project_id"]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _weeks(start: date, end: date) -> Iterator[list[date]]:
+    """The days of [start, end), seven at a time."""
+    days = [start + timedelta(days=n) for n in range((end - start).days)]
+    for first in range(0, len(days), 7):
+        yield days[first : first + 7]
+
+
+def _conversion_sets(
+    groups: Iterable[dict],
+    spread: dict[tuple, dict],
+    spread_days: dict[date, list[tuple]],
+    days: list[date],
+) -> Iterator[list[dict]]:
+    """The rollup's groups of `days`, those of each day, currency and project
+    together: the groups of short charges with the shares of long charges added,
+    and the shares that fall where no short charge does."""
+    together: dict[tuple, list[dict]] = {}
+    for group in groups:
+        merged = _with_spread(group, spread)
+        together.setdefault(_conversion_key(merged), []).append(merged)
+    for day in days:  # the shares left on these days
+        for key in spread_days.pop(day, []):
+            if key in spread:
+                group = spread.pop(key)
+                together.setdefault(_conversion_key(group), []).append(group)
+    yield from together.values()
+
+
+# Enough digits for the exact product of a 30-digit amount and a 20-digit rate.
+CONVERSION_CONTEXT = Context(prec=60)
+COST_PLACES = Decimal(1).scaleb(-COST_DIGITS["decimal_places"])
+
+
+def converted_amount(amount: Decimal, rate: Decimal) -> Decimal:
+    """An amount times a rate, rounded half up to the places the rollup stores: the
+    rollup and the report's reconciliation convert with this one function."""
+    product = CONVERSION_CONTEXT.multiply(amount, rate)
+    return product.quantize(COST_PLACES, ROUND_HALF_UP, CONVERSION_CONTEXT)
+
+
+def _converted(groups: list[dict], fx: "FxTable") -> Iterator[DailyCost]:
+    """The daily costs of one day, currency and project. Each is converted with the
+    day's rate and rounded, and the last takes the remainder, so that together they
+    are the day's amount converted and rounded once: what the report's reconciliation
+    finds from the cost records. Without a rate, and in the reporting currency (a
+    rate of 1, nothing to round), amounts stay as billed."""
+    rate = fx.rate(groups[0]["billing_currency"], groups[0]["day"])
+    if rate is None or rate == 1:  # no rate, or the reporting currency: as billed
+        for group in groups:
+            yield _daily_cost(group, rate, {c: group[c] for c in COST_COLUMNS})
+        return
+    given = dict.fromkeys(COST_COLUMNS, ZERO)
+    for group in groups[:-1]:
+        amounts = {c: converted_amount(group[c], rate) for c in COST_COLUMNS}
+        for column, amount in amounts.items():
+            given[column] += amount
+        yield _daily_cost(group, rate, amounts)
+    totals = {c: sum((group[c] for group in groups), ZERO) for c in COST_COLUMNS}
+    yield _daily_cost(
+        groups[-1],
+        rate,
+        {c: converted_amount(totals[c], rate) - given[c] for c in COST_COLUMNS},
+    )
+
+
+def _daily_cost(
+    group: dict, rate: Decimal | None, amounts: dict[str, Decimal]
+) -> DailyCost:
     return DailyCost(
         date=group["day"],
         project_id=group["project_id"],
@@ -376,7 +473,10 @@ def _daily_cost(group: dict, fx: "FxTable") -> DailyCost:
         is_provisional=group["is_provisional"],
         fx_rate=rate,
         gpu_hours=group["gpu_hours"] or ZERO,
-        **{column: group[column] * factor for column in COST_COLUMNS},
+        cost_lines=group["cost_lines"],
+        billed_in_billing_currency=group["billed_cost"],
+        effective_in_billing_currency=group["effective_cost"],
+        **amounts,
     )
 
 

@@ -1,9 +1,10 @@
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from celery import shared_task
 from django.utils import timezone
 
+from billing.fx_rates import daily_costs_rebuild_in_months, rollup_span_for_rates
 from billing.importers.base import ProviderError
 from billing.invoices import compute_invoices_load
 from billing.models import ImportRun
@@ -24,6 +25,18 @@ def daily_costs_rebuild_recent() -> int:
     return daily_costs_rebuild(
         start=today - timedelta(days=RECENT_DAYS), end=today + timedelta(days=1)
     )
+
+
+@shared_task
+def rollup_rebuild_for_rates(changed: list[list[str]]) -> int:
+    """Rebuild the rollup where rates entered or removed in the admin, given as
+    [currency, ISO day] pairs, change a conversion; safe to run twice."""
+    span = rollup_span_for_rates(
+        (currency, date.fromisoformat(day)) for currency, day in changed
+    )
+    if span is None:
+        return 0
+    return daily_costs_rebuild_in_months(start=span[0], end=span[1])
 
 
 @shared_task

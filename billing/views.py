@@ -1,15 +1,34 @@
+import json
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from urllib.parse import urlencode
+
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
 
 from accounts.permissions import require_billing_operator
-from billing.forms import UploadForm
+from billing.explorer import (
+    DRILL_DOWN,
+    MEASURES,
+    NONE,
+    Exploration,
+    ExplorerQuery,
+    explore,
+    records_in_range,
+)
+from billing.forms import ExplorerForm, UploadForm
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import invoice_get_for_user, invoices_visible_to
 from billing.services import billing_upload_accept, import_progress
+from core.exports import csv_response
 
 
 @login_required
@@ -124,3 +143,216 @@ def upload(request: HttpRequest) -> HttpResponse:
             "source_names": BillingSource.objects.values_list("name", flat=True),
         },
     )
+
+
+def _explorer_form(request: HttpRequest) -> ExplorerForm:
+    return ExplorerForm(request.GET, user=request.user, today=timezone.now().date())
+
+
+EXPLORER_TABLE_ROWS = 200  # the page's table; the CSV has every group
+# Filters folded under "More filters" unless one of them is set.
+MORE_FILTERS = (
+    "run",
+    "source",
+    "provider",
+    "service",
+    "service_category",
+    "charge_category",
+    "provisional",
+    "region",
+    "sub_account",
+    "resource",
+    "tag",
+)
+
+
+def _form_context(request: HttpRequest, form: ExplorerForm) -> dict:
+    return {
+        "form": form,
+        "tag_values": [text for text in request.GET.getlist("tag") if text.strip()],
+        "more_filters_open": any(request.GET.get(name) for name in MORE_FILTERS)
+        or any(form.errors.get(name) for name in MORE_FILTERS),
+    }
+
+
+def _refused(request: HttpRequest, form: ExplorerForm, template: str) -> HttpResponse:
+    """A question the explorer cannot answer: the form and why, with a 400."""
+    return render(request, template, _form_context(request, form), status=400)
+
+
+CENT = Decimal("0.01")
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, ROUND_HALF_UP)
+
+
+def _chart(result: Exploration) -> dict:
+    """The chart's data for charts.js: money as decimal strings, never floats."""
+    grain = "%-d %b" if result.query.grain == "day" else "%b %Y"
+    return {
+        "labels": [f"{bucket:{grain}}" for bucket in result.buckets],
+        "series": [
+            {"label": label, "data": [str(_cents(amount)) for amount in amounts]}
+            for label, amounts in result.series
+        ],
+    }
+
+
+@login_required
+def cost_explorer(request: HttpRequest) -> HttpResponse:
+    form = _explorer_form(request)
+    if not form.is_valid():
+        return _refused(request, form, "billing/cost_explorer.html")
+    query = form.query()
+    result = explore(user=request.user, query=query)
+    drill_to = DRILL_DOWN.get(query.group_by, "service")
+    rows = [
+        {
+            "row": row,
+            "drill": query.url(
+                **_group_filter(query, row.filter_value), group_by=drill_to
+            ),
+            "records": query.url(
+                records=True, **_group_filter(query, row.filter_value)
+            ),
+        }
+        for row in result.rows[:EXPLORER_TABLE_ROWS]
+    ]
+    context = {
+        **_form_context(request, form),
+        "query": query,
+        "result": result,
+        "rows": rows,
+        "more_rows": len(result.rows) - len(rows),
+        "unconverted": [
+            (row, query.url(records=True, **_group_filter(query, row.filter_value)))
+            for row in result.unconverted
+        ],
+        "chart": _chart(result),
+        "filters": query.describe_filters(),
+        "csv_url": f"{reverse('cost_explorer_csv')}?{urlencode(query.params())}",
+        "records_url": query.url(records=True),
+        "measure_label": MEASURES[query.measure].label,
+    }
+    return render(request, "billing/cost_explorer.html", context)
+
+
+def _group_filter(query: ExplorerQuery, value: str) -> dict:
+    """The change of filters that narrows a question to one of its groups."""
+    if query.tag_key is not None:
+        return {"tag": (query.tag_key, None if value == NONE else value)}
+    return {query.group_by: value}
+
+
+@login_required
+def cost_explorer_csv(request: HttpRequest) -> HttpResponseBase:
+    form = _explorer_form(request)
+    if not form.is_valid():
+        return HttpResponse(_form_errors(form), status=400, content_type="text/plain")
+    query = form.query()
+    result = explore(user=request.user, query=query)
+    header = [query.group_label, "Filter value", "Amount", "Currency"]
+    header += ["Share (%)", "Cost lines", "Note"]
+    rows = [
+        [row.label, row.filter_value, row.amount, result.currency]
+        + [round(row.share, 2) if row.share is not None else "", row.cost_lines, ""]
+        for row in result.rows
+    ]
+    rows += [
+        [row.label, row.filter_value, row.amount, row.currency, "", row.cost_lines]
+        + ["No FX rate: in the billing currency, not in the total"]
+        for row in result.unconverted
+    ]
+    name = f"costs-{query.start}-{query.end}-by-{slugify(query.group_by)}.csv"
+    return csv_response(name, header, rows)
+
+
+def _form_errors(form: ExplorerForm) -> str:
+    return "\n".join(
+        f"{name}: {message}" if name != "__all__" else message
+        for name, messages in form.errors.items()
+        for message in messages
+    )
+
+
+RECORDS_PER_PAGE = 50
+
+
+@login_required
+def cost_records(request: HttpRequest) -> HttpResponse:
+    form = _explorer_form(request)
+    if not form.is_valid():
+        return _refused(request, form, "billing/cost_records.html")
+    query = form.query()
+    records = (
+        records_in_range(request.user, query)
+        .select_related("project", "training_run", "source")
+        .order_by("charge_period_start", "pk")
+    )
+    page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "form": form,
+        "query": query,
+        "page": page,
+        "records": [(record, getattr(record, query.measure_field)) for record in page],
+        "filters": query.describe_filters(),
+        "explorer_url": query.url(),
+        "csv_url": f"{reverse('cost_records_csv')}?{urlencode(query.params())}",
+        "page_query": urlencode(query.params()),
+        "measure_label": MEASURES[query.measure].label,
+    }
+    return render(request, "billing/cost_records.html", context)
+
+
+RECORD_COLUMNS = {
+    "charge_period_start": "Charge start",
+    "charge_period_end": "Charge end",
+    "provider_name": "Provider",
+    "service_name": "Service",
+    "service_category": "Service category",
+    "charge_category": "Charge category",
+    "region_id": "Region",
+    "sub_account_id": "Sub-account",
+    "resource_id": "Resource id",
+    "resource_name": "Resource name",
+    "billing_currency": "Currency",
+    "project__slug": "Project",
+    "training_run__external_id": "Run",
+    "is_provisional": "Provisional",
+    "source__name": "Billing source",
+    "import_run_id": "Import run",
+    "tags": "Tags",
+}
+
+
+@login_required
+def cost_records_csv(request: HttpRequest) -> HttpResponseBase:
+    """Every record of the filters, streamed: a range may hold millions."""
+    form = _explorer_form(request)
+    if not form.is_valid():
+        return HttpResponse(_form_errors(form), status=400, content_type="text/plain")
+    query = form.query()
+    records = (
+        records_in_range(request.user, query)
+        .order_by("charge_period_start", "pk")
+        .values_list(*RECORD_COLUMNS, query.measure_field)
+        .iterator(chunk_size=2000)
+    )
+    header = [*RECORD_COLUMNS.values(), MEASURES[query.measure].label]
+    rows = (_record_row(values) for values in records)
+    return csv_response(f"cost-records-{query.start}-{query.end}.csv", header, rows)
+
+
+def _record_row(values: tuple) -> list:
+    """A record as text a spreadsheet reads: ISO times, yes/no, tags as JSON."""
+    row = []
+    for value in values:
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True) if value else ""
+        row.append(value)
+    return row

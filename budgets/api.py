@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from accounts.permissions import require_plan_editor
 from budgets.models import Alert
 from budgets.selectors import alerts_visible_to
-from budgets.services import project_variance, run_progress_report
+from budgets.services import project_summary, run_progress_report
 from projects.models import TrainingRun
 from projects.selectors import project_get_for_user
 
@@ -82,13 +82,14 @@ class ProjectVarianceApi(APIView):
     def get(self, request: Request, slug: str) -> Response:
         project = project_get_for_user(request.user, slug)
         today = timezone.now().date()
-        variance = project_variance(project=project, as_of=today)
+        summary = project_summary(project=project, as_of=today)
+        variance = summary.variance
         if variance is None:
             return Response({"detail": "This project has no budget yet."}, status=404)
         data = {
             "slug": project.slug,
             "as_of": today,
-            "currency": project.budget.currency,
+            "currency": summary.currency,
             "budget": variance.total,
             "plan_to_date": variance.plan_to_date,
             "actual_to_date": variance.actual_to_date,

@@ -11,14 +11,13 @@ the row was marked sent: no database can make an SMTP hand-off atomic.
 
 import logging
 import uuid
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Now
+from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -27,47 +26,21 @@ from accounts.models import User
 from budgets.alerts.figures import daily_spend, project_figures, run_figures
 from budgets.models import Alert, Notification
 from budgets.services import project_summary, run_summaries
+from core import delivery
 from core.currencies import ZERO
+from core.delivery import LEASE as LEASE
+from core.delivery import MAX_ATTEMPTS as MAX_ATTEMPTS
 
 logger = logging.getLogger(__name__)
 
-# Longer than any send can take (EMAIL_TIMEOUT bounds a hung mail server well under
-# it): a claim older than this belongs to a worker that died.
-LEASE = timedelta(minutes=10)
-# A mail server that refuses one address must not be retried every sweep forever:
-# after this many attempts a notification stays owed, visible in admin, untried.
-MAX_ATTEMPTS = 12
-
 
 def _owed(channel: str) -> QuerySet[Notification]:
-    # The database's clock, read at each claim: workers' clocks and a long sweep's
-    # start time do not decide when a claim has expired.
-    expired = Q(status=Notification.Status.SENDING, claimed_at__lt=Now() - LEASE)
-    return Notification.objects.filter(
-        Q(status=Notification.Status.PENDING) | expired,
-        channel=channel,
-        attempts__lt=MAX_ATTEMPTS,
-    )
-
-
-def _claim(owed: QuerySet[Notification]) -> uuid.UUID | None:
-    claim = uuid.uuid4()
-    claimed = owed.update(
-        status=Notification.Status.SENDING,
-        claim=claim,
-        claimed_at=Now(),
-        attempts=F("attempts") + 1,
-    )
-    return claim if claimed else None
+    return delivery.owed(Notification.objects.filter(channel=channel))
 
 
 def _settle(claim: uuid.UUID, *, sent: bool) -> None:
     """Mark a claim's notifications sent, or hand them back for the next sweep."""
-    mine = Notification.objects.filter(claim=claim, status=Notification.Status.SENDING)
-    if sent:
-        mine.update(status=Notification.Status.SENT, sent_at=timezone.now())
-    else:
-        mine.update(status=Notification.Status.PENDING, claim=None, claimed_at=None)
+    delivery.settle(Notification.objects.all(), claim, sent=sent)
 
 
 def notifications_send_pending() -> int:
@@ -75,7 +48,7 @@ def notifications_send_pending() -> int:
     sent = 0
     owed = _owed(Notification.Channel.IMMEDIATE)
     for pk in list(owed.values_list("pk", flat=True)):
-        claim = _claim(_owed(Notification.Channel.IMMEDIATE).filter(pk=pk))
+        claim = delivery.claim(_owed(Notification.Channel.IMMEDIATE).filter(pk=pk))
         if claim is None:
             continue  # another worker has it
         notification = Notification.objects.select_related(
@@ -97,7 +70,9 @@ def digests_send() -> int:
     owed = _owed(Notification.Channel.DIGEST)
     sent = 0
     for user_id in sorted(set(owed.values_list("user_id", flat=True))):
-        claim = _claim(_owed(Notification.Channel.DIGEST).filter(user_id=user_id))
+        claim = delivery.claim(
+            _owed(Notification.Channel.DIGEST).filter(user_id=user_id)
+        )
         if claim is None:
             continue
         alerts = list(

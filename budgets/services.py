@@ -14,12 +14,15 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import cast
 
+from django.conf import settings
 from django.db import models, transaction
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
+from billing.services import FxTable
 from budgets import selectors
-from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision
+from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision, CostMeasure
 from budgets.selectors import SpendFigures
 from core.currencies import ZERO, money
 from core.dates import month_start, next_month
@@ -93,7 +96,8 @@ def _ratio(part: Decimal, whole: Decimal) -> Decimal | None:
 
 @dataclass(frozen=True)
 class Variance:
-    """Plan vs actual of one scope at a moment; money in the budget's currency."""
+    """Plan vs actual of one scope at a moment; a project's money in the reporting
+    currency (its budget converted by `plan_converted`), a run's in its own."""
 
     total: Decimal
     plan_to_date: Decimal
@@ -184,6 +188,92 @@ def plan_for_month(*, lines: Iterable[BudgetLine], month: date) -> Decimal:
     return sum((line.amount for line in lines if line.month == month), ZERO)
 
 
+class PlanRates:
+    """Each month's rate for a plan in another currency than the reporting one: the
+    rate in force on the month's first day (months to come: the latest rate known);
+    a month that begins before the currency's first rate takes the rate in force on
+    its last day. The FX table is read once a plan in another currency turns up."""
+
+    def __init__(self) -> None:
+        self.reporting = settings.REPORTING_CURRENCY
+        self._table: FxTable | None = None
+
+    def rate(self, currency: str, month: date) -> Decimal | None:
+        if currency == self.reporting:
+            return Decimal(1)
+        if self._table is None:
+            self._table = FxTable()
+        first_day = self._table.rate(currency, month)
+        if first_day is not None:
+            return first_day
+        return self._table.rate(currency, next_month(month) - timedelta(days=1))
+
+
+def plans_by_month(lines: QuerySet[BudgetLine]) -> dict[date, Decimal]:
+    """Planned amounts by month over many budgets, in the reporting currency: each
+    month's lines of a budget currency at that month's rate (as `plan_converted`
+    converts them); a month without a rate stays unconverted. One query."""
+    rates = PlanRates()
+    totals: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    grouped = (
+        lines.values_list("month", "budget__currency")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for month, currency, amount in grouped:
+        rate = rates.rate(currency, month)
+        totals[month] += amount * (Decimal(1) if rate is None else rate)
+    return dict(totals)
+
+
+@dataclass(frozen=True)
+class ConvertedPlan:
+    """A budget's total and monthly lines in the reporting currency, each month at its
+    rate (`PlanRates`); the lines are unsaved copies. A month without any rate is
+    never converted at a guessed one: its line stays in the budget's currency, and
+    `missing_rates` names it for the pages to say so."""
+
+    total: Decimal
+    lines: list[BudgetLine]
+    rates: dict[date, Decimal]
+    missing_rates: list[date]
+
+    @property
+    def missing_rate(self) -> date | None:
+        return self.missing_rates[0] if self.missing_rates else None
+
+
+def plan_converted(
+    *, budget: Budget, lines: Iterable[BudgetLine], rates: PlanRates
+) -> ConvertedPlan:
+    """The plan in the reporting currency: each line at its month's rate, and what
+    of the total no line plans at the rate of the budget's last month."""
+    lines = list(lines)
+    if budget.currency == rates.reporting:
+        return ConvertedPlan(budget.total, lines, {}, [])
+    last_month = month_start(budget.end_date)
+    months = sorted({line.month for line in lines} | {last_month})
+    found = {month: rates.rate(budget.currency, month) for month in months}
+    known = {month: rate for month, rate in found.items() if rate is not None}
+    converted = [
+        BudgetLine(
+            budget_id=line.budget_id,
+            month=line.month,
+            category=line.category,
+            amount=line.amount * known.get(line.month, Decimal(1)),
+        )
+        for line in lines
+    ]
+    unplanned = budget.total - sum((line.amount for line in lines), ZERO)
+    total = sum((line.amount for line in converted), ZERO)
+    return ConvertedPlan(
+        total=total + unplanned * known.get(last_month, Decimal(1)),
+        lines=converted,
+        rates=known,
+        missing_rates=[month for month in months if month not in known],
+    )
+
+
 def _burn_rate(
     figures: SpendFigures, *, measure: str, start: date, as_of: date
 ) -> Decimal:
@@ -215,10 +305,17 @@ class ProjectSummary:
     provisional: Decimal
     daily: dict[date, Decimal]
     as_of: date
+    plan: ConvertedPlan | None = None  # the budget in the reporting currency
 
     @property
     def status(self) -> str:
         return self.variance.status if self.variance else "no_budget"
+
+    @property
+    def currency(self) -> str:
+        """The currency of the figures: the reporting one, the budget converted (see
+        `plan.missing_rates` for months without a rate)."""
+        return settings.REPORTING_CURRENCY
 
     @property
     def trend(self) -> list[tuple[date, Decimal]]:
@@ -253,8 +350,11 @@ def project_summaries(
     ids = [project.pk for project in projects]
     budgets = budgets_with_lines(ids)
     figures = selectors.spend_figures(scope="project", ids=ids, as_of=as_of)
+    rates = PlanRates()
     return [
-        _project_summary(project, budgets.get(project.pk), figures[project.pk], as_of)
+        _project_summary(
+            project, budgets.get(project.pk), figures[project.pk], as_of, rates
+        )
         for project in projects
     ]
 
@@ -269,37 +369,49 @@ def project_variance(*, project: Project, as_of: date) -> Variance | None:
 
 
 def _project_summary(
-    project: Project, budget: Budget | None, figures: SpendFigures, as_of: date
+    project: Project,
+    budget: Budget | None,
+    figures: SpendFigures,
+    as_of: date,
+    rates: PlanRates,
 ) -> ProjectSummary:
     measure = budget.cost_measure if budget else DEFAULT_MEASURE
-    lines = list(budget.lines.all()) if budget else []
+    plan = (
+        plan_converted(budget=budget, lines=budget.lines.all(), rates=rates)
+        if budget
+        else None
+    )
     return ProjectSummary(
         project=project,
         budget=budget,
-        variance=_budget_variance(project, budget, lines, figures, as_of)
-        if budget
+        variance=_budget_variance(project, budget, plan, figures, as_of)
+        if budget and plan
         else None,
-        month_plan=plan_for_month(lines=lines, month=month_start(as_of)),
+        month_plan=plan_for_month(
+            lines=plan.lines if plan else [], month=month_start(as_of)
+        ),
         month_actual=figures.month_to_date[measure],
         provisional=figures.provisional[measure],
         daily={day: values[measure] for day, values in figures.daily.items()},
         as_of=as_of,
+        plan=plan,
     )
 
 
 def _budget_variance(
     project: Project,
     budget: Budget,
-    lines: Sequence[BudgetLine],
+    plan: ConvertedPlan,
     figures: SpendFigures,
     as_of: date,
 ) -> Variance:
+    """Plan vs actual in the reporting currency: the plan converted (`plan`)."""
     measure = budget.cost_measure
     return _assess(
         subject=f"Project {project.name}",
-        total=budget.total,
-        currency=budget.currency,
-        plan=plan_to_date(budget=budget, lines=lines, as_of=as_of),
+        total=plan.total,
+        currency=settings.REPORTING_CURRENCY,
+        plan=plan_to_date(budget=budget, lines=plan.lines, as_of=as_of),
         actual=figures.to_date[measure],
         burn=_burn_rate(figures, measure=measure, start=budget.start_date, as_of=as_of),
         remaining_days=_remaining_days(as_of, budget.end_date),
@@ -312,7 +424,8 @@ def budget_preview(
 ) -> Variance:
     """What the status and forecast would be with an unsaved plan."""
     figures = selectors.spend_figures(scope="project", ids=[project.pk], as_of=as_of)
-    return _budget_variance(project, budget, lines, figures[project.pk], as_of)
+    plan = plan_converted(budget=budget, lines=lines, rates=PlanRates())
+    return _budget_variance(project, budget, plan, figures[project.pk], as_of)
 
 
 @dataclass(frozen=True)
@@ -490,15 +603,14 @@ def _status(
 
 
 @dataclass(frozen=True)
-class TeamVariance:
-    """The sum of a team's projects with a budget (in the reporting currency)."""
+class MeasureTotals:
+    """Projects whose budgets track one cost measure, added up (reporting currency)."""
 
-    budget: Decimal
-    plan_to_date: Decimal
-    actual_to_date: Decimal
-    forecast: Decimal
-    at_risk: int
-    over: int
+    measure: str
+    budget: Decimal = ZERO
+    plan_to_date: Decimal = ZERO
+    actual_to_date: Decimal = ZERO
+    forecast: Decimal = ZERO
 
     @property
     def variance(self) -> Decimal:
@@ -508,16 +620,86 @@ class TeamVariance:
     def variance_percent(self) -> Decimal | None:
         return _percent(self.variance, self.plan_to_date)
 
+    @property
+    def measure_label(self) -> str:
+        return dict(CostMeasure.choices).get(self.measure, self.measure)
+
+    def plus(self, variance: Variance) -> "MeasureTotals":
+        return replace(
+            self,
+            budget=self.budget + variance.total,
+            plan_to_date=self.plan_to_date + variance.plan_to_date,
+            actual_to_date=self.actual_to_date + variance.actual_to_date,
+            forecast=self.forecast + variance.forecast,
+        )
+
+
+@dataclass(frozen=True)
+class TeamVariance:
+    """A team's projects with a budget, added up measure by measure: budgets that
+    track different cost measures are never added together. The flat figures
+    (`budget`, ...) are those of the one measure, None when there are several.
+    Budgets whose currency had no FX rate are left out (`unconverted`)."""
+
+    measures: list[MeasureTotals]
+    at_risk: int
+    over: int
+    unconverted: int = 0
+
+    @property
+    def mixed_measures(self) -> bool:
+        return len(self.measures) > 1
+
+    def _single(self, name: str) -> Decimal | None:
+        if self.mixed_measures:
+            return None
+        return getattr(self.measures[0], name) if self.measures else ZERO
+
+    @property
+    def budget(self) -> Decimal | None:
+        return self._single("budget")
+
+    @property
+    def plan_to_date(self) -> Decimal | None:
+        return self._single("plan_to_date")
+
+    @property
+    def actual_to_date(self) -> Decimal | None:
+        return self._single("actual_to_date")
+
+    @property
+    def forecast(self) -> Decimal | None:
+        return self._single("forecast")
+
+    @property
+    def variance(self) -> Decimal | None:
+        return self._single("variance")
+
+    @property
+    def variance_percent(self) -> Decimal | None:
+        return self.measures[0].variance_percent if len(self.measures) == 1 else None
+
 
 def team_variance(summaries: Iterable[ProjectSummary]) -> TeamVariance:
-    variances = [s.variance for s in summaries if s.variance]
+    by_measure: dict[str, MeasureTotals] = {}
+    variances: list[Variance] = []
+    unconverted = 0
+    for summary in summaries:
+        budget, variance = summary.budget, summary.variance
+        if budget is None or variance is None:
+            continue
+        variances.append(variance)
+        if summary.plan and summary.plan.missing_rate:
+            unconverted += 1
+            continue
+        measure = budget.cost_measure
+        totals = by_measure.get(measure, MeasureTotals(measure))
+        by_measure[measure] = totals.plus(variance)
     return TeamVariance(
-        budget=sum((v.total for v in variances), ZERO),
-        plan_to_date=sum((v.plan_to_date for v in variances), ZERO),
-        actual_to_date=sum((v.actual_to_date for v in variances), ZERO),
-        forecast=sum((v.forecast for v in variances), ZERO),
+        measures=[by_measure[m] for m in sorted(by_measure)],
         at_risk=sum(1 for v in variances if v.status == Status.AT_RISK),
         over=sum(1 for v in variances if v.status == Status.OVER),
+        unconverted=unconverted,
     )
 
 
@@ -545,7 +727,8 @@ def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
         measure=budget.cost_measure, project=project
     )
     plan_by_month: dict[date, Decimal] = defaultdict(Decimal)
-    for line in budget.lines.all():
+    plan = plan_converted(budget=budget, lines=budget.lines.all(), rates=PlanRates())
+    for line in plan.lines:
         plan_by_month[line.month] += line.amount
     months = []
     month = month_start(budget.start_date)

@@ -17,6 +17,7 @@ from accounts.permissions import (
     user_can_edit_plan,
 )
 from accounts.selectors import team_get_for_user, teams_visible_to
+from billing.explorer import spend_span
 from budgets import selectors
 from budgets.alerts import (
     ACTIVE,
@@ -277,10 +278,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "counts": counts,
         "open_alerts": sum(alert_counts.values()),
         "today": today,
+        "month_start": today.replace(day=1),
     }
     if request.user.sees_everything:
         context["unallocated_month"] = selectors.actual_between(
-            start=today.replace(day=1), project__isnull=True
+            start=today.replace(day=1),
+            end=today + timedelta(days=1),
+            project__isnull=True,
         )
     return render(request, "projects/dashboard.html", context)
 
@@ -292,10 +296,16 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     summary = project_summary(project=project, as_of=today)
     budget: Budget | None = summary.budget
     measure = budget.cost_measure if budget else "effective_cost"
+    # The days that the explorer links of figures without dates cover.
+    first_day, last_day = spend_span(project=project) or (today, today)
     context = {
         "project": project,
         "budget": budget,
         "summary": summary,
+        "measure": measure,
+        "today": today,
+        "spend_from": min(first_day, today),
+        "spend_through": last_day,
         "chart": project_cumulative_by_month(project=project, as_of=today)
         if budget
         else None,
@@ -338,8 +348,10 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     today = timezone.now().date()
     summary = run_summaries(runs=[run], as_of=today)[0]
     budget = getattr(project, "budget", None)
+    measure = budget.cost_measure if budget else "effective_cost"
+    first_day, _ = spend_span(training_run=run) or (today, today)
     daily = selectors.actual_by_day(
-        measure=budget.cost_measure if budget else "effective_cost",
+        measure=measure,
         start=run.start_date,
         end=min(run.end_date, today) + timedelta(days=1),
         training_run=run,
@@ -353,6 +365,9 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         if summary.earned_value
         else "",
         "daily": [(f"{day:%-d %b}", amount) for day, amount in sorted(daily.items())],
+        "measure": measure,
+        "today": today,
+        "spend_from": min(first_day, today),
         "form": form,
         "can_edit": can_edit,
         "alerts": run.alerts.filter(status__in=ACTIVE).select_related(

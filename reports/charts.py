@@ -8,6 +8,8 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from core.currencies import ZERO, money
+from core.exports import spreadsheet_safe
+from reports.services import MonthlyReport
 
 PLAN_COLOUR = "#9aa9ff"
 ACTUAL_COLOUR = "#3355ff"
@@ -15,7 +17,7 @@ OVER_COLOUR = "#c0263b"
 INK = "#5f6b85"
 GRID = "#e3e7ef"
 WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 70, 10, 16, 46
+LEFT, RIGHT, TOP, BOTTOM = 70, 24, 16, 46
 
 
 @dataclass(frozen=True)
@@ -123,3 +125,23 @@ def trend_lines(title: str, pairs: list[Pair], currency: str) -> SafeString:
         )
     parts.append(_legend())
     return _svg(title, parts)
+
+
+def report_charts(report: MonthlyReport) -> dict[str, SafeString]:
+    """The two charts of the monthly report, for its page and its PDF."""
+    currency = report.currency
+    return {
+        "team_chart": plan_actual_bars(
+            "Plan vs actual by team",
+            [
+                Pair(spreadsheet_safe(t.team.name), t.plan, t.actual)
+                for t in report.teams
+            ],
+            currency,
+        ),
+        "trend_chart": trend_lines(
+            "Plan vs actual, last 12 months",
+            [Pair(f"{m.month:%b %y}", m.plan, m.actual) for m in report.trend],
+            currency,
+        ),
+    }

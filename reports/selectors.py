@@ -10,7 +10,13 @@ from django.db.models import Count
 from accounts.models import Team
 from budgets.alerts import ACTIVE
 from budgets.models import Alert
-from budgets.services import TeamVariance, project_summaries, team_variance
+from budgets.services import (
+    DEFAULT_MEASURE,
+    ProjectSummary,
+    TeamVariance,
+    project_summaries,
+    team_variance,
+)
 from core.currencies import ZERO
 from projects.models import Project
 
@@ -20,13 +26,22 @@ class TeamTotals:
     team: Team
     projects: int
     variance: TeamVariance
-    month_actual: Decimal
+    month_by_measure: dict[str, Decimal]  # each project's spend in its measure
     alerts: int  # open or acknowledged
+
+    @property
+    def month_actual(self) -> Decimal | None:
+        """This month's spend; None when the projects track different measures
+        (then `month_by_measure` has each apart)."""
+        if len(self.month_by_measure) > 1:
+            return None
+        return next(iter(self.month_by_measure.values()), ZERO)
 
 
 def team_totals(*, as_of: date) -> list[TeamTotals]:
     """Every team's budgets, plan, actual and forecast added up over its projects,
-    with this month's spend and its active alerts: a fixed number of queries."""
+    measure by measure, with this month's spend and its active alerts: a fixed
+    number of queries."""
     by_team = defaultdict(list)
     projects = list(Project.objects.select_related("team"))
     for summary in project_summaries(projects=projects, as_of=as_of):
@@ -42,8 +57,18 @@ def team_totals(*, as_of: date) -> list[TeamTotals]:
             team=team,
             projects=len(by_team[team.pk]),
             variance=team_variance(by_team[team.pk]),
-            month_actual=sum((s.month_actual for s in by_team[team.pk]), ZERO),
+            month_by_measure=_month_by_measure(by_team[team.pk]),
             alerts=alerts.get(team.pk, 0),
         )
         for team in Team.objects.all()
     ]
+
+
+def _month_by_measure(summaries: list[ProjectSummary]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for summary in summaries:
+        budget = summary.budget
+        totals[budget.cost_measure if budget else DEFAULT_MEASURE] += (
+            summary.month_actual
+        )
+    return dict(sorted(totals.items()))

@@ -12,11 +12,13 @@ variance and status are in its own measure; totals over projects with different 
 are also shown measure by measure, so that nothing mixes silently.
 """
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
@@ -24,18 +26,30 @@ from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from accounts.models import Team
-from billing.models import COST_COLUMNS, BillingSource, DailyCost
+from billing.accruals import ACCRUAL_MEASURE, spend_by_provider_and_team
+from billing.models import COST_COLUMNS, Accrual, BillingSource, DailyCost
+from billing.reconciliation import (
+    MEASURES as RECONCILED_MEASURES,
+)
+from billing.reconciliation import (
+    CurrencyTotals,
+    InvoiceCheck,
+    cost_records_of_month,
+    invoice_checks,
+)
 from budgets.models import Budget, BudgetLine, CostMeasure
 from budgets.services import (
     DEFAULT_MEASURE,
     ProjectSummary,
     RunSummary,
+    plans_by_month,
     project_summaries,
     run_summaries,
 )
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from projects.models import Project, TrainingRun
+from reports.models import SnapshotFile
 
 HUNDRED = Decimal(100)
 TREND_MONTHS = 12
@@ -241,16 +255,182 @@ class TrendMonth:
     actual: Decimal  # effective cost, every team in the report
 
 
-@dataclass(frozen=True)
-class Reconciliation:
-    """Projects plus unallocated against every converted cost of the month."""
+def _difference(report: Decimal, records: Decimal) -> Decimal:
+    """report - records; none is a plain 0, never 0E-11 in the JSON."""
+    return (report - records) or ZERO
 
-    records_total: Decimal
-    report_total: Decimal
+
+@dataclass(frozen=True)
+class CurrencyReconciliation:
+    """One billing currency in one measure: the month's cost records against the
+    report's projects plus unallocated, in the billing currency, then converted."""
+
+    measure: str
+    currency: str
+    records: CurrencyTotals
+    report: CurrencyTotals
 
     @property
     def difference(self) -> Decimal:
-        return self.report_total - self.records_total
+        return _difference(self.report.amount, self.records.amount)
+
+    @property
+    def converted_difference(self) -> Decimal:
+        return _difference(self.report.converted, self.records.converted)
+
+    @property
+    def unconverted_difference(self) -> Decimal:
+        return _difference(self.report.unconverted, self.records.unconverted)
+
+    @property
+    def balanced(self) -> bool:
+        differences = (self.difference, self.converted_difference)
+        return not any((*differences, self.unconverted_difference))
+
+    @property
+    def measure_label(self) -> str:
+        return MEASURE_LABELS.get(self.measure, self.measure)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Projects plus unallocated against the month's cost records, read from the
+    cost records themselves: in total (effective cost converted into the reporting
+    currency), per billing currency and measure, and each invoice's billed total
+    against the total finance entered."""
+
+    records_total: Decimal
+    report_total: Decimal
+    by_currency: list[CurrencyReconciliation] = field(default_factory=list)
+    invoices: list[InvoiceCheck] = field(default_factory=list)
+
+    @property
+    def difference(self) -> Decimal:
+        return _difference(self.report_total, self.records_total)
+
+    @property
+    def balanced(self) -> bool:
+        return not self.difference and all(r.balanced for r in self.by_currency)
+
+    @property
+    def flagged_invoices(self) -> list[InvoiceCheck]:
+        return [invoice for invoice in self.invoices if invoice.flagged]
+
+
+@dataclass(frozen=True)
+class AccrualRow:
+    """One provider and team's spend of the month: provisional (to accrue) and final,
+    as of the report; and what finance booked, if the month's accruals are booked."""
+
+    provider: str
+    team: Team | None  # None: unallocated
+    provisional: Decimal
+    final: Decimal
+    booked: Accrual | None
+
+    @property
+    def accrued(self) -> Decimal | None:
+        return self.booked.amount if self.booked else None
+
+    @property
+    def invoiced(self) -> bool:
+        """Nothing of it is provisional any more: the invoices are in."""
+        return not self.provisional
+
+    @property
+    def true_up(self) -> Decimal | None:
+        """Once invoiced: the final spend less what was final at booking and what was
+        accrued; positive when the invoices came in above the accrual."""
+        if self.booked is None or not self.invoiced:
+            return None
+        return self.final - self.booked.final_at_booking - self.booked.amount
+
+
+@dataclass(frozen=True)
+class Accruals:
+    """The month's accruals by provider and team, in billed cost."""
+
+    rows: list[AccrualRow]
+    booked_at: datetime | None = None
+
+    @property
+    def to_accrue(self) -> Decimal:
+        return sum((row.provisional for row in self.rows), ZERO)
+
+    @property
+    def accrued(self) -> Decimal | None:
+        if self.booked_at is None:
+            return None
+        return sum((row.accrued or ZERO for row in self.rows), ZERO)
+
+    @property
+    def true_up(self) -> Decimal | None:
+        ups = [row.true_up for row in self.rows if row.true_up is not None]
+        return sum(ups, ZERO) if ups else None
+
+    @property
+    def measure_label(self) -> str:
+        return MEASURE_LABELS.get(ACCRUAL_MEASURE, ACCRUAL_MEASURE)
+
+
+@dataclass(frozen=True)
+class RateUsed:
+    """The rates the rollup converted one currency's spend of the month with."""
+
+    currency: str
+    days: int
+    rates: int  # distinct rates
+    first_day: date
+    first_rate: Decimal
+    last_day: date
+    last_rate: Decimal
+
+
+@dataclass(frozen=True)
+class MissingRate:
+    """A currency whose spend on these days of the month has no rate."""
+
+    currency: str
+    days: list[date]
+    amount: Decimal  # effective cost, in the currency
+
+    @property
+    def days_text(self) -> str:
+        return days_in_words(self.days)
+
+
+def days_in_words(days: list[date]) -> str:
+    """Days as runs: [3, 4, 5, 9 Feb] is "3–5 Feb, 9 Feb"."""
+    runs: list[list[date]] = []
+    for day in sorted(days):
+        if runs and day - runs[-1][-1] == timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(_run_in_words(run[0], run[-1]) for run in runs)
+
+
+def _run_in_words(first: date, last: date) -> str:
+    if first == last:
+        return f"{first:%-d %b}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}–{last:%-d %b}"
+    return f"{first:%-d %b}–{last:%-d %b}"
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What restatements changed in a closed month since it was closed, for one
+    project (`key` its slug), the unallocated spend, or the spend the closed report
+    showed on no project row: carried into the next open month's report as its own
+    line, never into that month's actual (reports.closing)."""
+
+    month: date  # the closed month
+    key: str
+    name: str
+    team: str  # the team's slug; "" for spend of no team
+    billed: Decimal
+    effective: Decimal
 
 
 @dataclass
@@ -271,6 +451,11 @@ class MonthlyReport:
     reconciliation: Reconciliation
     sources: list[BillingSource] = field(default_factory=list)
     status: str = "open"
+    accruals: Accruals = field(default_factory=lambda: Accruals(rows=[]))
+    rates_used: list[RateUsed] = field(default_factory=list)
+    missing_rates: list[MissingRate] = field(default_factory=list)
+    closed_on: date | None = None  # the day finance closed the month, once closed
+    adjustments: list[Adjustment] = field(default_factory=list)
 
     @property
     def projects(self) -> list[ProjectReport]:
@@ -314,6 +499,10 @@ class MonthlyReport:
             if not source.data_complete_through
             or source.data_complete_through.date() < end
         ]
+
+    @property
+    def adjustments_total(self) -> Decimal:
+        return sum((row.effective for row in self.adjustments), ZERO)
 
     @property
     def movers(self) -> list[ProjectReport]:
@@ -372,12 +561,109 @@ class MonthlyReport:
                 }
                 for row in self.trend
             ],
-            "reconciliation": {
-                "records_total": str(self.reconciliation.records_total),
-                "report_total": str(self.reconciliation.report_total),
-                "difference": str(self.reconciliation.difference),
+            "reconciliation": _reconciliation_json(self.reconciliation),
+            "accruals": _accruals_json(self.accruals),
+            "adjustments_to_closed_months": [
+                {
+                    "month": f"{row.month:%Y-%m}",
+                    "slug": row.key,
+                    "name": row.name,
+                    "team": row.team,
+                    "billed": str(row.billed),
+                    "effective": str(row.effective),
+                }
+                for row in self.adjustments
+            ],
+            "fx": {
+                "rates_used": [_rate_used_json(rate) for rate in self.rates_used],
+                "missing": [
+                    {
+                        "currency": missing.currency,
+                        "days": [day.isoformat() for day in missing.days],
+                        "days_text": missing.days_text,
+                        "effective": str(missing.amount),
+                    }
+                    for missing in self.missing_rates
+                ],
             },
         }
+
+
+def _optional(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _reconciliation_json(reconciliation: Reconciliation) -> dict:
+    return {
+        "records_total": str(reconciliation.records_total),
+        "report_total": str(reconciliation.report_total),
+        "difference": str(reconciliation.difference),
+        "measure": "effective_cost",
+        "balanced": reconciliation.balanced,
+        "by_currency": [
+            {
+                "measure": row.measure,
+                "currency": row.currency,
+                "records": str(row.records.amount),
+                "report": str(row.report.amount),
+                "difference": str(row.difference),
+                "records_converted": str(row.records.converted),
+                "report_converted": str(row.report.converted),
+                "converted_difference": str(row.converted_difference),
+                "records_unconverted": str(row.records.unconverted),
+                "report_unconverted": str(row.report.unconverted),
+            }
+            for row in reconciliation.by_currency
+        ],
+        "invoices": [
+            {
+                "sources": list(check.sources),
+                "provider": check.provider,
+                "invoice_id": check.invoice_id,
+                "currency": check.currency,
+                "billed": str(check.billed),
+                "entered": _optional(check.entered),
+                "difference": _optional(check.difference),
+                "flagged": check.flagged,
+            }
+            for check in reconciliation.invoices
+        ],
+    }
+
+
+def _accruals_json(accruals: Accruals) -> dict:
+    return {
+        "measure": ACCRUAL_MEASURE,
+        "booked_at": accruals.booked_at.isoformat() if accruals.booked_at else None,
+        "to_accrue": str(accruals.to_accrue),
+        "accrued": _optional(accruals.accrued),
+        "true_up": _optional(accruals.true_up),
+        "rows": [
+            {
+                "provider": row.provider,
+                "team": row.team.slug if row.team else None,
+                "provisional": str(row.provisional),
+                "final": str(row.final),
+                "accrued": _optional(row.accrued),
+                "final_at_booking": _optional(
+                    row.booked.final_at_booking if row.booked else None
+                ),
+                "invoiced": row.invoiced,
+                "true_up": _optional(row.true_up),
+            }
+            for row in accruals.rows
+        ],
+    }
+
+
+def _rate_used_json(rate: RateUsed) -> dict:
+    return {
+        "currency": rate.currency,
+        "days": rate.days,
+        "rates": rate.rates,
+        "first": {"date": rate.first_day.isoformat(), "rate": str(rate.first_rate)},
+        "last": {"date": rate.last_day.isoformat(), "rate": str(rate.last_rate)},
+    }
 
 
 def _plan_actual_json(row: PlanActual) -> dict:
@@ -465,12 +751,7 @@ def report_months(*, teams: QuerySet[Team], whole_organisation: bool) -> list[di
         )
         .order_by()
     }
-    plans = dict(
-        BudgetLine.objects.filter(budget__project__team__in=teams)
-        .values_list("month")
-        .annotate(plan=Sum("amount"))
-        .order_by()
-    )
+    plans = plans_by_month(BudgetLine.objects.filter(budget__project__team__in=teams))
     today = timezone.now().date()
     months = sorted(
         {m for m in (*spend, *plans) if m <= today},
@@ -524,7 +805,7 @@ def monthly_report(
         converted.filter(date__gte=year_start, date__lt=end), "project"
     )
     runs = _run_reports(projects, budgets, this_month, as_of)
-    ytd_plans = _ytd_plans(budgets.values(), year_start, end)
+    ytd_plans = _ytd_plans(summaries, year_start, end)
 
     by_team: dict[int, list[ProjectReport]] = defaultdict(list)
     for summary in summaries:
@@ -550,9 +831,9 @@ def monthly_report(
         if whole_organisation
         else Amounts()
     )
-    allocated = sum(
-        (p.month.effective_cost for t in team_reports for p in t.projects), ZERO
-    )
+    in_report: set[int | None] = {project.pk for project in projects}
+    if whole_organisation:
+        in_report.add(None)  # the unallocated
     return MonthlyReport(
         month=month,
         currency=settings.REPORTING_CURRENCY,
@@ -569,14 +850,198 @@ def monthly_report(
         by_service_category=_breakdown(this_month, "service_category"),
         by_charge_category=_breakdown(this_month, "charge_category"),
         trend=_trend(converted, teams, month),
-        reconciliation=Reconciliation(
-            records_total=total.effective_cost,
-            report_total=allocated + unallocated.effective_cost,
+        reconciliation=_reconciliation(
+            month=month,
+            rollup=scoped.filter(date__gte=month, date__lt=end),
+            in_report=in_report,
+            records_scope=Q() if whole_organisation else Q(project__team__in=teams),
+            invoices=whole_organisation,
         ),
         sources=list(BillingSource.objects.filter(is_enabled=True).order_by("name"))
         if whole_organisation
         else [],
+        accruals=month_accruals(
+            month=month, teams=teams, whole_organisation=whole_organisation
+        ),
+        rates_used=_rates_used(this_month),
+        missing_rates=_missing_rates(scoped.filter(date__gte=month, date__lt=end)),
     )
+
+
+def _reconciliation(
+    *,
+    month: date,
+    rollup: QuerySet[DailyCost],
+    in_report: set[int | None],
+    records_scope: Q,
+    invoices: bool,
+) -> Reconciliation:
+    """The report's projects plus unallocated (`in_report`: project ids, None for
+    the unallocated) from the rollup, against the month's cost records."""
+    records = cost_records_of_month(month=month, scope=records_scope)
+    report = _report_by_currency(rollup, in_report)
+    rows = [
+        CurrencyReconciliation(
+            measure=measure,
+            currency=currency,
+            records=records.get((measure, currency), CurrencyTotals()),
+            report=report.get((measure, currency), CurrencyTotals()),
+        )
+        for measure, currency in sorted({*records, *report})
+    ]
+    effective = [row for row in rows if row.measure == "effective_cost"]
+    return Reconciliation(
+        records_total=sum((row.records.converted for row in effective), ZERO),
+        report_total=sum((row.report.converted for row in effective), ZERO),
+        by_currency=rows,
+        invoices=invoice_checks(month=month) if invoices else [],
+    )
+
+
+def _report_by_currency(
+    rollup: QuerySet[DailyCost], in_report: set[int | None]
+) -> dict[tuple[str, str], CurrencyTotals]:
+    """The rollup rows of the report's projects and unallocated, by measure and
+    billing currency: before conversion, converted, and without a rate."""
+    sums: dict[str, Sum] = {}
+    for measure in RECONCILED_MEASURES:
+        before = measure.replace("_cost", "_in_billing_currency")
+        sums |= {
+            f"{measure}:amount": Sum(before),
+            f"{measure}:converted": Sum(measure, filter=Q(fx_rate__isnull=False)),
+            f"{measure}:unconverted": Sum(measure, filter=Q(fx_rate__isnull=True)),
+        }
+    rows = rollup.values("billing_currency", "project").annotate(**sums).order_by()
+    totals: dict[tuple[str, str], CurrencyTotals] = defaultdict(CurrencyTotals)
+    for group in rows:
+        row: dict[str, Any] = dict(group)
+        if row["project"] not in in_report:
+            continue
+        for measure in RECONCILED_MEASURES:
+            total = totals[measure, row["billing_currency"]]
+            total.amount += row[f"{measure}:amount"] or ZERO
+            total.converted += row[f"{measure}:converted"] or ZERO
+            total.unconverted += row[f"{measure}:unconverted"] or ZERO
+    return dict(totals)
+
+
+def month_accruals(
+    *, month: date, teams: QuerySet[Team], whole_organisation: bool
+) -> Accruals:
+    """A month's provisional and final spend by provider and team, as of now, with
+    what was accrued: the accruals finance booked or, when none were, those of the
+    month's close in force (its JSON snapshot's accrual section: what was then
+    provisional). Also for a closed month, whose true-up comes after its close."""
+    month = month_start(month)
+    spend = spend_by_provider_and_team(
+        month=month, teams=None if whole_organisation else teams
+    )
+    booked = list(Accrual.objects.filter(month=month)) or _accruals_at_close(month)
+    visible = None if whole_organisation else set(teams.values_list("pk", flat=True))
+    by_key = {
+        (a.provider, a.team_id): a
+        for a in booked
+        if visible is None or a.team_id in visible
+    }
+    amounts = {(s.provider, s.team_id): (s.provisional, s.final) for s in spend}
+    names = {team.pk: team for team in Team.objects.all()}
+    rows = [
+        AccrualRow(
+            provider=provider,
+            team=names.get(team_id) if team_id else None,
+            provisional=amounts.get((provider, team_id), (ZERO, ZERO))[0],
+            final=amounts.get((provider, team_id), (ZERO, ZERO))[1],
+            booked=by_key.get((provider, team_id)),
+        )
+        for provider, team_id in {*amounts, *by_key}
+    ]
+    rows = [row for row in rows if row.provisional or row.booked]
+    rows.sort(key=lambda r: (r.provider, r.team is None, r.team.name if r.team else ""))
+    return Accruals(
+        rows=rows, booked_at=min((a.booked_at for a in booked), default=None)
+    )
+
+
+def _accruals_at_close(month: date) -> list[Accrual]:
+    """The accruals a month was closed with, read from its close's JSON snapshot
+    (unsaved Accrual rows): each provider and team's spend then provisional."""
+    stored = SnapshotFile.objects.filter(
+        close__month=month, close__reopened_at__isnull=True, format="json"
+    ).select_related("close")
+    snapshot = stored.first()
+    if snapshot is None:
+        return []
+    data = json.loads(bytes(snapshot.content))
+    section = data.get("accruals") or {}
+    teams = dict(Team.objects.values_list("slug", "pk"))
+    accruals = []
+    for row in section.get("rows", []):
+        was_booked = row["accrued"] is not None
+        amount = Decimal(row["accrued"] if was_booked else row["provisional"])
+        if not amount or (row["team"] and row["team"] not in teams):
+            continue
+        accruals.append(
+            Accrual(
+                month=month,
+                provider=row["provider"],
+                team_id=teams[row["team"]] if row["team"] else None,
+                currency=data["currency"],
+                amount=amount,
+                final_at_booking=Decimal(
+                    row["final_at_booking"] if was_booked else row["final"]
+                ),
+                booked_at=snapshot.close.closed_at,
+                booked_by=snapshot.close.closed_by,
+            )
+        )
+    return accruals
+
+
+def _rates_used(this_month: QuerySet[DailyCost]) -> list[RateUsed]:
+    """Each foreign currency's rates, as the rollup converted with them."""
+    days = (
+        this_month.exclude(billing_currency=settings.REPORTING_CURRENCY)
+        .values_list("billing_currency", "date", "fx_rate")
+        .distinct()
+        .order_by("billing_currency", "date")
+    )
+    by_currency: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for currency, day, rate in days:
+        if rate is not None:  # `this_month` is converted rows only
+            by_currency[currency].append((day, rate))
+    return [
+        RateUsed(
+            currency=currency,
+            days=len({day for day, _ in rates}),
+            rates=len({rate for _, rate in rates}),
+            first_day=rates[0][0],
+            first_rate=rates[0][1],
+            last_day=rates[-1][0],
+            last_rate=rates[-1][1],
+        )
+        for currency, rates in by_currency.items()
+    ]
+
+
+def _missing_rates(month_rows: QuerySet[DailyCost]) -> list[MissingRate]:
+    """Each currency whose spend has no rate on some days of the month: the days."""
+    rows = (
+        month_rows.filter(fx_rate__isnull=True)
+        .values("billing_currency", "date")
+        .annotate(amount=Sum("effective_cost"))
+        .order_by("billing_currency", "date")
+    )
+    by_currency: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_currency[row["billing_currency"]].append(dict(row))
+    return [
+        MissingRate(
+            currency=currency,
+            days=[row["date"] for row in days],
+            amount=sum((row["amount"] for row in days), ZERO),
+        )
+        for currency, days in by_currency.items()
+    ]
 
 
 def _run_reports(
@@ -614,18 +1079,20 @@ def _run_reports(
 
 
 def _ytd_plans(
-    budgets: Iterable[Budget], year_start: date, end: date
+    summaries: Iterable[ProjectSummary], year_start: date, end: date
 ) -> dict[int, Decimal]:
+    """Each project's plan from the year's start, in the reporting currency."""
     return {
-        budget.project_id: sum(
+        summary.project.pk: sum(
             (
                 line.amount
-                for line in budget.lines.all()
+                for line in summary.plan.lines
                 if year_start <= line.month < end
             ),
             ZERO,
         )
-        for budget in budgets
+        for summary in summaries
+        if summary.plan
     }
 
 
@@ -655,13 +1122,10 @@ def _trend(
         .annotate(total=Sum("effective_cost"))
         .order_by()
     )
-    plans = dict(
+    plans = plans_by_month(
         BudgetLine.objects.filter(
             budget__project__team__in=teams, month__gte=first, month__lt=end
         )
-        .values_list("month")
-        .annotate(total=Sum("amount"))
-        .order_by()
     )
     months = []
     current = first

@@ -53,6 +53,12 @@ DEMO_TEAMS = [
     ("Applied ML", "applied-ml", "priya@example.com", []),
     ("Research", "research", "sam@example.com", []),
 ]
+# Cost centre and GL account of each team in the chargeback journal; Research has
+# none yet, so the journal shows a team line without one.
+DEMO_CHARGEBACK = {
+    "foundation-models": ("CC-4100", "6420"),
+    "applied-ml": ("CC-4200", "6420"),
+}
 
 
 @dataclass
@@ -350,7 +356,15 @@ def _users() -> dict[str, User]:
 def _teams(users: dict[str, User]) -> dict[str, Team]:
     teams = {}
     for name, slug, lead, members in DEMO_TEAMS:
-        team, _ = Team.objects.update_or_create(slug=slug, defaults={"name": name})
+        cost_centre, gl_account = DEMO_CHARGEBACK.get(slug, ("", ""))
+        team, _ = Team.objects.update_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "cost_centre": cost_centre,
+                "gl_account": gl_account,
+            },
+        )
         Membership.objects.update_or_create(
             user=users[lead], team=team, defaults={"role": Membership.Role.LEAD}
         )

@@ -8,7 +8,7 @@ system check, which names the variable (see spendtracker/checks.py).
 from pathlib import Path
 
 import environ
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from core.currencies import ISO_4217_CODES
@@ -169,6 +169,22 @@ if REPORTING_CURRENCY not in ISO_4217_CODES:
     )
     REPORTING_CURRENCY = "USD"
 
+
+def _ledger_code(name: str, default: str) -> str:
+    """A cost centre or GL account as the ledger knows it: one short code."""
+    code = env.str(name, default=default).strip()
+    if len(code) > 50 or not code.isprintable():
+        raise ValueError(f"{name} must be one code of at most 50 characters")
+    return code
+
+
+# Chargeback: the journal posts spend of no project (unallocated) here; each team's
+# own cost centre and GL account are set on the team.
+CHARGEBACK_DEFAULT_COST_CENTRE = _read(
+    "CHARGEBACK_DEFAULT_COST_CENTRE", _ledger_code, ""
+)
+CHARGEBACK_DEFAULT_GL_ACCOUNT = _read("CHARGEBACK_DEFAULT_GL_ACCOUNT", _ledger_code, "")
+
 # Fernet key for billing-source credentials (billing ingestion).
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
@@ -186,7 +202,7 @@ EMAIL_HOST_USER = _read("EMAIL_HOST_USER", env.str, "")
 EMAIL_HOST_PASSWORD = _read("EMAIL_HOST_PASSWORD", env.str, "")
 EMAIL_USE_TLS = _read("EMAIL_USE_TLS", _strict_bool, False)
 # Seconds before a hung mail server gives up; well under the 10-minute claim of an
-# alert email (budgets.notifications.LEASE), so a stuck send is never sent twice.
+# email (core.delivery.LEASE), so a stuck send is never sent twice.
 EMAIL_TIMEOUT = _read("EMAIL_TIMEOUT", env.int, 60)
 EMAIL_FILE_PATH = _read("EMAIL_FILE_PATH", env.str, str(BASE_DIR / ".run" / "mail"))
 DEFAULT_FROM_EMAIL = _read(
@@ -229,6 +245,31 @@ else:
             "LOCATION": str(BASE_DIR / ".run" / "cache"),
         }
     }
+
+
+def _schedule(text: str) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = text.split()
+    return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+
+
+def _cron_text(name: str, default: str) -> str:
+    """Five cron fields (minute, hour, day of month, month, day of week), in UTC."""
+    text = " ".join(env.str(name, default="").split()) or default
+    if len(text.split()) != 5:
+        raise ValueError(
+            "must be five cron fields (minute hour day-of-month month day-of-week), "
+            f"e.g. {default!r}; got {text!r}"
+        )
+    try:
+        _schedule(text)
+    except (ValueError, ParseException) as exc:
+        raise ValueError(f"{text!r} is not a schedule: {exc}") from exc
+    return text
+
+
+# When the previous month's report is emailed to finance, as cron fields in UTC: by
+# default the 3rd at 08:00, once providers have delivered most of the month.
+MONTHLY_REPORT_SCHEDULE = _read("MONTHLY_REPORT_SCHEDULE", _cron_text, "0 8 3 * *")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -278,6 +319,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=0, hour=7),
         "options": {"expires": 23 * 60 * 60},
     },
+    "email-monthly-report": {
+        # Records one email per finance user for the previous month, then sends them.
+        "task": "reports.tasks.monthly_report_email_task",
+        "schedule": _schedule(MONTHLY_REPORT_SCHEDULE),
+        "options": {"expires": 23 * 60 * 60},
+    },
+    "send-report-emails": {
+        # Sends the monthly report emails a stopped worker or a refusing mail server
+        # left owed.
+        "task": "reports.tasks.report_emails_send_task",
+        "schedule": crontab(minute=35),
+        "options": {"expires": 55 * 60},
+    },
 }
 
 REST_FRAMEWORK = {
@@ -317,5 +371,11 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # WeasyPrint narrates each PDF at INFO and warns of every portal style it
+        # does not print (shadows, cursors); fontTools narrates font subsetting.
+        "weasyprint": {"level": "ERROR"},
+        "fontTools": {"level": "WARNING"},
+    },
 }

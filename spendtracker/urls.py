@@ -92,6 +92,38 @@ urlpatterns = [
         report_views.report_json,
         name="report_json",
     ),
+    path(
+        "reports/<month:month>/close/",
+        report_views.month_close_view,
+        name="month_close",
+    ),
+    path(
+        "reports/<month:month>/reopen/",
+        report_views.month_reopen_view,
+        name="month_reopen",
+    ),
+    path(
+        "reports/<month:month>/accruals/",
+        report_views.report_accruals_book,
+        name="report_accruals_book",
+    ),
+    *(
+        path(
+            f"reports/<month:month>/export.{fmt}",
+            report_views.report_export,
+            {"fmt": fmt},
+            name=f"report_export_{fmt}",
+        )
+        for fmt in report_views.EXPORTS
+    ),
+    path("costs/", billing_views.cost_explorer, name="cost_explorer"),
+    path("costs/export.csv", billing_views.cost_explorer_csv, name="cost_explorer_csv"),
+    path("costs/records/", billing_views.cost_records, name="cost_records"),
+    path(
+        "costs/records/export.csv",
+        billing_views.cost_records_csv,
+        name="cost_records_csv",
+    ),
     path("invoices/", billing_views.invoice_list, name="invoice_list"),
     path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),
     path("billing/sources/", billing_views.source_list, name="source_list"),

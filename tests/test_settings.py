@@ -46,6 +46,18 @@ def test_a_complete_configuration_passes_the_checks():
             {"DJANGO_DEBUG": "true", "FIELD_ENCRYPTION_KEY": "short"},
             "FIELD_ENCRYPTION_KEY: is not a Fernet key",
         ),
+        (
+            {"DJANGO_DEBUG": "true", "CHARGEBACK_DEFAULT_COST_CENTRE": "C" * 51},
+            "CHARGEBACK_DEFAULT_COST_CENTRE must be one code of at most 50",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "MONTHLY_REPORT_SCHEDULE": "0 8 3 *"},
+            "MONTHLY_REPORT_SCHEDULE: must be five cron fields",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "MONTHLY_REPORT_SCHEDULE": "0 25 3 * *"},
+            "MONTHLY_REPORT_SCHEDULE: '0 25 3 * *' is not a schedule",
+        ),
     ],
 )
 def test_a_missing_or_bad_variable_is_named_by_a_system_check(env, named):

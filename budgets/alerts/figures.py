@@ -20,7 +20,7 @@ def project_figures(summary: ProjectSummary) -> dict[str, Any]:
     if summary.budget is None or summary.variance is None:
         return {}
     return {
-        "currency": summary.budget.currency,
+        "currency": summary.currency,
         **_variance_figures(summary.variance),
         "month_actual": str(summary.month_actual),
         "month_plan": str(summary.month_plan),

@@ -138,7 +138,7 @@ def _project_observations(
         "project_id": project.pk,
         "figures": project_figures(summary),
     }
-    currency = budget.currency
+    currency = summary.currency
     month = month_start(as_of)
     observations = []
     if summary.month_plan > 0:
@@ -213,7 +213,7 @@ def _variance_observation(
 ) -> list[Observation]:
     """Month-to-date actual against the month's plan to date."""
     project = summary.project
-    lines = list(budget.lines.all())
+    lines = summary.plan.lines if summary.plan else []
     month = month_start(as_of)
     month_plan = plan_to_date(budget=budget, lines=lines, as_of=as_of) - plan_to_date(
         budget=budget, lines=lines, as_of=month - timedelta(days=1)
@@ -221,7 +221,7 @@ def _variance_observation(
     if month_plan <= 0:
         return []
     over = _level(summary.month_actual - month_plan, month_plan)
-    currency = budget.currency
+    currency = summary.currency
     text = (
         f"{money(summary.month_actual, currency)} spent vs "
         f"{money(month_plan, currency)} planned for {month:%B} to date"
@@ -255,7 +255,7 @@ def _anomaly_observations(
 ) -> list[Observation]:
     """Yesterday and today against the median of the 14 days before each: a median,
     so that one earlier spike does not raise the bar; none in a first week of spend."""
-    project, currency = summary.project, budget.currency
+    project, currency = summary.project, summary.currency
     observations = []
     for day in (as_of - timedelta(days=1), as_of):
         baseline_days = [

@@ -6,9 +6,11 @@ from django import template
 from django.conf import settings
 from django.utils.html import format_html
 
+from billing.explorer import explorer_url
 from budgets.services import Status
 from core.currencies import ZERO
 from core.currencies import money as format_money
+from core.exports import spreadsheet_safe as safe_cell
 
 register = template.Library()
 
@@ -29,6 +31,16 @@ def money_cents(amount, currency: str = "") -> str:
     return format_money(
         Decimal(amount), currency or settings.REPORTING_CURRENCY, places=2
     )
+
+
+@register.filter
+def exact(amount, currency: str = "") -> str:
+    """An amount to its last decimal, never rounded (a reconciliation's difference,
+    which is news however small), with its currency."""
+    if amount is None or amount == "":
+        return "—"
+    text = f"{Decimal(amount).normalize():f}"
+    return f"{text} {currency or settings.REPORTING_CURRENCY}"
 
 
 @register.filter
@@ -55,6 +67,13 @@ def capped(value, limit: int = 100) -> Decimal:
 
 
 @register.filter
+def spreadsheet_safe(text):
+    """A name as every export writes it: one a spreadsheet would run as a formula
+    starts with a `'` (core.exports), so the page, its PDF and its CSV agree."""
+    return safe_cell(text)
+
+
+@register.filter
 def seconds(duration) -> str:
     """A timedelta as a person reads it: 0.1 s, 42 s, 3 min 5 s."""
     if duration is None:
@@ -70,3 +89,11 @@ def seconds(duration) -> str:
 def status_badge(status: str) -> str:
     label = STATUS_LABELS.get(status, status)
     return format_html('<span class="badge badge-{}">{}</span>', status, label)
+
+
+@register.simple_tag
+def explore_url(**filters) -> str:
+    """The cost explorer showing the figure these filters produce; records=True for
+    the cost records behind it: {% explore_url project=project month=month %}.
+    The filters are those of billing.explorer.explorer_url."""
+    return explorer_url(**filters)

@@ -81,7 +81,35 @@
     });
   }
 
+  // The cost explorer: one stacked series per group, the largest first, then "Other".
+  const palette = [brand, "#22c3a6", "#e89a1c", "#8e5cf7", "#c0263b", "#0f8a5f", "#f25fa5", "#5f6b85", "#b8c0d4"];
+
+  function stackedBars(canvas) {
+    const data = readJson(canvas.dataset.source);
+    if (!data) return;
+    new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: data.labels,
+        datasets: data.series.map((series, index) => ({
+          label: series.label, data: series.data, backgroundColor: palette[index % palette.length],
+          stack: "spend", borderRadius: 2,
+        })),
+      },
+      options: {
+        maintainAspectRatio: false, animation: false,
+        interaction: { mode: "index", intersect: false },
+        plugins: { legend: { position: "bottom", labels: { color: ink, boxWidth: 12 } } },
+        scales: {
+          y: { stacked: true, beginAtZero: true, grid: { color: grid }, ticks: { callback: moneyTick(canvas.dataset.currency) } },
+          x: { stacked: true, grid: { display: false }, ticks: { maxTicksLimit: 16 } },
+        },
+      },
+    });
+  }
+
   document.querySelectorAll("canvas[data-chart=cumulative]").forEach(cumulativeChart);
+  document.querySelectorAll("canvas[data-chart=stacked]").forEach(stackedBars);
   document.querySelectorAll("canvas[data-chart=daily]").forEach(dailyBars);
   document.querySelectorAll("canvas[data-chart=spark]").forEach(sparkline);
 })();

@@ -4,7 +4,7 @@ A new named URL without a row in PAGES fails `test_every_page_has_a_permission_r
 so no page can ship without someone deciding who may see it.
 """
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -66,11 +66,45 @@ PAGES = {
         TEAM_ONLY,
     ),
     "run_detail": (lambda w: {"slug": w.project.slug, "pk": w.run.pk}, TEAM_ONLY),
+    # Everyone explores the costs they see: their teams', all for finance and admins
+    # (what each persona sees there: tests/billing/test_explorer.py).
+    "cost_explorer": (lambda w: {}, SIGNED_IN),
+    "cost_explorer_csv": (lambda w: {}, SIGNED_IN),
+    "cost_records": (lambda w: {}, SIGNED_IN),
+    "cost_records_csv": (lambda w: {}, SIGNED_IN),
     # Everyone has a monthly report: of their own teams (test_views in reports).
     "report_list": (lambda w: {}, SIGNED_IN),
     "report_detail": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
     "report_json": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    # The exports carry what the report page shows each persona; the chargeback
+    # journal posts every team's spend, for finance (tests/reports/test_exports.py).
+    "report_export_csv": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    "report_export_xlsx": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    "report_export_pdf": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    "report_export_json": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    "report_export_journal": (lambda w: {"month": date(2026, 1, 1)}, FINANCE_ONLY),
+    # Finance closes and reopens a month (POST only; every persona's POST:
+    # tests/reports/test_closing.py).
+    "month_close": (
+        lambda w: {"month": date(2026, 1, 1)},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},
+    ),
+    "month_reopen": (
+        lambda w: {"month": date(2026, 1, 1)},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},
+    ),
+    # Finance books a month's accruals (POST only; tests/reports/test_accruals.py).
+    "report_accruals_book": (
+        lambda w: {"month": date(2026, 1, 1)},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},
+    ),
 }
+
+
+@pytest.fixture(autouse=True)
+def february(time_machine):
+    """Pages read the date: the world's January 2026 report exists once it ended."""
+    time_machine.move_to(datetime(2026, 2, 10, 12, tzinfo=UTC), tick=False)
 
 
 def named_patterns(resolver=None, namespace=""):

@@ -2,6 +2,7 @@
 leaving the database as it was."""
 
 import gzip
+import json
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from django.db import IntegrityError
 
+from billing.importers.base import NotColumnar
+from billing.importers.focus import FocusImporter
 from billing.loader import check_references
 from billing.memo import Memo
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
@@ -85,17 +88,35 @@ def test_gzip_files_import_like_plain_ones(tmp_path):
     assert (code, result["rows"]) == (0, 1000)
 
 
-def test_allocation_rules_apply_at_load_time(world):
+def refuse_columns(self, path):
+    raise NotColumnar("refused by the test")
+
+
+@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "row by row"])
+def test_a_tag_rule_takes_the_costs_with_its_tag_value_and_no_other(
+    world, monkeypatch, columnar
+):
+    """The sample tags hundreds of business units; the rule names one. Its project
+    gets exactly that unit's costs, read from the file, and the other units stay
+    unallocated."""
     project = make_project(world.team, world.lead, "vienna")
     AllocationRule.objects.create(
         project=project, match_on="tag", tag_key="business_unit", value="ViennaAI"
     )
+    if not columnar:
+        monkeypatch.setattr(FocusImporter, "column_batches", refuse_columns)
     code, result = run_import(FOCUS_REAL)
-    allocated = CostRecord.objects.filter(project=project)
-    assert allocated.exists()
-    unallocated = total(CostRecord.objects.filter(project=None), "effective_cost")
-    assert Decimal(result["unallocated"]["USD"]) == unallocated
-    assert DailyCost.objects.filter(project=project).exists()
+    assert code == 0, result["error"]
+    units = [
+        (json.loads(row["Tags"]) if row["Tags"] != "NULL" else {}).get("business_unit")
+        for row in read_csv(FOCUS_REAL)
+    ]
+    costs = [Decimal(row["EffectiveCost"]) for row in read_csv(FOCUS_REAL)]
+    vienna = sum(c for c, unit in zip(costs, units, strict=True) if unit == "ViennaAI")
+    assert len({unit for unit in units if unit}) > 1
+    assert total(CostRecord.objects.filter(project=project), "effective_cost") == vienna
+    assert total(DailyCost.objects.filter(project=project), "effective_cost") == vienna
+    assert result["unallocated"] == {"USD": str(sum(costs) - vienna)}
 
 
 def write(tmp_path: Path, name: str, content: bytes) -> Path:

@@ -9,10 +9,12 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import time_machine
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
@@ -21,7 +23,7 @@ from billing.importers.base import NotColumnar
 from billing.importers.focus import FocusImporter
 from billing.models import CostRecord, ImportRun
 from projects.models import AllocationRule
-from tests.billing.importing import read_csv, run_import
+from tests.billing.importing import read_csv, run_import, write_csv
 from tests.billing.test_billing_import import FOCUS_REAL, SPEC_EXAMPLES
 from tests.conftest import make_project
 
@@ -161,8 +163,11 @@ COLUMNAR_FILES = {
 
 @pytest.mark.parametrize("make", COLUMNAR_FILES.values(), ids=COLUMNAR_FILES.keys())
 def test_the_columnar_path_loads_exactly_what_the_row_path_loads(
-    make, tmp_path, monkeypatch, caplog, allocated
+    make, tmp_path, monkeypatch, caplog, allocated, time_machine
 ):
+    # The quirky file's open month, and each load's provisional rows, follow the
+    # clock: a month turning between the two loads would tell them apart.
+    time_machine.move_to(NOW, tick=False)
     path = make(tmp_path)
     normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
     assert normal["status"] == "imported", normal["error"]
@@ -280,3 +285,56 @@ def test_totals_beyond_what_a_decimal_sum_holds_go_row_by_row(
     assert gave_way
     assert normal["status"] == "imported", normal["error"]
     assert normal == by_rows
+
+
+NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
+PERIODS = [  # (BillingPeriodStart, BillingPeriodEnd) as exports write them
+    ("2025-12-01 00:00:00", "2026-01-01 00:00:00"),  # closed
+    ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),  # open
+    ("2026-01-01 00:00:00", "2026-01-15 12:00:00"),  # ends at this very moment
+    ("2026-01-01 00:00:00", "2026-01-15 12:00:01"),  # ends a second from now
+]
+INVOICE_IDS = ["", "INV-2026-001", "NULL"]
+
+
+def provisional_by_description(tmp_path: Path) -> tuple[Path, dict[str, bool]]:
+    """The real sample, each row given one of the periods and invoice ids above and a
+    description of its own; each row's provisional flag, read from the file itself:
+    its billing period has not ended at NOW and it names no invoice."""
+    rows = read_csv(FOCUS_REAL)
+    expected = {}
+    for number, row in enumerate(rows):
+        start, end = PERIODS[number % len(PERIODS)]
+        invoice = INVOICE_IDS[number // len(PERIODS) % len(INVOICE_IDS)]
+        row.update(
+            BillingPeriodStart=start,
+            BillingPeriodEnd=end,
+            InvoiceId=invoice,
+            ChargePeriodStart=start,
+            ChargePeriodEnd=start,
+            ChargeDescription=f"row {number}",
+        )
+        period_end = datetime.fromisoformat(end).replace(tzinfo=UTC)
+        expected[f"row {number}"] = period_end > NOW and invoice in ("", "NULL")
+    return write_csv(tmp_path / "periods.csv", rows), expected
+
+
+@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "row by row"])
+def test_each_row_is_provisional_exactly_as_its_own_period_and_invoice_say(
+    tmp_path, monkeypatch, caplog, columnar
+):
+    path, expected = provisional_by_description(tmp_path)
+    assert set(expected.values()) == {True, False}
+    if not columnar:
+        monkeypatch.setattr(FocusImporter, "column_batches", refuse)
+    with (
+        time_machine.travel(NOW, tick=False),
+        caplog.at_level(logging.INFO, logger="billing.loader"),
+    ):
+        code, result = run_import(path, source="periods", format="focus")
+    assert (code, result["status"]) == (0, "imported"), result["error"]
+    assert any(GAVE_WAY in message for message in caplog.messages) != columnar
+    loaded = dict(
+        CostRecord.objects.values_list("charge_description", "is_provisional")
+    )
+    assert loaded == expected

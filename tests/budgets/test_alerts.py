@@ -545,16 +545,6 @@ def test_evaluate_alerts_prints_exactly_the_promised_json(world):
     assert out.getvalue().count("\n") == 1
 
 
-def test_alert_rules_are_scheduled_hourly_and_digests_daily():
-    from spendtracker.celery import app
-
-    schedule = app.conf.beat_schedule
-    assert schedule["evaluate-alerts"]["task"] == "budgets.tasks.alerts_evaluate_task"
-    assert schedule["evaluate-alerts"]["schedule"].minute == {5}
-    assert schedule["send-alert-digests"]["schedule"].hour == {7}
-    assert schedule["send-alert-emails"]["options"]["expires"] < 5 * 60
-
-
 def test_a_project_override_replaces_the_default_thresholds(world, timeline):
     only_rule(AlertKind.BUDGET_USED)
     AlertRule.objects.create(
@@ -716,3 +706,10 @@ def test_an_alert_resolves_only_once_its_level_falls_past_the_margin(
         evaluate(falling.evaluated + timedelta(minutes=step))
         alert = Alert.objects.get(kind=falling.kind, threshold=falling.threshold)
         assert alert.is_active == active, f"at {total} spent"
+
+
+def test_spend_reaching_a_threshold_exactly_fires_it(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "500")  # 50% of January's plan, no more
+    assert evaluate(at(date(2026, 1, 5)))["fired"] == 1
+    assert Alert.objects.get().threshold == Decimal("50")

@@ -154,6 +154,9 @@ def test_the_preview_shows_the_new_status_and_saves_nothing(lead_client, world):
         preview="1",
     )
     with time_machine.travel(datetime(2026, 1, 20, 12, tzinfo=UTC), tick=False):
+        # Logged in again on the 20th: a session begun on the real date would have
+        # expired by then when that date is more than two weeks earlier.
+        lead_client.force_login(world.lead)
         response = post_plan(lead_client, world, data)
     assert response.status_code == 200
     page = response.content.decode()

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from budgets import selectors
 from budgets.services import (
     Status,
     budget_plan_to_date,
@@ -302,3 +303,43 @@ def test_summaries_of_many_projects_cost_the_same_queries_as_of_one(
         project_summaries(projects=[project], as_of=date(2026, 1, 31))
     with django_assert_num_queries(4):
         project_summaries(projects=[project, *others], as_of=date(2026, 1, 31))
+
+
+def test_spend_without_an_fx_rate_stays_out_of_the_actual_and_is_shown_apart(
+    project,
+):
+    run = make_run(project)
+    spend(project, date(2026, 1, 10), "1000", run=run)
+    make_spend(
+        project, date(2026, 1, 10), "5000", training_run=run, billing_currency="JPY"
+    )
+    make_spend(
+        project,
+        date(2026, 1, 11),
+        "7000",
+        training_run=run,
+        billing_currency="JPY",
+        is_provisional=True,
+    )
+    as_of = date(2026, 1, 31)
+    summary = project_summary(project=project, as_of=as_of)
+    assert summary.variance.actual_to_date == Decimal("1000")
+    assert (summary.month_actual, summary.provisional) == (
+        Decimal("1000"),
+        Decimal("0"),
+    )
+    assert sum(summary.daily.values()) == Decimal("1000")
+    january = project_months(project=project, as_of=as_of)[0]
+    assert january.actual == Decimal("1000")
+    (run_summary,) = run_summaries(runs=[run], as_of=as_of)
+    assert run_summary.variance.actual_to_date == Decimal("1000")
+    assert selectors.actual_by_day(
+        measure="effective_cost",
+        start=date(2026, 1, 1),
+        end=date(2026, 2, 1),
+        project=project,
+    ) == {date(2026, 1, 10): Decimal("1000")}
+    assert selectors.spend_breakdown(
+        measure="effective_cost", group_by="billing_currency", project=project
+    ) == [{"billing_currency": "USD", "total": Decimal("1000")}]
+    assert selectors.unconverted_totals(project=project) == {"JPY": Decimal("12000")}

@@ -8,12 +8,14 @@ root.
 """
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from reports.models import MonthClose
 from spendtracker.demo import DEMO_PASSWORD, demo_seed
 from tests.data import FOCUS_REAL
 
@@ -56,7 +58,10 @@ def browser():
 
 
 @pytest.fixture
-def demo(browser, transactional_db, live_server):
+def demo(browser, transactional_db, live_server, time_machine):
+    # The demo is seeded around today and the live server reads the date: the clock
+    # starts at a fixed noon (and runs on), so that no day or month turns mid-test.
+    time_machine.move_to(datetime(2026, 12, 15, 12, tzinfo=UTC))
     return demo_seed(today=timezone.now().date())
 
 
@@ -282,4 +287,30 @@ def test_a_run_that_reports_progress_explains_its_earned_value(
     expect(explanation).to_contain_text("of planned work (CPI")
     expect(page.get_by_test_id("earned-value")).to_contain_text("SPI")
     screenshot(page, "run-earned-value")
+    assert js_errors == []
+
+
+def test_finance_closes_last_month_from_its_report_and_sees_the_snapshot(
+    page: Page, live_server, js_errors
+):
+    last_month = (timezone.now().date().replace(day=1) - timedelta(days=1)).replace(
+        day=1
+    )
+    log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/reports/{last_month:%Y-%m}/")
+    page.get_by_role("link", name="Close month…").click()
+    panel = page.get_by_test_id("month-close")
+    panel.get_by_label("Reason").fill("Board pack due Monday")
+    panel.get_by_role("button", name=re.compile(f"Close {last_month:%B %Y}")).click()
+
+    expect(page.locator(".messages")).to_contain_text(f"{last_month:%B %Y} is closed")
+    expect(page.get_by_test_id("report-status")).to_have_text("Closed")
+    history = page.get_by_test_id("close-history")
+    expect(history).to_contain_text("Fatima Noor")
+    expect(history).to_contain_text("Board pack due Monday")
+    expect(page.get_by_test_id("snapshot-checksums")).to_contain_text("PDF")
+    expect(page.get_by_text(f"Reopen {last_month:%B %Y}…")).to_be_visible()
+    close = MonthClose.objects.get(month=last_month)
+    assert close.closed_by.email == "finance@example.com"
+    screenshot(page, "month-closed-finance")
     assert js_errors == []

@@ -39,6 +39,7 @@ def test_the_project_page_shows_the_reason_and_the_chart_data(client, world):
     assert "Edit plan" not in page  # members read only
 
 
+@time_machine.travel(datetime(2026, 1, 31, 23, 59, tzinfo=UTC), tick=False)
 def test_the_organisation_overview_shows_unallocated_make_spend(client, world):
     today = datetime.now(UTC).date()
     make_spend(None, today, "42")

