@@ -30,9 +30,29 @@ FORMAT_CHOICES = [("auto", "Detect from the header")] + [
 ]
 
 
+class MultipleFileInput(forms.FileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one field, as Django's documentation shows."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None) -> list:
+        clean_one = super().clean
+        files = data if isinstance(data, list | tuple) else [data]
+        # None when nothing was chosen: FileField says the field is required.
+        return [clean_one(file, initial) for file in files or [None]]
+
+
 class UploadForm(forms.Form):
-    file = forms.FileField(
-        help_text="CSV or gzip-compressed CSV, as the provider exports it."
+    file = MultipleFileField(
+        label="Files",
+        help_text="One delivery: every file of the period (CSV, CSV.gz, Parquet or "
+        "JSON, as the provider exports them), or a zip of them.",
     )
     source = forms.CharField(
         max_length=100,
@@ -42,9 +62,25 @@ class UploadForm(forms.Form):
     file_format = forms.ChoiceField(
         choices=FORMAT_CHOICES, initial="auto", label="Format"
     )
+    allow_overlap = forms.BooleanField(
+        required=False,
+        label="Import even if another source holds the same data",
+        help_text="An import whose files, or billing accounts and periods, another "
+        "source already holds is refused, so that nothing counts twice.",
+    )
 
     def clean_source(self) -> str:
         return self.cleaned_data["source"].strip()
+
+    def clean_file(self) -> list:
+        files = self.cleaned_data["file"]
+        names = [file.name for file in files]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise forms.ValidationError(
+                f"{repeated[0]} is chosen twice: a delivery takes each file once."
+            )
+        return files
 
 
 class TagFilterInput(forms.TextInput):

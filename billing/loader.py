@@ -74,10 +74,15 @@ LOAD_FIELDS = TEXT_FIELDS + TIME_FIELDS + AMOUNT_FIELDS + list(LOADER_FIELDS)
 logger = logging.getLogger(__name__)
 
 
+# What a delivery restates: a billing period of a billing account and sub-account.
+AccountPeriod = tuple[datetime, str, str]
+
+
 @dataclass
 class LoadStats:
     rows: int = 0
     billing_periods: set[datetime] = field(default_factory=set)
+    account_periods: set[AccountPeriod] = field(default_factory=set)
     first_charge: datetime | None = None
     last_charge: datetime | None = None
     billed: defaultdict[str, Decimal] = field(
@@ -94,6 +99,13 @@ class LoadStats:
         currency = row["billing_currency"]
         self.rows += 1
         self.billing_periods.add(row["billing_period_start"])
+        self.account_periods.add(
+            (
+                row["billing_period_start"],
+                row["billing_account_id"],
+                row["sub_account_id"],
+            )
+        )
         start = row["charge_period_start"]
         if self.first_charge is None or start < self.first_charge:
             self.first_charge = start
@@ -110,6 +122,7 @@ class LoadStats:
         self.rows += batch.size
         for used in pc.unique(indices["billing_period_start"]).to_pylist():
             self.billing_periods.add(values["billing_period_start"][used])
+        self.account_periods.update(_distinct(batch, ACCOUNT_PERIOD_FIELDS))
         starts = values["charge_period_start"]
         used = pc.unique(indices["charge_period_start"]).to_pylist()
         first, last = min(starts[i] for i in used), max(starts[i] for i in used)
@@ -148,6 +161,45 @@ class LoadStats:
     def finish(self) -> None:
         for currency in self.billed:  # every currency appears in every total
             self.unallocated[currency] += ZERO
+
+    def add(self, other: "LoadStats") -> None:
+        """Count another load's rows in with these (the files of one delivery)."""
+        self.rows += other.rows
+        self.billing_periods |= other.billing_periods
+        self.account_periods |= other.account_periods
+        firsts = filter(None, [self.first_charge, other.first_charge])
+        lasts = filter(None, [self.last_charge, other.last_charge])
+        self.first_charge = min(firsts, default=None)
+        self.last_charge = max(lasts, default=None)
+        for mine, theirs in (
+            (self.billed, other.billed),
+            (self.effective, other.effective),
+            (self.unallocated, other.unallocated),
+        ):
+            for currency, amount in theirs.items():
+                mine[currency] += amount
+
+
+ACCOUNT_PERIOD_FIELDS = ("billing_period_start", "billing_account_id", "sub_account_id")
+
+
+def _distinct(batch: ColumnBatch, fields: tuple[str, ...]) -> Iterator[tuple]:
+    """The distinct combinations of some fields' values in a batch: each row's
+    combination numbered one field at a time (the code so far times the field's
+    number of values, plus its index), in C++."""
+    values, indices = batch.values, batch.indices
+    first, *others = fields
+    code = indices[first].cast(pa.int64())
+    for name in others:
+        code = pc.add(
+            pc.multiply(code, len(values[name])), indices[name].cast(pa.int64())
+        )
+    for combination in pc.unique(code).to_pylist():
+        found = []
+        for name in reversed(others):
+            combination, index = divmod(combination, len(values[name]))
+            found.append(values[name][index])
+        yield (values[first][combination], *reversed(found))
 
 
 PROGRESS_EVERY = 10_000
@@ -231,6 +283,49 @@ def cost_records_load_file(
         now=now,
         progress=progress,
     )
+
+
+def cost_records_load_files(
+    importer: Importer,
+    paths: list[Path],
+    *,
+    source_id: int,
+    import_run_id: int,
+    now: datetime,
+    progress: Callable[[int], None] = lambda count: None,
+) -> LoadStats:
+    """Load the files of one delivery. An importer that reads a delivery as a whole
+    (`rows_of_delivery`: Azure's actual and amortised datasets, counted once between
+    them) reads its files together, one file too (what one file cannot give, it says
+    in its warnings); any other reads them one after the other, each file on its
+    fastest path."""
+    rows_of_delivery = getattr(importer, "rows_of_delivery", None)
+    if rows_of_delivery:
+        return cost_records_load(
+            rows_of_delivery(paths),
+            source_id=source_id,
+            import_run_id=import_run_id,
+            now=now,
+            progress=progress,
+        )
+    stats = LoadStats()
+    for path in paths:
+        stats.add(
+            cost_records_load_file(
+                importer,
+                path,
+                source_id=source_id,
+                import_run_id=import_run_id,
+                now=now,
+                progress=_counting_on(progress, stats.rows),
+            )
+        )
+    return stats
+
+
+def _counting_on(progress: Callable[[int], None], done: int) -> Callable[[int], None]:
+    """Progress of a delivery's next file, counted on from the rows of the others."""
+    return lambda count: progress(done + count)
 
 
 def cost_record_batches_load(

@@ -91,22 +91,61 @@ class ImportRun(models.Model):
         UNCHANGED = "unchanged", "Unchanged"
         FAILED = "failed", "Failed"
 
+    # Empty while an import that creates its source runs, and for good when it
+    # failed: the source is created in the import's transaction, so a failed import
+    # leaves no source behind; `source_name` says which one it was for.
     source = models.ForeignKey(
-        BillingSource, on_delete=models.CASCADE, related_name="import_runs"
+        BillingSource,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="import_runs",
     )
+    source_name = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Status, default=Status.RUNNING)
-    file_name = models.CharField(max_length=500, blank=True)
+    file_name = models.CharField(
+        max_length=500, blank=True, help_text="The delivery: a file, folder or zip."
+    )
+    files = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Each file of the delivery: [{"name": ..., "sha256": ...}].',
+    )
     upload = models.FileField(
         upload_to="imports/%Y/%m/",
         blank=True,
-        help_text="The exported file as uploaded in the portal, kept for audit.",
+        help_text="The delivery as uploaded in the portal (several files: a zip of "
+        "them), kept for audit.",
     )
     file_format = models.CharField(max_length=20, default="auto")
+    period = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The billing month of a delivery without rows (its first day).",
+    )
+    currency = models.CharField(
+        max_length=3,
+        blank=True,
+        validators=[validate_currency_code],
+        help_text="The currency of a file that names none.",
+    )
+    allow_overlap = models.BooleanField(
+        default=False,
+        help_text="Import even if another source holds the same files or billing "
+        "accounts and periods.",
+    )
     checksum = models.CharField(max_length=64, blank=True)
     billing_periods = models.JSONField(default=list)
     rows_read = models.PositiveIntegerField(default=0)
     rows_loaded = models.PositiveIntegerField(default=0)
     totals = models.JSONField(default=dict)
+    replaced = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What the import removed: {"rows": N, "billed": {...}, '
+        '"effective": {...}}.',
+    )
+    warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -115,7 +154,12 @@ class ImportRun(models.Model):
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
-        return f"{self.source} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+        return f"{self.source_name} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.source_name and self.source_id:
+            self.source_name = self.source.name
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("import_detail", kwargs={"pk": self.pk})
@@ -138,6 +182,20 @@ class ImportRun(models.Model):
                 }
             )
         return rows
+
+    @property
+    def replaced_by_currency(self) -> list[dict]:
+        """Billed and effective cost the import removed, per currency."""
+        replaced = self.replaced or {}
+        effective = replaced.get("effective", {})
+        return [
+            {
+                "currency": currency,
+                "billed": Decimal(billed),
+                "effective": Decimal(effective.get(currency, "0")),
+            }
+            for currency, billed in replaced.get("billed", {}).items()
+        ]
 
     @property
     def duration(self):

@@ -4,6 +4,7 @@ runs them."""
 
 from billing.importers.anthropic_costs import AnthropicCostsFetcher
 from billing.importers.aws_s3 import AwsS3CurFetcher
+from billing.importers.azure_blob import AzureBlobExportFetcher
 from billing.importers.base import Fetcher
 from billing.importers.gcp_billing import GcpBillingFetcher
 from billing.importers.openai_costs import OpenAICostsFetcher
@@ -14,6 +15,7 @@ FETCHERS: dict[str, type[Fetcher]] = {
     for fetcher in (
         AnthropicCostsFetcher,
         AwsS3CurFetcher,
+        AzureBlobExportFetcher,
         GcpBillingFetcher,
         OpenAICostsFetcher,
     )

@@ -47,12 +47,12 @@ def compute_invoices_load_task(invoice_ids: list[int] | None = None) -> str:
 
 @shared_task
 def import_upload(run_id: int) -> str:
-    """Import an uploaded export; its ImportRun already exists, so the portal can
+    """Import an uploaded delivery; its ImportRun already exists, so the portal can
     follow it from the moment of upload."""
     run = ImportRun.objects.select_related("source").get(pk=run_id)
     if run.status != ImportRun.Status.RUNNING:
         return run.status  # already done: a redelivered message changes nothing
-    return import_run_execute(run=run, path=Path(run.upload.path)).run.status
+    return import_run_execute(run=run, paths=[Path(run.upload.path)]).run.status
 
 
 @shared_task(

@@ -130,6 +130,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 uploaded=form.cleaned_data["file"],
                 source_name=form.cleaned_data["source"],
                 file_format=form.cleaned_data["file_format"],
+                allow_overlap=form.cleaned_data["allow_overlap"],
             )
         return JsonResponse(
             {"run": run.pk, "status_url": reverse("import_status", args=[run.pk])},

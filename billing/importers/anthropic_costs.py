@@ -33,10 +33,18 @@ unverified): an organisation on Priority Tier may be billed more than is loaded 
 Source config (all optional): `base_url`; `organization`, the organisation id: the
 billing account; `group_by`, default ["workspace_id", "description"].
 Credentials: {"api_key": "<admin key, sk-ant-admin…>"}.
+
+The same pages saved to a file import too (`AnthropicCostsImporter`, format
+`anthropic`, told apart by a page's keys `data` and `has_more` without OpenAI's
+`object`): one page, or a JSON list of pages, each bucket read by the same
+`_bucket_rows` as a sync. A file does not say how it was grouped: it is taken as
+grouped by workspace when any result names one (a null workspace is then the default
+workspace). Its billing account is "anthropic", as for a source without one.
 """
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from billing.importers.http import (
     Node,
@@ -47,6 +55,7 @@ from billing.importers.http import (
     cost,
     usage_row,
 )
+from billing.importers.json_file import saved_pages
 from billing.models import BillingSource
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -56,6 +65,8 @@ BUCKETS_PER_PAGE = 31  # the most the API takes
 GROUPS = ("workspace_id", "description")
 DEFAULT_WORKSPACE = "default"
 PROVIDER = "Anthropic"
+DEFAULT_ACCOUNT = "anthropic"
+PAGE_KEYS = frozenset({"data", "has_more"})
 
 
 class AnthropicCostsFetcher:
@@ -71,7 +82,7 @@ class AnthropicCostsFetcher:
             "group_by[]": groups,
         }
         base_url = config_text(source, "base_url") or DEFAULT_BASE_URL
-        account = config_text(source, "organization") or "anthropic"
+        account = config_text(source, "organization") or DEFAULT_ACCOUNT
         headers = {"x-api-key": key, "anthropic-version": API_VERSION}
         with ProviderApi(
             name=PROVIDER, base_url=base_url, headers=headers, secret=key
@@ -81,6 +92,26 @@ class AnthropicCostsFetcher:
                     yield from _bucket_rows(
                         bucket, account, by_workspace="workspace_id" in groups
                     )
+
+
+class AnthropicCostsImporter:
+    name = "anthropic"
+
+    @staticmethod
+    def accepts(header: list[str]) -> bool:
+        keys = set(header)
+        return keys >= PAGE_KEYS and "object" not in keys
+
+    def rows(self, path: Path) -> Iterator[dict]:
+        pages = saved_pages(path)
+        buckets = [bucket for page in pages for bucket in page["data"].items()]
+        by_workspace = any(
+            result.optional("workspace_id")
+            for bucket in buckets
+            for result in bucket["results"].items()
+        )
+        for bucket in buckets:
+            yield from _bucket_rows(bucket, DEFAULT_ACCOUNT, by_workspace=by_workspace)
 
 
 def _bucket_rows(bucket: Node, account: str, *, by_workspace: bool) -> Iterator[dict]:

@@ -37,6 +37,15 @@ How a line becomes a normalised row (FOCUS semantics):
 - ContractedCost is the unblended cost (the account's rate, before commitments), except
   on DiscountedUsage, whose unblended cost is 0 and whose contracted price is the list
   price, and on SavingsPlanNegation, which is 0 like its list cost.
+- A commitment is counted once in list and contracted cost, as FOCUS says to
+  aggregate them (ListCost, ContractedCost: exclude the purchases paid to cover future
+  charges, whose covered usage already states its list and contracted cost). The
+  usage a reservation or savings plan covered (DiscountedUsage,
+  SavingsPlanCoveredUsage) states it; so the commitment's own lines (RIFee,
+  SavingsPlanRecurringFee, SavingsPlanUpfrontFee, a Fee with a reservation) carry
+  only what no usage states, their unused commitment: ListCost and ContractedCost
+  are their EffectiveCost (0 for upfront fees, spread over the usage). Their
+  BilledCost stays what the invoice charges.
 - ChargeCategory: Usage, DiscountedUsage, SavingsPlanCoveredUsage, SavingsPlanNegation
   and the `*Discount` types are Usage; Fee, RIFee and the Savings Plan fees are
   Purchase; Tax is Tax; Credit is Credit. A Refund is an Adjustment with ChargeClass
@@ -66,9 +75,15 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from billing.importers.base import CsvFile, ImportFailure, RowParser, new_row
+from billing.importers.base import (
+    CsvFile,
+    ImportFailure,
+    RowParser,
+    missing,
+    new_row,
+)
 from billing.importers.parquet import ParquetExport, is_parquet
-from core.currencies import ZERO
+from core.currencies import ISO_4217_CODES, ZERO
 
 # Rows per Parquet record batch: large enough to be fast, small enough to stay flat.
 
@@ -167,6 +182,10 @@ FREQUENCIES = {
         ("Fee", "SavingsPlanUpfrontFee", "Tax", "Credit", "Refund"), "One-Time"
     ),
 }
+# A commitment's own fee lines (with a Fee that names a reservation: its upfront fee).
+COMMITMENT_FEES = frozenset(
+    {"RIFee", "SavingsPlanRecurringFee", "SavingsPlanUpfrontFee"}
+)
 # The amortisation columns each line item type needs (see the table above).
 AMORTISED_BY = {
     "DiscountedUsage": ("reservation_effective_cost",),
@@ -321,16 +340,20 @@ class _CurLine:
         if not line_type:
             raise self.parse.fail(self.names["line_item_type"], "is empty")
         billed = self._cost(record, "unblended_cost")
+        effective = self._effective_cost(record, line_type, billed)
         listed = self._list_cost(record, line_type, billed)
+        contracted = _contracted_cost(line_type, billed, listed)
+        if self._is_commitment_fee(record, line_type):
+            listed = contracted = effective  # the unused part: no usage states it
         row = new_row() | self._descriptions(record)
         row.update(
             billing_currency=self._currency(record),
             charge_category=_category(line_type),
             charge_frequency=_frequency(line_type),
             billed_cost=billed,
-            effective_cost=self._effective_cost(record, line_type, billed),
+            effective_cost=effective,
             list_cost=listed,
-            contracted_cost=_contracted_cost(line_type, billed, listed),
+            contracted_cost=contracted,
             charge_period_start=self._timestamp(record, "usage_start"),
             charge_period_end=self._timestamp(record, "usage_end"),
             billing_period_start=self._timestamp(record, "billing_period_start"),
@@ -407,6 +430,12 @@ class _CurLine:
                 return ZERO
         return billed
 
+    def _is_commitment_fee(self, record: Mapping[str, str], line_type: str) -> bool:
+        """A reservation's or savings plan's own fee, paid for the usage it covers."""
+        return line_type in COMMITMENT_FEES or (
+            line_type == "Fee" and bool(self._text(record, "reservation_arn", ""))
+        )
+
     def _list_cost(
         self, record: Mapping[str, str], line_type: str, billed: Decimal
     ) -> Decimal:
@@ -418,9 +447,15 @@ class _CurLine:
         return billed
 
     def _currency(self, record: Mapping[str, str]) -> str:
+        raw = record.get(self.names["currency"])
         currency = self._text(record, "currency", "billing_currency").upper()
         if not currency:
-            raise self.parse.fail(self.names["currency"], "is empty")
+            raise self.parse.fail(self.names["currency"], missing(raw, "a currency"))
+        if currency not in ISO_4217_CODES:
+            raise self.parse.fail(
+                self.names["currency"],
+                f"{currency[:40]!r} is not an ISO 4217 currency code",
+            )
         return currency
 
     def _product_name(self, record: Mapping[str, str]) -> str:

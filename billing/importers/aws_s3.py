@@ -34,9 +34,10 @@ files or not at all:
   delivered the export yet.
 
 What each sync loaded, per period, is kept in `config["seen_etags"]`: a digest of the
-data files' keys and ETags, and the import run that loaded them. It is written inside
-the import's transaction (before the rows stream: see `fetch`), so an import that
-fails or is rolled back records nothing.
+data files' keys and ETags, and the import run that loaded them. `fetch` decides it,
+and `remember` writes it, in the import's transaction (billing_sync_source fetches
+before that transaction opens), so an import that fails or is rolled back records
+nothing.
 
 Files stream to a temporary file one at a time, are parsed by AwsCurImporter (CSV,
 gzip CSV or Parquet, legacy or CUR 2.0 columns), and are deleted once read. A download
@@ -180,8 +181,10 @@ class AwsS3CurFetcher:
     kind = "aws-cur"
 
     def __init__(self) -> None:
-        # Set when fetch() returns: the periods its rows restate in full.
+        # Set when fetch() returns: the periods its rows restate in full, and what
+        # `remember` records of them.
         self.covered_periods: set[datetime] = set()
+        self.seen: dict[str, dict] = {}
 
     @staticmethod
     def syncs(source: BillingSource) -> bool:
@@ -190,8 +193,7 @@ class AwsS3CurFetcher:
 
     def fetch(self, *, source: BillingSource, since: datetime) -> Iterator[dict]:
         """Decides what to load before it returns, and only downloads as the rows are
-        read: on PostgreSQL the loader streams rows into a COPY, and no other query can
-        run on the connection until it ends."""
+        read. Writes nothing: see `remember`."""
         delivery, bucket = Delivery.of(source), S3Bucket(source)
         months = _months(since=since, now=timezone.now())
         manifests = {month: bucket.manifest(delivery, month) for month in months}
@@ -213,8 +215,12 @@ class AwsS3CurFetcher:
             self.covered_periods.add(month)
             to_load += files
             loaded[period] = {"files": digest, "run": this_run}
-        _remember(source, loaded)
+        self.seen = loaded
         return bucket.rows(to_load)
+
+    def remember(self, source: BillingSource) -> None:
+        """Record what this sync loads; called in the import's transaction."""
+        _remember(source, self.seen)
 
 
 class S3Bucket:

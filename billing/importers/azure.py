@@ -15,11 +15,34 @@ convert.md), applied row by row to the one dataset in the file:
   (ChargeType UnusedReservation, UnusedSavingsPlan): BilledCost 0, EffectiveCost is
   the row's cost: the cash was paid by the purchase.
 - Every other row: BilledCost and EffectiveCost are both the row's cost.
+- ListCost and ContractedCost of a commitment purchase or refund are 0, as FOCUS
+  leaves out purchases that cover future charges from those measures: the usage it
+  covers states them (at its on-demand and negotiated prices), so they count once.
 
 So an ActualCost file bills exactly its cost column and an AmortizedCost file's
 effective spend is exactly its cost column. Neither file alone holds both measures
 of a commitment: ActualCost carries no amortisation (covered usage costs 0 there)
-and AmortizedCost carries no purchases.
+and AmortizedCost carries no purchases. (Microsoft's table gives unused commitment
+rows their cost as BilledCost too; that cash is the purchase's, billed once, as the
+FOCUS specification's worked examples show.)
+
+A delivery (`rows_of_delivery`) may hold both datasets of a period, in one or more
+files each. As Microsoft converts them, it is every row of the amortised dataset plus
+the commitment purchases and refunds of the actual one: billed cost from the actual
+dataset, effective cost from the amortised one, each cost once. The two datasets
+have the same columns, so each file is told apart by its commitment rows:
+
+- actual: commitment purchases or refunds, or covered usage at 0 cost;
+- amortised: unused commitment rows, or covered usage with a cost;
+- both (a file that already holds both): every row counts as it is;
+- neither: a period without commitments, where both datasets are the same rows. Such
+  a file takes the dataset its name says ("actual", "amortized" or "amortised"); in a
+  delivery whose other files are told apart, one that is neither is refused, since
+  counting it or leaving it out would each be a guess.
+
+A delivery of one dataset alone imports in full, and `warnings` names the measure it
+cannot give correctly: effective cost without the amortised dataset, billed cost
+without the actual one.
 
 Other fields:
 
@@ -44,6 +67,7 @@ Other fields:
 - Tags: JSON, with or without the outer braces Azure leaves off.
 """
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -130,9 +154,29 @@ FREQUENCIES = {
     "usagebased": "Usage-Based",
 }
 
+# The dataset a file belongs to, as its rows (or else its name) tell.
+ACTUAL, AMORTISED, BOTH, UNKNOWN = "actual", "amortised", "both", ""
+NAMES = {
+    ACTUAL: re.compile("actual", re.I),
+    AMORTISED: re.compile("amorti[sz]ed", re.I),
+}
+ALONE = {
+    ACTUAL: "the actual cost dataset without the amortised one: effective cost leaves "
+    "out reserved-instance and savings plan usage (this dataset carries their "
+    "purchases, and the usage they cover at 0); import the amortised cost dataset of "
+    "the same period with it",
+    AMORTISED: "the amortised cost dataset without the actual one: billed cost leaves "
+    "out reservation and savings plan purchases (this dataset carries none); import "
+    "the actual cost dataset of the same period with it",
+}
+
 
 class AzureCostDetailsImporter:
     name = "azure"
+
+    def __init__(self) -> None:
+        # What the last delivery read cannot give correctly, for the import's result.
+        self.warnings: list[str] = []
 
     @staticmethod
     def accepts(header: list[str]) -> bool:
@@ -144,12 +188,101 @@ class AzureCostDetailsImporter:
         )
 
     def rows(self, path: Path) -> Iterator[dict]:
-        source = CsvFile(path)
-        columns = _Columns.find(source.header(), path.name)
-        parse = RowParser(path.name)
-        for row_number, record in source.records():
-            parse.row = row_number
-            yield _cost_row(_Line(parse, record, columns))
+        """Every row of one file, as it is."""
+        for line in _lines(path):
+            yield _cost_row(line)
+
+    def rows_of_delivery(self, paths: list[Path]) -> Iterator[dict]:
+        """The rows of a period's files, the actual and amortised datasets counted
+        once between them (see the module's docstring). Sets `warnings`."""
+        self.warnings = []
+        if len(paths) == 1:
+            # One file counts in full: what its rows show decides only the warning.
+            seen = _Evidence()
+            for line in _lines(paths[0]):
+                seen.note(line)
+                yield _cost_row(line)
+            self.warnings = _warnings({paths[0]: seen.dataset() or _named(paths[0])})
+            return
+        datasets = _datasets(paths)
+        self.warnings = _warnings(datasets)
+        amortised = not {AMORTISED, BOTH}.isdisjoint(datasets.values())
+        for path, dataset in datasets.items():
+            purchases_only = amortised and dataset == ACTUAL
+            for line in _lines(path):
+                if not purchases_only or line.is_commitment_purchase():
+                    yield _cost_row(line)
+
+
+def _lines(path: Path) -> Iterator["_Line"]:
+    source = CsvFile(path)
+    columns = _Columns.find(source.header(), path.name)
+    parse = RowParser(path.name)
+    for row_number, record in source.records():
+        parse.row = row_number
+        yield _Line(parse, record, columns)
+
+
+@dataclass
+class _Evidence:
+    """What a file's commitment rows say of the dataset it is."""
+
+    purchases: bool = False  # commitment purchases: the actual dataset's alone
+    amortised: bool = False  # unused commitment, or covered usage with a cost
+    unpriced: bool = False  # covered usage at 0: the actual dataset's
+
+    def note(self, line: "_Line") -> None:
+        charge_type, pricing_model = line.charge_type(), line.pricing_model()
+        covered = charge_type == "usage" and pricing_model in COMMITMENTS
+        if pricing_model in COMMITMENTS and charge_type in PURCHASES:
+            self.purchases = True
+        elif charge_type in UNUSED_COMMITMENTS or (
+            covered and line.required_decimal("cost")
+        ):
+            self.amortised = True
+        elif covered:
+            self.unpriced = True
+
+    def dataset(self) -> str:
+        if self.amortised:
+            return BOTH if self.purchases else AMORTISED
+        return ACTUAL if self.purchases or self.unpriced else UNKNOWN
+
+
+def _evidence(path: Path) -> _Evidence:
+    seen = _Evidence()
+    for line in _lines(path):
+        seen.note(line)
+    return seen
+
+
+def _named(path: Path) -> str:
+    """The dataset a file's name says, when it says one."""
+    said = [dataset for dataset, name in NAMES.items() if name.search(path.name)]
+    return said[0] if len(said) == 1 else UNKNOWN
+
+
+def _datasets(paths: list[Path]) -> dict[Path, str]:
+    datasets = {path: _evidence(path).dataset() or _named(path) for path in paths}
+    unknown = [path for path, dataset in datasets.items() if dataset == UNKNOWN]
+    if unknown and len(unknown) < len(paths):
+        raise ImportFailure(
+            "has no reservation or savings plan rows, so they cannot tell whether "
+            "it is of the actual or the amortised cost dataset, as the delivery's "
+            'other files are: put "actual" or "amortized" in its name',
+            file=unknown[0].name,
+        )
+    return datasets
+
+
+def _warnings(datasets: dict[Path, str]) -> list[str]:
+    """The measure a delivery of one dataset alone cannot give, naming its files."""
+    present = set(datasets.values()) - {UNKNOWN}
+    if len(present) != 1 or BOTH in present:
+        return []
+    (dataset,) = present
+    files = ", ".join(path.name for path in datasets)
+    return [f"{files}: {ALONE[dataset]}"]
 
 
 @dataclass(frozen=True)
@@ -217,13 +350,28 @@ class _Line:
     def fail(self, field: str, message: str) -> ImportFailure:
         return self.parse.fail(self.column(field), message)
 
+    def charge_type(self) -> str:
+        return _key(self.required_text("charge_type"))
+
+    def pricing_model(self) -> str:
+        return _key(self.text("pricing_model"))
+
+    def is_commitment_purchase(self) -> bool:
+        """A reservation or savings plan purchase or refund: in the actual dataset
+        alone, and all of it that a delivery with the amortised dataset takes."""
+        return self.pricing_model() in COMMITMENTS and self.charge_type() in PURCHASES
+
 
 def _cost_row(line: _Line) -> dict:
-    charge_type = _key(line.required_text("charge_type"))
-    pricing_model = _key(line.text("pricing_model"))
+    charge_type = line.charge_type()
+    pricing_model = line.pricing_model()
     cost = line.required_decimal("cost")
     billed, effective = _billed_and_effective(charge_type, pricing_model, cost)
-    listed, contracted = _list_and_contracted(line, charge_type)
+    if line.is_commitment_purchase():
+        # The usage it covers states list and contracted cost: counted once there.
+        listed = contracted = ZERO
+    else:
+        listed, contracted = _list_and_contracted(line, charge_type)
     day = line.parse.timestamp(line.record, line.column("date"))
     usage = charge_type == "usage"
     return (

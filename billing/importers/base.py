@@ -29,7 +29,8 @@ from billing.models import BillingSource, CostRecord
 
 # CostRecord keeps costs to 19 digits before the point and quantities to 17.
 LARGEST_AMOUNT = Decimal(10) ** 17
-NULLS = frozenset({"", "null", "NULL", "Null", "None", "N/A"})
+# How exports write "no value"; "(null)" is the placeholder FOCUS data generators use.
+NULLS = frozenset({"", "null", "NULL", "Null", "(null)", "None", "N/A"})
 # Longest field the csv module accepts; anything longer is refused with its row number.
 MAX_FIELD_CHARS = 1_000_000
 csv.field_size_limit(MAX_FIELD_CHARS)
@@ -145,8 +146,8 @@ class _Position:
 
 
 @dataclass
-class CsvFile:
-    """A CSV export, plain or gzip, UTF-8 with or without a byte-order mark."""
+class ExportFile:
+    """An export's text, plain or gzip, UTF-8 with or without a byte-order mark."""
 
     path: Path
 
@@ -172,6 +173,31 @@ class CsvFile:
                 except UnicodeDecodeError as exc:
                     return number, exc.start + 1
         return None, 0
+
+    @contextmanager
+    def _named_errors(self) -> Iterator[_Position]:
+        """Turn what a damaged file raises into an ImportFailure that names it."""
+        name, position = self.path.name, _Position()
+        try:
+            yield position
+        except UnicodeDecodeError as exc:
+            line, column = self._first_undecodable_byte()
+            raise ImportFailure(
+                f"is not UTF-8 text (byte {column} of the line cannot be decoded: "
+                "save the export as UTF-8)",
+                file=name,
+                row=line,
+            ) from exc
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise ImportFailure(
+                f"the compressed file is truncated or damaged ({exc})", file=name
+            ) from exc
+        except csv.Error as exc:
+            raise ImportFailure(str(exc), file=name, row=position.row + 1) from exc
+
+
+class CsvFile(ExportFile):
+    """A CSV export, plain or gzip, UTF-8 with or without a byte-order mark."""
 
     def header(self) -> list[str]:
         with self._named_errors(), self.open() as text:
@@ -243,27 +269,6 @@ class CsvFile:
         stream = pa.OSFile(str(self.path))
         return pa.CompressedInputStream(stream, "gzip") if self._is_gzip() else stream
 
-    @contextmanager
-    def _named_errors(self) -> Iterator[_Position]:
-        """Turn what a damaged file raises into an ImportFailure that names it."""
-        name, position = self.path.name, _Position()
-        try:
-            yield position
-        except UnicodeDecodeError as exc:
-            line, column = self._first_undecodable_byte()
-            raise ImportFailure(
-                f"is not UTF-8 text (byte {column} of the line cannot be decoded: "
-                "save the export as UTF-8)",
-                file=name,
-                row=line,
-            ) from exc
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise ImportFailure(
-                f"the compressed file is truncated or damaged ({exc})", file=name
-            ) from exc
-        except csv.Error as exc:
-            raise ImportFailure(str(exc), file=name, row=position.row + 1) from exc
-
 
 class RowParser:
     """Turns raw strings into typed values, naming the row and column on failure."""
@@ -326,7 +331,7 @@ class RowParser:
     def required_amount(self, raw: str | None, column: str) -> Decimal:
         amount = self.amount(raw, column)
         if amount is None:
-            raise self.fail(column, "is empty but a cost is required")
+            raise self.fail(column, missing(raw, "a cost"))
         return amount
 
     def timestamp(self, record: Mapping[str, str], column: str) -> datetime:
@@ -335,7 +340,7 @@ class RowParser:
     def timestamp_value(self, raw: str | None, column: str) -> datetime:
         value = clean(raw)
         if value is None:
-            raise self.fail(column, "is empty but a date is required")
+            raise self.fail(column, missing(raw, "a date"))
         try:
             return parse_timestamp(value)
         except ValueError:
@@ -356,6 +361,14 @@ class RowParser:
             raise self.fail(column, "is not a JSON object of tags")
         # Real exports carry keys with stray spaces (" org"); keep the key as written.
         return tags
+
+
+def missing(raw: str | None, what: str) -> str:
+    """Why an empty cell is refused, naming the placeholder the file wrote for it."""
+    written = (raw or "").strip()
+    if not written:
+        return f"is empty but {what} is required"
+    return f"is {written!r}, which means no value, but {what} is required"
 
 
 def first_present(*values: Decimal | None) -> Decimal | None:

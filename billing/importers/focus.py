@@ -4,6 +4,26 @@ Columns that FOCUS added or renamed across versions are all accepted: 1.3's
 ServiceProviderName stands in for ProviderName. Unknown and `x_` columns are ignored.
 Only the columns needed to place a cost in time are required; the rest of a partial
 export (such as the specification's own worked examples) fall back as documented below.
+
+- BillingCurrency is mandatory in FOCUS: a file without the column is refused, unless
+  the importer is given the currency its costs are in (`--currency`), which every row
+  then takes. A file with the column keeps its own codes, each checked against ISO 4217.
+- "(null)", like NULL and N/A, is a cell with no value: empty where the column may be
+  empty, refused, by row and column, where a value is required (the costs, dates,
+  ChargeCategory, BillingCurrency).
+- List and contracted cost count a commitment once. FOCUS (ListCost and ContractedCost,
+  1.0 to 1.3): "when aggregating ... exclude either one-time or recurring charges
+  (ChargeCategory "Purchase") that are paid to cover future eligible charges or the
+  covered charges themselves"; on an accrual basis, the purchases and their related
+  Tax charges, because the Usage and Tax rows of the commitment's term already state
+  the list and contracted cost. FOCUS marks such a purchase by an EffectiveCost of 0.
+  So a Purchase or Tax row whose EffectiveCost is 0 is stored with a ListCost and
+  ContractedCost of 0: summing either column then counts each commitment once, by the
+  usage it covered (at list price, as the file states it) and by its unused part,
+  which FOCUS reports as Usage rows with CommitmentDiscountStatus "Unused". The
+  purchase keeps its BilledCost (the cash paid), its category and description. The
+  specification's own example (100% utilisation without flexibility) sums to 6.00 of
+  ListCost where 3.00 is true; it loads as 3.00.
 """
 
 from collections.abc import Callable, Iterator
@@ -14,7 +34,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from django.conf import settings
 
 from billing.importers.base import (
     NO_AMOUNT,
@@ -24,10 +43,11 @@ from billing.importers.base import (
     ImportFailure,
     NotColumnar,
     RowParser,
+    missing,
 )
 from billing.importers.parquet import ParquetExport, is_parquet
 from billing.memo import Memo
-from core.currencies import ISO_4217_CODES
+from core.currencies import ISO_4217_CODES, ZERO
 
 REQUIRED = (
     "BilledCost",
@@ -79,6 +99,11 @@ CANONICAL = {
 class FocusImporter:
     name = "focus"
 
+    def __init__(self, *, currency: str | None = None) -> None:
+        # The currency of a file without a BillingCurrency column (checked by the
+        # caller, importer_for); a file with the column keeps its own.
+        self.currency = currency
+
     @staticmethod
     def accepts(header: list[str]) -> bool:
         columns = set(header)
@@ -87,7 +112,8 @@ class FocusImporter:
     def rows(self, path: Path) -> Iterator[dict]:
         source = ParquetExport(path) if is_parquet(path) else CsvFile(path)
         parse = RowParser(path.name)
-        line = FocusLine(_checked_header(source.header(), path), parse)
+        header = _checked_header(source.header(), path, self.currency)
+        line = FocusLine(header, parse, self.currency)
         for row_number, values in source.lines():
             parse.row = row_number
             yield line.row(values)
@@ -101,20 +127,27 @@ class FocusImporter:
             raise NotColumnar("Parquet files are read row by row")
         source = CsvFile(path)
         try:
-            block = FocusBlock(_checked_header(source.header(), path), path.name)
+            header = _checked_header(source.header(), path, self.currency)
+            block = FocusBlock(header, path.name, self.currency)
             for raw in source.blocks():
                 yield block.read(raw)
         except ImportFailure as failure:
             raise NotColumnar(str(failure)) from failure
 
 
-def _checked_header(header: list[str], path: Path) -> list[str]:
+def _checked_header(header: list[str], path: Path, currency: str | None) -> list[str]:
     if not header:
         raise ImportFailure("the file is empty", file=path.name)
-    missing = [column for column in REQUIRED if column not in header]
-    if missing:
+    absent = [column for column in REQUIRED if column not in header]
+    if absent:
         raise ImportFailure(
-            f"is not a FOCUS export: missing column {', '.join(missing)}",
+            f"is not a FOCUS export: missing column {', '.join(absent)}",
+            file=path.name,
+        )
+    if CURRENCY_COLUMN not in header and currency is None:
+        raise ImportFailure(
+            f"has no {CURRENCY_COLUMN} column, which FOCUS requires: give the "
+            "currency its costs are in (billing_import --currency) to import it",
             file=path.name,
         )
     return header
@@ -126,7 +159,9 @@ class FocusLine:
     repeat the same accounts, services, hours and tags on line after line. Rows share
     those values, their tags dict included (rows are read-only to the loader)."""
 
-    def __init__(self, header: list[str], parse: RowParser) -> None:
+    def __init__(
+        self, header: list[str], parse: RowParser, currency: str | None
+    ) -> None:
         self.parse = parse
         found = {column: index for index, column in enumerate(header)}
         # A column the file lacks reads as the empty cell `row()` adds to each line.
@@ -135,7 +170,7 @@ class FocusLine:
         def position(column: str | None) -> int:
             return found.get(column, past_the_end) if column else past_the_end
 
-        readers = _readers(parse, set(found))
+        readers = _readers(parse, set(found), currency)
         self.repeated_fields = list(readers)
         self.repeated_cells = itemgetter(*(position(c) for c, _ in readers.values()))
         self.memos = [Memo(read) for _, read in readers.values()]
@@ -156,10 +191,13 @@ class FocusLine:
             raise self.parse.fail("ChargePeriodEnd", "is before ChargePeriodStart")
         amount, required = self.parse.amount, self.parse.required_amount
         billed = required(values[self.billed], "BilledCost")
+        effective = required(values[self.effective], "EffectiveCost")
         listed = amount(values[self.listed], "ListCost")
         contracted = amount(values[self.contracted], "ContractedCost")
         row["billed_cost"] = billed
-        row["effective_cost"] = required(values[self.effective], "EffectiveCost")
+        row["effective_cost"] = effective
+        if row["charge_category"] in PREPAYING and effective == ZERO:
+            listed = contracted = ZERO  # the rows it paid for state them
         # Without list prices, ContractedCost defaults to ListCost (FOCUS); without
         # either, the billed amount is the best statement of price.
         if listed is None:
@@ -171,7 +209,7 @@ class FocusLine:
 
 
 def _readers(
-    parse: RowParser, columns: set[str]
+    parse: RowParser, columns: set[str], currency: str | None
 ) -> dict[str, tuple[str | None, Callable[[str], object]]]:
     """For each field whose values repeat: the column it comes from (None if the file
     has none of its names), and how one raw value of it is read."""
@@ -185,10 +223,10 @@ def _readers(
     for field, column in CANONICAL_COLUMNS.items():
         readers[field] = column, partial(_canonical_value, parse, column, field)
     readers["charge_category"] = "ChargeCategory", partial(_category, parse)
-    if "BillingCurrency" in columns:
-        readers["billing_currency"] = "BillingCurrency", partial(_currency, parse)
+    if CURRENCY_COLUMN in columns:
+        readers["billing_currency"] = CURRENCY_COLUMN, partial(_currency, parse)
     else:
-        readers["billing_currency"] = None, lambda _: settings.REPORTING_CURRENCY
+        readers["billing_currency"] = None, lambda _: currency
     for field, column in TIME_COLUMNS.items():
         readers[field] = column, partial(parse.timestamp_value, column=column)
     readers["tags"] = "Tags", partial(parse.tags_value, column="Tags")
@@ -202,8 +240,8 @@ class FocusBlock:
     nearly all distinct, are checked by a pattern in C++ and kept as text, so that
     anything the pattern does not vouch for is left to the row path."""
 
-    def __init__(self, header: list[str], file: str) -> None:
-        readers = _readers(RowParser(file), set(header))
+    def __init__(self, header: list[str], file: str, currency: str | None) -> None:
+        readers = _readers(RowParser(file), set(header), currency)
         # A column the file lacks (None, or a name not in it) reads as empty cells.
         self.columns = {
             field: column if column in header else None
@@ -251,8 +289,15 @@ class FocusBlock:
         for required in ("billed_cost", "effective_cost"):
             if amounts[required].null_count:
                 raise NotColumnar(f"an empty {required}")
-        # As FocusLine.row: ContractedCost defaults to ListCost, and both, when
-        # absent, to the billed amount.
+        # As FocusLine.row: nothing of a prepaid purchase's list and contracted
+        # cost, ContractedCost defaults to ListCost, and both, when absent, to the
+        # billed amount.
+        prepaid = _prepaid(values["charge_category"], indices["charge_category"])
+        prepaid = pc.and_(
+            prepaid, pc.match_substring_regex(amounts["effective_cost"], ZERO_AMOUNT)
+        )
+        for field in ("list_cost", "contracted_cost"):
+            amounts[field] = pc.if_else(prepaid, "0", amounts[field])
         listed = pc.coalesce(
             amounts["list_cost"], amounts["contracted_cost"], amounts["billed_cost"]
         )
@@ -261,7 +306,13 @@ class FocusBlock:
         return ColumnBatch(size, values, indices, amounts)
 
 
+def _prepaid(categories: list, indices: pa.Array) -> pa.Array:
+    """For each row, whether its ChargeCategory is one that pays for other rows."""
+    return pc.take(pa.array([c in PREPAYING for c in categories], pa.bool_()), indices)
+
+
 BARE_RETURN = r"\r([^\n]|$)"
+ZERO_AMOUNT = r"^-?0+(\.0+)?$"  # among the plain amounts AMOUNT_PATTERNS vouch for
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -308,6 +359,10 @@ TIME_COLUMNS = {
     "billing_period_start": "BillingPeriodStart",
     "billing_period_end": "BillingPeriodEnd",
 }
+CURRENCY_COLUMN = "BillingCurrency"
+# Charge categories whose rows, with an EffectiveCost of 0, paid for charges that
+# other rows state (see the module's docstring).
+PREPAYING = frozenset({"Purchase", "Tax"})
 CANONICAL_COLUMNS = {
     "charge_class": "ChargeClass",
     "charge_frequency": "ChargeFrequency",
@@ -322,14 +377,16 @@ def _canonical_value(parse: RowParser, column: str, field: str, raw: str) -> str
 def _category(parse: RowParser, raw: str) -> str:
     category = _canonical_value(parse, "ChargeCategory", "charge_category", raw)
     if not category:
-        raise parse.fail("ChargeCategory", "is empty")
+        raise parse.fail("ChargeCategory", missing(raw, "a category"))
     return category
 
 
 def _currency(parse: RowParser, raw: str) -> str:
-    currency = parse.text_value(raw, "BillingCurrency", "billing_currency").upper()
+    currency = parse.text_value(raw, CURRENCY_COLUMN, "billing_currency").upper()
+    if not currency:
+        raise parse.fail(CURRENCY_COLUMN, missing(raw, "a currency"))
     if currency not in ISO_4217_CODES:
         raise parse.fail(
-            "BillingCurrency", f"{currency!r} is not an ISO 4217 currency code"
+            CURRENCY_COLUMN, f"{currency!r} is not an ISO 4217 currency code"
         )
     return currency

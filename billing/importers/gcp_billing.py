@@ -43,20 +43,48 @@ Each exported row becomes one cost row (`row_from_bigquery`):
   (SERVICE_CATEGORIES). SKU: sku.id, described by sku.description. Resource:
   resource.global_name and resource.name (detailed export only). Region:
   location.region. Quantity: usage.amount in usage.unit.
+
+The same rows also import from a file (`GcpBillingImporter`, format `gcp`), made by
+the same `row_from_bigquery`:
+
+- newline-delimited JSON as `bq extract --destination_format NEWLINE_DELIMITED_JSON`
+  writes the export table (plain or gzip): nested records and repeated fields as JSON
+  objects and lists, FLOAT64 amounts as JSON numbers (read into Decimal as written,
+  never through a float), TIMESTAMPs as "2026-09-14 10:00:00 UTC". A JSON list of
+  such rows (`bq query --format=json`) is read too. Columns this module does not use
+  are ignored.
+- CSV: BigQuery cannot extract a table with nested fields to CSV, so a CSV is the
+  result of a query that flattens them, one column per field used here, named by its
+  path (`service.description`) or with `_` for `.` (`service_description`), and the
+  repeated fields `credits`, `labels` and `project.labels` as JSON text
+  (`TO_JSON_STRING(credits) AS credits`).
+
+A file restates the invoice months its rows name: export whole months
+(`WHERE invoice.month IN (...)`), as a sync reads them.
 """
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
-from billing.importers.base import ImportFailure, ProviderError, first_present, new_row
+from billing.importers.base import (
+    CsvFile,
+    ImportFailure,
+    ProviderError,
+    clean,
+    first_present,
+    new_row,
+)
+from billing.importers.json_file import JsonFile
 from billing.models import BillingSource
 from core.currencies import ISO_4217_CODES, ZERO
 
@@ -100,6 +128,35 @@ FROM `{table}`
 WHERE invoice.month IN UNNEST(@invoice_months)
   AND (_PARTITIONTIME >= @scan_from OR _PARTITIONTIME IS NULL)
 """
+# The fields a file's rows carry (the query's columns), and those that are lists.
+FILE_TEXT_PATHS = (
+    "billing_account_id",
+    "invoice.month",
+    "cost_type",
+    "service.id",
+    "service.description",
+    "sku.id",
+    "sku.description",
+    "usage_start_time",
+    "usage_end_time",
+    "project.id",
+    "project.name",
+    "location.region",
+    "cost",
+    "cost_at_list",
+    "currency",
+    "usage.amount",
+    "usage.unit",
+    "adjustment_info.type",
+    "adjustment_info.mode",
+    "resource.name",
+    "resource.global_name",
+)
+FILE_JSON_PATHS = ("credits", "labels", "project.labels")
+# What tells a file of export rows apart (a CSV header, or an NDJSON row's keys).
+FILE_MARKERS = frozenset(
+    {"billing_account_id", "cost_type", "usage_start_time", "cost"}
+)
 RESOURCE_COLUMNS = """,
   STRUCT(resource.name AS name, resource.global_name AS global_name) AS resource"""
 
@@ -148,6 +205,85 @@ class GcpBillingFetcher:
             with closing(client):
                 job = client.query(sql, job_config=parameters)
                 yield from _cost_rows(job.result(page_size=PAGE_SIZE), table)
+
+
+class GcpBillingImporter:
+    """The export's rows from a file: newline-delimited JSON or CSV (see above)."""
+
+    name = "gcp"
+
+    @staticmethod
+    def accepts(header: list[str]) -> bool:
+        return set(header) >= FILE_MARKERS
+
+    def rows(self, path: Path) -> Iterator[dict]:
+        json_file = JsonFile(path)
+        spelled: dict[str, str] = {}  # a JSON row's fields are named by their paths
+        if json_file.is_json():
+            records = json_file.records()
+        else:
+            csv_file = CsvFile(path)
+            spelled = _file_columns(csv_file.header(), path.name)
+            records = _csv_records(csv_file, spelled)
+        for number, record in records:
+            try:
+                yield row_from_bigquery(record)
+            except ImportFailure as failure:
+                raise ImportFailure(
+                    failure.message,
+                    file=path.name,
+                    row=number,
+                    column=spelled.get(failure.column, failure.column),
+                ) from None
+
+
+def _file_columns(header: list[str], file: str) -> dict[str, str]:
+    """{field path: the CSV column that holds it} for the fields used here."""
+    paths = {
+        spelling: path
+        for path in (*FILE_TEXT_PATHS, *FILE_JSON_PATHS)
+        for spelling in (path, path.replace(".", "_"))
+    }
+    columns = {paths[column]: column for column in header if column in paths}
+    absent = [path for path in sorted(FILE_MARKERS) if path not in columns]
+    if absent:
+        raise ImportFailure(
+            "is not a Google Cloud billing export: missing column " + ", ".join(absent),
+            file=file,
+        )
+    return columns
+
+
+def _csv_records(
+    csv_file: CsvFile, columns: dict[str, str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each CSV row as the nested record the query would have returned."""
+    for number, cells in csv_file.records():
+        record: dict[str, Any] = {}
+        for path, column in columns.items():
+            value: Any = clean(cells[column])
+            if value is not None and path in FILE_JSON_PATHS:
+                value = _json_cell(
+                    value, file=csv_file.path.name, row=number, column=column
+                )
+            *parents, leaf = path.split(".")
+            nested = record
+            for parent in parents:
+                nested = nested.setdefault(parent, {})
+            nested[leaf] = value
+        yield number, record
+
+
+def _json_cell(value: str, *, file: str, row: int, column: str) -> list:
+    try:
+        items = json.loads(value, parse_float=Decimal)
+    except json.JSONDecodeError:
+        items = None
+    if not isinstance(items, list):
+        raise ImportFailure(
+            f"{value[:40]!r} is not a JSON list", file=file, row=row, column=column
+        )
+    return items
 
 
 def bigquery_client(
@@ -343,7 +479,8 @@ def _timestamp(record: Mapping[str, Any], path: str) -> datetime:
     value = _field(record, path)
     if isinstance(value, str) and value:
         try:
-            value = datetime.fromisoformat(value)
+            # `bq extract` writes "2026-09-14 10:00:00 UTC".
+            value = datetime.fromisoformat(value.removesuffix(" UTC"))
         except ValueError:
             raise ImportFailure(f"{value[:40]!r} is not a time", column=path) from None
     if not isinstance(value, datetime):

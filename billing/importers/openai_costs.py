@@ -24,10 +24,16 @@ Source config (all optional): `base_url`; `organization`, the organisation id
 (`org-…`): the billing account, and sent as the `OpenAI-Organization` header;
 `project`, a project id or a list of them, to fetch only those; `group_by`, default
 ["project_id", "line_item"]. Credentials: {"api_key": "<admin key>"}.
+
+The same pages saved to a file import too (`OpenAICostsImporter`, format `openai`,
+told apart by a page's keys `object`, `data`, `has_more`): one page, or a JSON list of
+pages, each bucket read by the same `_bucket_rows` as a sync. A file knows no
+organisation: its billing account is "openai", as for a source without one.
 """
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from billing.importers.base import ImportFailure
 from billing.importers.http import (
@@ -39,6 +45,7 @@ from billing.importers.http import (
     cost,
     usage_row,
 )
+from billing.importers.json_file import saved_pages
 from billing.models import BillingSource
 
 DEFAULT_BASE_URL = "https://api.openai.com"
@@ -46,6 +53,8 @@ COSTS_PATH = "/v1/organization/costs"
 BUCKETS_PER_PAGE = 31  # the API takes 1 to 180
 GROUPS = ("project_id", "line_item")
 PROVIDER = "OpenAI"
+DEFAULT_ACCOUNT = "openai"
+PAGE_KEYS = frozenset({"object", "data", "has_more"})  # only OpenAI's pages say object
 
 
 class OpenAICostsFetcher:
@@ -71,7 +80,20 @@ class OpenAICostsFetcher:
         ) as api:
             for page in api.pages(COSTS_PATH, params):
                 for bucket in page["data"].items():
-                    yield from _bucket_rows(bucket, organization or "openai")
+                    yield from _bucket_rows(bucket, organization or DEFAULT_ACCOUNT)
+
+
+class OpenAICostsImporter:
+    name = "openai"
+
+    @staticmethod
+    def accepts(header: list[str]) -> bool:
+        return set(header) >= PAGE_KEYS
+
+    def rows(self, path: Path) -> Iterator[dict]:
+        for page in saved_pages(path):
+            for bucket in page["data"].items():
+                yield from _bucket_rows(bucket, DEFAULT_ACCOUNT)
 
 
 def _bucket_rows(bucket: Node, account: str) -> Iterator[dict]:

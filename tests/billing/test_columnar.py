@@ -44,15 +44,18 @@ def records(source: str) -> list[tuple]:
     return sorted(json.dumps(row, sort_keys=True, default=str) for row in rows)
 
 
-def both_ways(path: Path, monkeypatch, caplog) -> tuple[dict, dict, bool]:
+def both_ways(path: Path, monkeypatch, caplog, **options) -> tuple[dict, dict, bool]:
     """Import `path` by the normal path and again with the columnar path refused;
     the two results (source name left out) and whether the first gave way."""
     with caplog.at_level(logging.INFO, logger="billing.loader"):
-        code, normal = run_import(path, source="normal", format="focus")
+        code, normal = run_import(path, source="normal", format="focus", **options)
     gave_way = any(GAVE_WAY in message for message in caplog.messages)
     with monkeypatch.context() as patched:
         patched.setattr(FocusImporter, "column_batches", refuse)
-        code_by_rows, by_rows = run_import(path, source="by-rows", format="focus")
+        # The same file in a second source, on purpose.
+        code_by_rows, by_rows = run_import(
+            path, source="by-rows", format="focus", allow_overlap=True, **options
+        )
     assert code == code_by_rows
     for result, source in ((normal, "normal"), (by_rows, "by-rows")):
         assert result.pop("source") == source
@@ -143,6 +146,35 @@ def generated(tmp_path: Path, rows: int) -> Path:
     return path
 
 
+def null_placeholders(tmp_path: Path) -> Path:
+    """The real sample with FOCUS's "(null)" in every column that may be empty, on
+    every other row."""
+    rows = read_csv(FOCUS_REAL)
+    optional = ("ListCost", "ContractedCost", "ConsumedQuantity", "ResourceId")
+    for row in rows[::2]:
+        row.update(dict.fromkeys((*optional, "ChargeClass", "Tags", "SkuId"), "(null)"))
+    return write_csv(tmp_path / "nulls.csv", rows)
+
+
+def prepaid(tmp_path: Path) -> Path:
+    """The real sample with prepaid purchases and their tax (EffectiveCost 0), whose
+    list and contracted cost the usage they paid for states."""
+    rows = read_csv(FOCUS_REAL)
+    for row in rows[::7]:
+        row.update(ChargeCategory="purchase", EffectiveCost="0.000")
+    for row in rows[3::11]:
+        row.update(ChargeCategory="Tax", EffectiveCost="-0")
+    return write_csv(tmp_path / "prepaid.csv", rows)
+
+
+def without_currency(tmp_path: Path) -> Path:
+    rows = read_csv(FOCUS_REAL)
+    header = [column for column in rows[0] if column != "BillingCurrency"]
+    for row in rows:
+        del row["BillingCurrency"]
+    return write_csv(tmp_path / "no-currency.csv", rows, header)
+
+
 def gzipped(tmp_path: Path) -> Path:
     path = tmp_path / "focus.csv.gz"
     path.write_bytes(gzip.compress(FOCUS_REAL.read_bytes()))
@@ -154,6 +186,9 @@ COLUMNAR_FILES = {
     "gzip": gzipped,
     "quirks of real files": quirky,
     "benchmark-like": lambda tmp_path: generated(tmp_path, 3000),
+    "(null) placeholders": null_placeholders,
+    "prepaid purchases and their tax": prepaid,
+    "no BillingCurrency, a currency given": without_currency,
     **{
         f"spec example {path.stem}": lambda tmp_path, path=path: path
         for path in SPEC_EXAMPLES
@@ -169,7 +204,9 @@ def test_the_columnar_path_loads_exactly_what_the_row_path_loads(
     # clock: a month turning between the two loads would tell them apart.
     time_machine.move_to(NOW, tick=False)
     path = make(tmp_path)
-    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog)
+    # The currency of the files without a BillingCurrency column (the
+    # specification's examples are in dollars); the others keep their own.
+    normal, by_rows, gave_way = both_ways(path, monkeypatch, caplog, currency="EUR")
     assert normal["status"] == "imported", normal["error"]
     assert normal == by_rows
     assert normal["records"]
@@ -179,9 +216,31 @@ def test_the_columnar_path_loads_exactly_what_the_row_path_loads(
         row[column]
         for _, row in base.CsvFile(path).records()
         for column in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
-        if row.get(column) not in (None, "", "NULL", "N/A")
+        if row.get(column) not in (None, "", "NULL", "N/A", "(null)")
     ]
     assert gave_way == any(not PLAIN.fullmatch(amount) for amount in amounts)
+
+
+def test_a_file_without_billing_currency_fails_alike_on_both_paths(
+    tmp_path, monkeypatch, caplog
+):
+    normal, by_rows, _ = both_ways(without_currency(tmp_path), monkeypatch, caplog)
+    assert normal["status"] == "failed"
+    assert normal["error"].startswith("no-currency.csv: has no BillingCurrency column")
+    assert normal == by_rows
+    assert not CostRecord.objects.exists()
+
+
+@pytest.mark.parametrize("currency", ["EUR", None], ids=["given", "not given"])
+def test_both_paths_read_the_currency_alike(tmp_path, monkeypatch, caplog, currency):
+    path = with_last_row(tmp_path, {"BillingCurrency": "(null)"})
+    options = {"currency": currency} if currency else {}
+    normal, by_rows, _ = both_ways(path, monkeypatch, caplog, **options)
+    assert normal == by_rows
+    assert normal["error"] == (
+        "changed.csv, row 5001, column BillingCurrency: is '(null)', which means no "
+        "value, but a currency is required"
+    )
 
 
 def test_a_file_allocates_alike_on_both_paths(tmp_path, monkeypatch, caplog, allocated):

@@ -14,7 +14,7 @@ import time_machine
 from billing.importers import http as provider_http
 from billing.models import BillingSource, CostRecord, ImportRun
 from tests.billing.fakes import ApiError, FakeProvider, Request, fake_provider_fixture
-from tests.billing.importing import failed_sync, sync, total
+from tests.billing.importing import failed_sync, run_import, sync, total
 
 pytestmark = pytest.mark.django_db
 
@@ -223,3 +223,45 @@ def test_a_source_without_a_key_says_how_to_set_one(source, fake_anthropic):
     source.save()
     assert "Anthropic org has no API key" in failed_sync(source)
     assert fake_anthropic.requests == []
+
+
+COMPARED = [
+    f.attname
+    for f in CostRecord._meta.concrete_fields
+    if f.attname not in ("id", "source_id", "import_run_id")
+]
+
+
+def records_of(source_name: str) -> list[tuple]:
+    rows = CostRecord.objects.filter(source__name=source_name)
+    return sorted(rows.values_list(*COMPARED), key=repr)
+
+
+def test_the_pages_saved_to_a_file_import_as_a_sync_loads_them(source):
+    sync(source)
+    # The same costs in a second source, on purpose.
+    code, result = run_import(
+        PAGES / "cost_report_saved.json", source="Saved pages", allow_overlap=True
+    )
+    assert code == 0, result["error"]
+    assert BillingSource.objects.get(name="Saved pages").kind == "anthropic"
+    assert records_of("Saved pages") == records_of(source.name)
+
+
+def test_a_saved_page_that_says_more_follow_is_refused_as_incomplete():
+    code, result = run_import(PAGES / "cost_report_page_1.json", source="Saved pages")
+    assert (code, result["status"]) == (1, "failed")
+    assert result["error"] == (
+        "cost_report_page_1.json: field has_more is true, but no page follows in "
+        "the file: save every page of the answer"
+    )
+    assert not CostRecord.objects.exists()
+
+
+def test_the_last_page_alone_imports_as_one_page(tmp_path):
+    page = json.loads((PAGES / "cost_report_page_2.json").read_text())
+    results = sum(len(bucket["results"]) for bucket in page["data"])
+    code, result = run_import(
+        PAGES / "cost_report_page_2.json", source="Saved pages", format="anthropic"
+    )
+    assert (code, result["rows"]) == (0, results)

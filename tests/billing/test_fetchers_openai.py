@@ -24,7 +24,7 @@ from tests.billing.fakes import (
     Request,
     fake_provider_fixture,
 )
-from tests.billing.importing import failed_sync, sync, total
+from tests.billing.importing import failed_sync, run_import, sync, total
 from tests.conftest import make_project, make_user
 
 pytestmark = pytest.mark.django_db
@@ -270,3 +270,48 @@ def test_the_sync_task_tries_again_after_a_provider_outage_and_then_loads(
     runs = ImportRun.objects.order_by("pk").values_list("status", flat=True)
     assert list(runs) == [ImportRun.Status.FAILED, ImportRun.Status.IMPORTED]
     assert total(CostRecord.objects) == sum(recorded_amounts(), Decimal(0))
+
+
+COMPARED = [
+    f.attname
+    for f in CostRecord._meta.concrete_fields
+    if f.attname not in ("id", "source_id", "import_run_id")
+]
+
+
+def records_of(source_name: str) -> list[tuple]:
+    rows = CostRecord.objects.filter(source__name=source_name)
+    return sorted(rows.values_list(*COMPARED), key=repr)
+
+
+def test_the_pages_saved_to_a_file_import_as_a_sync_loads_them(source):
+    # A file knows no organisation: so the source names none either.
+    source.config.pop("organization")
+    source.save()
+    sync(source)
+    # The same costs in a second source, on purpose.
+    code, result = run_import(
+        PAGES / "costs_saved.json", source="Saved pages", allow_overlap=True
+    )
+    assert code == 0, result["error"]
+    assert BillingSource.objects.get(name="Saved pages").kind == "openai"
+    assert records_of("Saved pages") == records_of(source.name)
+
+
+def test_a_saved_page_that_says_more_follow_is_refused_as_incomplete():
+    code, result = run_import(PAGES / "costs_page_1.json", source="Saved pages")
+    assert (code, result["status"]) == (1, "failed")
+    assert result["error"] == (
+        "costs_page_1.json: field has_more is true, but no page follows in the "
+        "file: save every page of the answer"
+    )
+    assert not CostRecord.objects.exists()
+
+
+def test_the_last_page_alone_imports_as_one_page(tmp_path):
+    page = json.loads((PAGES / "costs_page_2.json").read_text())
+    results = sum(len(bucket["results"]) for bucket in page["data"])
+    code, result = run_import(
+        PAGES / "costs_page_2.json", source="Saved pages", format="openai"
+    )
+    assert (code, result["rows"]) == (0, results)

@@ -319,6 +319,48 @@ def test_line_types_map_to_focus_categories_and_corrections(tmp_path):
     assert CostRecord.objects.exclude(charge_class="").count() == 1
 
 
+# What each line adds to list and contracted cost: a commitment once, by the usage it
+# covered (at on-demand and contracted prices) and by what of it went unused.
+COUNTED_ONCE = {
+    # line item type: (ListCost, ContractedCost)
+    "Usage": ("32.77", "32.77"),
+    "DiscountedUsage": ("3.06", "3.06"),
+    "SavingsPlanCoveredUsage": ("12.24", "12.24"),
+    "SavingsPlanNegation": ("0", "0"),
+    "SavingsPlanRecurringFee": ("2.65599999995", "2.65599999995"),  # unused
+    "RIFee": ("0.32345678901", "0.32345678901"),  # unused
+    "Fee": ("0", "0"),  # the reservation's upfront fee, spread over its usage
+    "SavingsPlanUpfrontFee": ("0", "0"),
+    "Tax": ("4.12345678901", "4.12345678901"),
+    "Credit": ("-5.5", "-5.5"),
+    "Refund": ("-1.25", "-1.25"),
+    "EdpDiscount": ("0", "-0.98765432109"),
+}
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_list_and_contracted_cost_count_a_commitment_once(tmp_path, suffix):
+    write = write_csv if suffix == "csv" else write_parquet
+    run_import(write(tmp_path / f"cur2.{suffix}", cur2_rows()), format="aws-cur")
+    records = CostRecord.objects.order_by("pk")
+    stored = {
+        line_type: (record.list_cost, record.contracted_cost)
+        for record, (line_type, *_) in zip(records, CUR2_LINES, strict=True)
+    }
+    assert stored == {
+        line_type: (Decimal(listed), Decimal(contracted))
+        for line_type, (listed, contracted) in COUNTED_ONCE.items()
+    }
+    # Each fee keeps what the invoice charges.
+    fees = records.filter(charge_category="Purchase")
+    assert sorted(fees.values_list("billed_cost", flat=True)) == [
+        Decimal("0.5"),
+        Decimal("10.0"),
+        Decimal("500.0"),
+        Decimal("1000.0"),
+    ]
+
+
 def test_a_report_without_the_amortisation_column_its_lines_need_is_refused(tmp_path):
     rows = cur2_rows()
     for row in rows:
@@ -354,8 +396,14 @@ def test_a_report_without_the_amortisation_column_its_lines_need_is_refused(tmp_
             lambda rows: rows[2].update({"lineItem/CurrencyCode": ""}),
             "no-currency.csv, row 4, column lineItem/CurrencyCode: is empty",
         ),
+        (
+            "bad-currency.csv",
+            lambda rows: rows[5].update({"lineItem/CurrencyCode": "US$"}),
+            "bad-currency.csv, row 7, column lineItem/CurrencyCode: 'US$' is not an "
+            "ISO 4217 currency code",
+        ),
     ],
-    ids=["bad-cost", "nan-cost", "bad-date", "no-currency"],
+    ids=["bad-cost", "nan-cost", "bad-date", "no-currency", "bad-currency"],
 )
 def test_bad_input_fails_naming_file_row_and_column_and_keeps_what_was_there(
     tmp_path, name, damage, message

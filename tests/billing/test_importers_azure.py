@@ -10,18 +10,27 @@ from pathlib import Path
 import pytest
 
 from billing.importers.azure import AzureCostDetailsImporter
-from billing.importers.base import CsvFile
+from billing.importers.base import CsvFile, ImportFailure
 from billing.importers.focus import FocusImporter
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
+from billing.services import billing_import_file
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, write_csv
-from tests.data import FOCUS_REAL, SAMPLES
+from tests.data import DATA, FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AZURE = SAMPLES / "native-azure-cost-details"
 EA_EXPORT = AZURE / "focus_converters__sample-anonymous-ea-export-dataset.csv"
 EA_ACTUAL = AZURE / "finops-toolkit__EA_ActualCost_Small.csv"
+EA_AMORTIZED = AZURE / "finops-toolkit__EA_AmortizedCost_Small.csv"
+# One period as both datasets, made from the samples (tests/data/azure/README.md): the
+# names say nothing of which is which.
+RESERVATION_ACTUAL = DATA / "azure" / "ea_reservation_export_1.csv"
+RESERVATION_AMORTIZED = DATA / "azure" / "ea_reservation_export_2.csv"
+PURCHASE = Decimal("22.19184")  # the reservation's monthly payment
+EFFECTIVE_ALONE = "effective cost leaves out reserved-instance and savings plan usage"
+BILLED_ALONE = "billed cost leaves out reservation and savings plan purchases"
 
 # Each real sample, with the columns its own schema variant names cost and currency.
 REAL_SAMPLES = [
@@ -137,7 +146,8 @@ def test_a_reservation_purchase_is_billed_in_full_and_left_out_of_effective_spen
     purchase = CostRecord.objects.get(charge_category="Purchase")
     assert purchase.billed_cost == Decimal("3.25")
     assert purchase.effective_cost == 0
-    assert purchase.list_cost == purchase.contracted_cost == Decimal("3.25")
+    # Its usage states list and contracted cost; the purchase would count it twice.
+    assert purchase.list_cost == purchase.contracted_cost == 0
     assert purchase.charge_frequency == "Recurring"
     assert purchase.consumed_quantity is None
     costs = column_sums(read_csv(EA_ACTUAL), "Cost", "BillingCurrency")["USD"]
@@ -322,3 +332,142 @@ def test_bad_input_fails_naming_file_row_and_column_and_keeps_what_was_there(
     assert set(CostRecord.objects.values_list("pk", flat=True)) == before
     assert set(DailyCost.objects.values_list("pk", flat=True)) == daily
     assert ImportRun.objects.latest("started_at").error == result["error"]
+
+
+def read_delivery(*paths: Path) -> tuple[list[dict], list[str]]:
+    importer = AzureCostDetailsImporter()
+    rows = list(importer.rows_of_delivery(list(paths)))
+    return rows, importer.warnings
+
+
+def total(rows: list[dict], measure: str) -> Decimal:
+    return sum((row[measure] for row in rows), Decimal(0))
+
+
+def file_cost(path: Path) -> Decimal:
+    """A file's own total of its cost column, parsed independently of the importer."""
+    return column_sums(read_csv(path), "Cost", "BillingCurrency")["USD"]
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        pytest.param((RESERVATION_ACTUAL, RESERVATION_AMORTIZED), id="actual-first"),
+        pytest.param((RESERVATION_AMORTIZED, RESERVATION_ACTUAL), id="amortised-first"),
+    ],
+)
+def test_a_reservation_and_the_usage_it_covers_count_once_in_each_measure(paths):
+    rows, warnings = read_delivery(*paths)
+
+    assert warnings == []
+    # Billed cost is the actual dataset's, effective cost the amortised one's.
+    assert total(rows, "billed_cost") == file_cost(RESERVATION_ACTUAL)
+    assert total(rows, "effective_cost") == file_cost(RESERVATION_AMORTIZED)
+    (purchase,) = [row for row in rows if row["charge_category"] == "Purchase"]
+    assert (purchase["billed_cost"], purchase["effective_cost"]) == (PURCHASE, 0)
+    # List and contracted cost are the covered usage's: the purchase adds nothing.
+    assert (purchase["list_cost"], purchase["contracted_cost"]) == (0, 0)
+    reserved_gpu_usage = [row for row in rows if row["resource_name"].startswith("aks")]
+    assert [
+        (row["billed_cost"], row["effective_cost"]) for row in reserved_gpu_usage
+    ] == [(0, Decimal("0.493152"))]
+    on_demand = [
+        row["resource_name"]
+        for row in rows
+        if row["billed_cost"] in (Decimal("2.64"), Decimal("1.9584"))
+    ]
+    assert sorted(on_demand) == [
+        "OnDemadCapRes_Test_USSouthCentralZonal",
+        "umq-umqoi3-db",
+    ]
+
+
+def test_the_actual_dataset_alone_bills_in_full_and_warns_of_effective_cost():
+    rows, warnings = read_delivery(RESERVATION_ACTUAL)
+
+    assert len(rows) == len(read_csv(RESERVATION_ACTUAL))
+    assert total(rows, "billed_cost") == file_cost(RESERVATION_ACTUAL)
+    assert total(rows, "effective_cost") == file_cost(RESERVATION_ACTUAL) - PURCHASE
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "ea_reservation_export_1.csv: the actual cost dataset"
+    )
+    assert EFFECTIVE_ALONE in warnings[0]
+
+
+def test_the_amortised_dataset_alone_gives_effective_cost_and_warns_of_billed_cost():
+    rows, warnings = read_delivery(RESERVATION_AMORTIZED)
+
+    assert total(rows, "effective_cost") == file_cost(RESERVATION_AMORTIZED)
+    assert total(rows, "billed_cost") == Decimal("2.64") + Decimal("1.9584")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("ea_reservation_export_2.csv: the amortised cost")
+    assert BILLED_ALONE in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("path", "warning"),
+    [
+        pytest.param(EA_ACTUAL, EFFECTIVE_ALONE, id="actual"),
+        pytest.param(EA_AMORTIZED, BILLED_ALONE, id="amortised"),
+        pytest.param(EA_EXPORT, None, id="no-commitments"),
+    ],
+)
+def test_a_real_export_alone_says_which_measure_it_cannot_give(path, warning):
+    _, warnings = read_delivery(path)
+    assert [warning in text for text in warnings] == ([True] if warning else [])
+
+
+@pytest.mark.parametrize(
+    ("path", "warning"),
+    [
+        pytest.param(RESERVATION_ACTUAL, EFFECTIVE_ALONE, id="actual"),
+        pytest.param(RESERVATION_AMORTIZED, BILLED_ALONE, id="amortised"),
+    ],
+)
+def test_an_import_of_one_dataset_alone_carries_its_warning(path, warning):
+    outcome = billing_import_file(path=path, source_name="azure")
+
+    result = outcome.as_json()
+    assert result["status"] == "imported", result["error"]
+    assert [warning in text for text in result["warnings"]] == [True]
+
+
+def on_demand_part(path: Path) -> Path:
+    """Rows of the reservation delivery without a commitment: either dataset's."""
+    rows = read_csv(RESERVATION_ACTUAL)[2:]
+    return write_csv(path, rows, header=CsvFile(RESERVATION_ACTUAL).header())
+
+
+def test_a_file_without_commitments_beside_told_apart_datasets_is_refused(tmp_path):
+    part = on_demand_part(tmp_path / "part_0_0002.csv")
+
+    with pytest.raises(ImportFailure) as refused:
+        read_delivery(RESERVATION_ACTUAL, RESERVATION_AMORTIZED, part)
+
+    assert str(refused.value).startswith("part_0_0002.csv: has no reservation")
+    assert 'put "actual" or "amortized" in its name' in str(refused.value)
+
+
+def test_files_without_commitments_are_told_apart_by_their_names(tmp_path):
+    actual = on_demand_part(tmp_path / "costs-ActualCost.csv")
+    amortized = on_demand_part(tmp_path / "costs-AmortizedCost.csv")
+
+    rows, warnings = read_delivery(actual, amortized)
+
+    assert warnings == []
+    assert total(rows, "billed_cost") == file_cost(amortized)  # once, not twice
+
+
+def test_parts_of_an_export_without_commitments_all_count(tmp_path):
+    header = CsvFile(EA_EXPORT).header()
+    rows = read_csv(EA_EXPORT)
+    first = write_csv(tmp_path / "part_0_0001.csv", rows[:10], header=header)
+    second = write_csv(tmp_path / "part_0_0002.csv", rows[10:], header=header)
+
+    loaded, warnings = read_delivery(first, second)
+
+    assert warnings == []
+    assert len(loaded) == len(rows)
+    whole = list(AzureCostDetailsImporter().rows(EA_EXPORT))
+    assert total(loaded, "billed_cost") == total(whole, "billed_cost")

@@ -6,18 +6,21 @@ fetcher module yields, and the real ones are tested against local fake servers.
 """
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
 from billing import sync
 from billing.importers.base import ProviderError, new_row
 from billing.models import BillingSource, CostRecord, ImportRun
 from billing.tasks import billing_sync_due
+from tests.billing import importing
 from tests.billing.importing import sync_json
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +166,73 @@ def test_an_admin_sets_credentials_that_are_stored_encrypted(client, world):
     world.source.refresh_from_db()
     assert world.source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
     assert "1234567890" not in client.get(url).content.decode()
+
+
+def lockable_elsewhere(source_id: int) -> bool:
+    """Whether another connection (another worker, an import) can lock the source's
+    row right now, without waiting."""
+    locked = []
+
+    def lock() -> None:
+        try:
+            with transaction.atomic():
+                BillingSource.objects.select_for_update(nowait=True).get(pk=source_id)
+            locked.append(True)
+        except DatabaseError:
+            locked.append(False)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=lock)
+    other.start()
+    other.join()
+    return locked[0]
+
+
+class WatchedFetcher(ScriptedFetcher):
+    """A provider that notes, while it is being read, what the sync holds."""
+
+    seen: dict[str, bool] = {}
+
+    def fetch(self, *, source, since):
+        for row in super().fetch(source=source, since=since):
+            WatchedFetcher.seen = {
+                "in_transaction": connection.in_atomic_block,
+                "source_lockable": lockable_elsewhere(source.pk),
+            }
+            yield row
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_provider_is_read_before_the_import_locks_the_source(monkeypatch):
+    monkeypatch.setitem(sync.FETCHERS, "openai", WatchedFetcher)
+    WatchedFetcher.responses = [[(1, "1.25"), (2, "2.50")]]
+    source = BillingSource.objects.create(name="OpenAI org", kind="openai")
+    result = importing.sync(source)
+    assert (result["status"], result["rows"]) == ("imported", 2)
+    assert WatchedFetcher.seen == {"in_transaction": False, "source_lockable": True}
+
+
+def test_a_sync_says_what_it_replaced(source):
+    ScriptedFetcher.responses = [[(1, "1.25"), (2, "2.50")], [(1, "1.30")]]
+    sync_json()
+    result = sync_json()["sources"][0]
+    # As stored: to the 11 places CostRecord keeps.
+    assert result["replaced"] == {
+        "rows": 2,
+        "billed": {"USD": "3.75000000000"},
+        "effective": {"USD": "3.75000000000"},
+    }
+    assert result["warnings"] == []
+
+
+def test_a_sync_that_empties_a_period_warns_in_money(source):
+    ScriptedFetcher.responses = [[(1, "1.25")], []]
+    sync_json()
+    out = io.StringIO()
+    call_command("billing_sync", stdout=out)
+    assert out.getvalue().splitlines()[1] == (
+        "OpenAI org: warning: removed 1 row of billing account org-1 for 2026-10 "
+        "that this import does not replace (the account is not in this import): "
+        "billed 1.25000000000 USD, effective 1.25000000000 USD"
+    )

@@ -56,7 +56,7 @@ def test_a_worker_imports_an_uploaded_export(worker, settings, tmp_path):
     sample = FOCUS_REAL
     with transaction.atomic():
         run = billing_upload_accept(
-            uploaded=SimpleUploadedFile("focus.csv", sample.read_bytes()),
+            uploaded=[SimpleUploadedFile("focus.csv", sample.read_bytes())],
             source_name="uploads",
         )
     assert wait_for(

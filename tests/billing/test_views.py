@@ -1,5 +1,7 @@
 """The billing pages finance and admins use: upload with progress, history, sources."""
 
+import html
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,16 +23,37 @@ def finance_client(client, world, settings, tmp_path, eager_tasks):
     return client
 
 
-def upload(client, content: bytes, name: str = "focus.csv", source: str = "FOCUS"):
+def upload(
+    client,
+    content: bytes,
+    name: str = "focus.csv",
+    source: str = "FOCUS",
+    **fields,
+):
+    return upload_files(client, {name: content}, source, **fields)
+
+
+def upload_files(client, files: dict[str, bytes], source: str = "FOCUS", **fields):
+    """Post a delivery as the upload page does: several files in one field."""
     return client.post(
         reverse("upload"),
         {
-            "file": SimpleUploadedFile(name, content, content_type="text/csv"),
+            "file": [
+                SimpleUploadedFile(name, content, content_type="text/csv")
+                for name, content in files.items()
+            ],
             "source": source,
             "file_format": "auto",
+            **fields,
         },
         HTTP_ACCEPT="application/json",
     )
+
+
+LINES = SAMPLE.read_bytes().splitlines(keepends=True)
+# The real sample split in two files, as an exporter splits a month.
+PART_1 = b"".join(LINES[:501])
+PART_2 = LINES[0] + b"".join(LINES[501:])
 
 
 def test_an_uploaded_export_is_kept_imported_and_followable(
@@ -60,7 +83,11 @@ def test_an_unrecognised_file_fails_at_once_with_the_reason(
     status = finance_client.get(response.json()["status_url"]).json()
     assert status["status"] == "failed"
     assert "odd.csv: the format could not be detected" in status["error"]
-    assert BillingSource.objects.get(name="FOCUS").last_error == status["error"]
+    # The source the upload named was new: a failed import does not create it.
+    assert not BillingSource.objects.filter(name="FOCUS").exists()
+    page = finance_client.get(status["url"]).content.decode()
+    assert "odd.csv: the format could not be detected" in page
+    assert "not created: the import failed" in page
 
 
 def test_an_upload_without_a_file_is_refused_with_the_field_named(finance_client):
@@ -89,3 +116,77 @@ def test_stored_credentials_are_never_shown_in_full(finance_client, world):
     page = finance_client.get(world.source.get_absolute_url()).content.decode()
     assert "sk-…cdef" in page
     assert "1234567890" not in page
+
+
+def test_several_files_upload_as_one_delivery_and_keep_every_row(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload_files(
+            finance_client, {"part-1.csv": PART_1, "part-2.csv": PART_2}
+        )
+    assert response.status_code == 202
+    status = finance_client.get(response.json()["status_url"]).json()
+    assert (status["status"], status["rows"], status["error"]) == (
+        "imported",
+        1000,
+        None,
+    )
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert run.file_name == "part-1.csv, part-2.csv"
+    with zipfile.ZipFile(run.upload.path) as kept:  # the delivery, kept for audit
+        assert kept.read("part-1.csv") == PART_1
+        assert kept.read("part-2.csv") == PART_2
+    page = finance_client.get(status["url"]).content.decode()
+    assert "20.52022672899" in page  # the whole file's billed total
+    assert "part-2.csv" in page
+
+
+def test_the_same_file_chosen_twice_is_refused_before_upload(finance_client):
+    response = finance_client.post(
+        reverse("upload"),
+        {
+            "file": [SimpleUploadedFile("a.csv", PART_1) for _ in range(2)],
+            "source": "FOCUS",
+            "file_format": "auto",
+        },
+    )
+    assert response.status_code == 400
+    assert "a.csv is chosen twice" in response.json()["errors"]["file"][0]
+
+
+def test_the_page_of_an_import_says_what_it_replaced_and_warns(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(finance_client, PART_1, "part-1.csv")
+        response = upload(finance_client, PART_2, "part-2.csv")
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert run.replaced["rows"] == 500
+    [warning] = run.warnings
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    assert "Warnings" in page
+    assert html.escape(warning) in page
+    assert run.replaced["billed"]["USD"] in page  # the money removed
+    history = finance_client.get(reverse("import_list")).content.decode()
+    assert "1 warning" in history
+
+
+def test_an_overlap_is_refused_unless_the_box_is_ticked(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(finance_client, SAMPLE.read_bytes(), source="AWS FOCUS")
+        refused = upload(finance_client, SAMPLE.read_bytes(), source="Copy")
+    status = finance_client.get(refused.json()["status_url"]).json()
+    assert status["status"] == "failed"
+    assert "already imported into the source 'AWS FOCUS'" in status["error"]
+    assert not BillingSource.objects.filter(name="Copy").exists()
+    page = finance_client.get(reverse("upload")).content.decode()
+    assert 'name="allow_overlap"' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        allowed = upload(
+            finance_client, SAMPLE.read_bytes(), source="Copy", allow_overlap="on"
+        )
+    status = finance_client.get(allowed.json()["status_url"]).json()
+    assert (status["status"], status["rows"]) == ("imported", 1000)

@@ -55,4 +55,6 @@ class Command(BaseCommand):
         if result["status"] == "unchanged":
             return f"{result['source']}: unchanged"
         periods = ", ".join(result["billing_periods"])
-        return f"{result['source']}: {result['rows']:,} rows for {periods}"
+        lines = [f"{result['source']}: {result['rows']:,} rows for {periods}"]
+        lines += [f"{result['source']}: warning: {w}" for w in result["warnings"]]
+        return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""A delivery: the files of one export that are imported together, in one transaction.
+
+Providers split a large month into several files (AWS CUR numbered parts, Azure
+partitioned exports, split FOCUS exports). Imported one at a time, each file would
+replace the billing periods it touches and so delete the others' rows: imported as one
+delivery, the periods are replaced once, with the rows of every file.
+
+A delivery is given as files, folders (their export files, not their subfolders) and
+zip archives (their export files at any depth), in any mix. Manifests are left out:
+the files beside them are the data. Its checksum does not depend on the order of the
+files or on how they were given (files, a folder or a zip), so the same delivery again
+is recognised as such.
+"""
+
+import hashlib
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from billing.importers.base import ImportFailure
+
+# What a provider's export file is called; anything else in a folder or zip is not.
+EXPORT_SUFFIXES = (".csv", ".gz", ".parquet", ".json", ".jsonl", ".ndjson")
+MANIFEST = re.compile(r"(^|-)manifest\.json$", re.IGNORECASE)
+# The longest file_name an ImportRun keeps.
+LABEL_CHARS = 500
+
+
+@dataclass(frozen=True)
+class DeliveryFile:
+    path: Path  # where it is read from (a zip's member: extracted to a temporary file)
+    name: str  # as the person importing knows it
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    files: list[DeliveryFile]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [file.path for file in self.files]
+
+    @property
+    def checksum(self) -> str:
+        """One file's SHA-256, or a SHA-256 of the files' sorted SHA-256s."""
+        digests = sorted(file.sha256 for file in self.files)
+        if len(digests) == 1:
+            return digests[0]
+        return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [{"name": file.name, "sha256": file.sha256} for file in self.files]
+
+
+@contextmanager
+def delivery_open(paths: list[Path]) -> Iterator[Delivery]:
+    """The delivery's files, zip archives extracted to a temporary folder that is
+    removed on leaving. Refuses a path that does not exist, a folder or zip without
+    export files, and a file given twice."""
+    with tempfile.TemporaryDirectory(prefix="spendtracker-delivery-") as scratch:
+        files: list[DeliveryFile] = []
+        for path in paths:
+            if path.is_dir():
+                files += _folder_files(path)
+            elif zipfile.is_zipfile(path):
+                files += _zip_files(path, Path(scratch))
+            elif path.is_file():
+                files.append(_delivery_file(path, path.name))
+            else:
+                raise ImportFailure("no such file or folder", file=str(path))
+        _refuse_repeats(files)
+        yield Delivery(files)
+
+
+def delivery_label(names: list[str]) -> str:
+    """What the import history calls a delivery: its file, folder or zip names."""
+    label = ", ".join(names)
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+
+
+def is_export_file(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return (
+        base.lower().endswith(EXPORT_SUFFIXES)
+        and not base.startswith((".", "_"))  # macOS resource forks, job markers
+        and not MANIFEST.search(base)
+    )
+
+
+def _folder_files(folder: Path) -> list[DeliveryFile]:
+    paths = sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and is_export_file(path.name)
+    )
+    if not paths:
+        raise _no_exports(folder.name)
+    return [_delivery_file(path, f"{folder.name}/{path.name}") for path in paths]
+
+
+def _zip_files(archive: Path, scratch: Path) -> list[DeliveryFile]:
+    files = []
+    with zipfile.ZipFile(archive) as opened:
+        members = [
+            member
+            for member in opened.infolist()
+            if not member.is_dir()
+            and is_export_file(member.filename)
+            and "__MACOSX" not in member.filename
+        ]
+        if not members:
+            raise _no_exports(archive.name)
+        folder = Path(tempfile.mkdtemp(dir=scratch))
+        for member in sorted(members, key=lambda member: member.filename):
+            try:
+                # ZipFile.extract keeps the path inside `folder` (no "..", no root).
+                path = Path(opened.extract(member, folder))
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise ImportFailure(
+                    f"cannot be extracted ({exc})",
+                    file=f"{archive.name}/{member.filename}",
+                ) from exc
+            files.append(_delivery_file(path, f"{archive.name}/{member.filename}"))
+    return files
+
+
+def _no_exports(name: str) -> ImportFailure:
+    return ImportFailure(
+        f"holds no export files (files ending {', '.join(EXPORT_SUFFIXES)}; "
+        "manifests are left out)",
+        file=name,
+    )
+
+
+def _refuse_repeats(files: list[DeliveryFile]) -> None:
+    """The same file twice would count its rows twice."""
+    seen: dict[str, str] = {}
+    for file in files:
+        if file.sha256 in seen:
+            raise ImportFailure(
+                f"is the same file as {seen[file.sha256]}: a delivery takes each "
+                "file once",
+                file=file.name,
+            )
+        seen[file.sha256] = file.name
+
+
+def _delivery_file(path: Path, name: str) -> DeliveryFile:
+    return DeliveryFile(path=path, name=name, sha256=file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
