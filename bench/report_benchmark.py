@@ -532,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
             seeded_info["daily_cost_rows"] = cursor.fetchone()[0]
             cursor.execute("SELECT count(*) FROM billing_costrecord")
             seeded_info["cost_records"] = cursor.fetchone()[0]
+        # What a worker does after each import: reconcile the month with its records.
+        from reports.checks import records_check_run
+
+        started = time.perf_counter()
+        records_check_run(REPORT_MONTH)
+        seeded_info["records_check_seconds"] = round(time.perf_counter() - started, 2)
         log(f"measuring: {seeded_info}")
         results = measure(args.repeat)
     finally:

@@ -369,6 +369,44 @@ class DailyCost(CostMeasures):
         return f"{self.date} {self.project or 'unallocated'} {self.effective_cost}"
 
 
+class MonthlyCost(CostMeasures):
+    """DailyCost added up by month, written with it by each rebuild
+    (`billing.services.daily_costs_rebuild`): what pages that add up whole months
+    read (spend to date, year to date, trends), a thirtieth of the rows.
+
+    `converted` says whether the days had an FX rate: converted amounts are in the
+    reporting currency, others in their billing currencies (never to be added up).
+    """
+
+    month = models.DateField(help_text="The first day of the month.")
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="monthly_costs",
+    )
+    training_run = models.ForeignKey(
+        "projects.TrainingRun",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="monthly_costs",
+    )
+    converted = models.BooleanField()
+    is_provisional = models.BooleanField(default=False)
+    gpu_hours = models.DecimalField(default=Decimal("0"), **QUANTITY_DIGITS)
+    cost_lines = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["month"]
+        indexes = [models.Index(fields=["month"], name="monthly_month")]
+
+    def __str__(self) -> str:
+        who = self.project or "unallocated"
+        return f"{self.month:%Y-%m} {who} {self.effective_cost}"
+
+
 class FxRate(models.Model):
     """Units of the reporting currency for one unit of `currency`, from `date` on."""
 

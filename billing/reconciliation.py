@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.db.models.functions import TruncDate
 
 from billing.models import BillingSource, CostRecord, ProviderInvoice
@@ -53,21 +53,22 @@ class CurrencyTotals:
             self.converted += converted_amount(amount, rate)
 
 
-def cost_records_of_month(
-    *, month: date, scope: Q | None = None
-) -> dict[tuple[str, str], CurrencyTotals]:
-    """The month's cost records (those `scope` selects, a filter on CostRecord), by
-    measure and billing currency."""
+ProjectKey = tuple[str, str, int | None]  # measure, billing currency, project id
+
+
+def cost_records_by_project(*, month: date) -> dict[ProjectKey, CurrencyTotals]:
+    """The month's cost records by measure, billing currency and project (None: the
+    unallocated), each day converted with its own rate."""
     fx = FxTable()
-    totals: dict[tuple[str, str], CurrencyTotals] = defaultdict(CurrencyTotals)
-    for (day, currency, _), amounts in _by_day(month, scope or Q()).items():
+    totals: dict[ProjectKey, CurrencyTotals] = defaultdict(CurrencyTotals)
+    for (day, currency, project), amounts in _by_day(month).items():
         rate = fx.rate(currency, day)
         for measure, amount in amounts.items():
-            totals[measure, currency].add(amount, rate)
+            totals[measure, currency, project].add(amount, rate)
     return dict(totals)
 
 
-def _by_day(month: date, scope: Q) -> dict[DayKey, dict[str, Decimal]]:
+def _by_day(month: date) -> dict[DayKey, dict[str, Decimal]]:
     start_at = datetime.combine(month, datetime.min.time(), tzinfo=UTC)
     end_at = datetime.combine(next_month(month), datetime.min.time(), tzinfo=UTC)
     amounts: dict[DayKey, dict[str, Decimal]] = defaultdict(
@@ -75,7 +76,6 @@ def _by_day(month: date, scope: Q) -> dict[DayKey, dict[str, Decimal]]:
     )
     short = (
         CostRecord.objects.filter(
-            scope,
             counted_on_first_day(),
             charge_period_start__gte=start_at,
             charge_period_start__lt=end_at,
@@ -92,7 +92,6 @@ def _by_day(month: date, scope: Q) -> dict[DayKey, dict[str, Decimal]]:
             amounts[key][measure] += row[measure]
     # Charges spread over their days: those that reach into the month.
     longer = CostRecord.objects.filter(
-        scope,
         charge_period_start__gte=start_at - LONGEST_SPREAD,
         charge_period_start__lt=end_at,
         charge_period_end__gt=start_at,
@@ -141,7 +140,7 @@ class InvoiceCheck:
 
 
 @dataclass(frozen=True)
-class _Billed:
+class Billed:
     source_id: int
     source: str
     provider: str
@@ -158,12 +157,16 @@ class _Billed:
         )
 
 
-def invoice_checks(*, month: date) -> list[InvoiceCheck]:
+def invoice_checks(
+    *, month: date, billed: list[Billed] | None = None
+) -> list[InvoiceCheck]:
     """Every invoice of the month's billing period, by source and provider invoice
-    id: its cost records' billed total, and against it the total finance entered
-    from the invoice (ProviderInvoice) where there is one. An entered invoice without
-    records is listed with a billed total of zero."""
-    billed = _billed_by_invoice(month)
+    id: its cost records' billed total (`billed`, read now when not given), and
+    against it the total finance entered from the invoice (ProviderInvoice) where
+    there is one. An entered invoice without records is listed with a billed total of
+    zero."""
+    if billed is None:
+        billed = billed_by_invoice(month)
     checks, matched = [], set()
     invoices = ProviderInvoice.objects.filter(month=month).select_related("source")
     for invoice in invoices.order_by("provider", "invoice_id"):
@@ -194,7 +197,7 @@ def invoice_checks(*, month: date) -> list[InvoiceCheck]:
     return sorted(checks, key=lambda c: (c.provider, c.invoice_id, c.sources))
 
 
-def _billed_by_invoice(month: date) -> list[_Billed]:
+def billed_by_invoice(month: date) -> list[Billed]:
     start_at = datetime.combine(month, datetime.min.time(), tzinfo=UTC)
     end_at = datetime.combine(next_month(month), datetime.min.time(), tzinfo=UTC)
     sources = dict(BillingSource.objects.values_list("pk", "name"))
@@ -210,7 +213,7 @@ def _billed_by_invoice(month: date) -> list[_Billed]:
         .order_by()
     )
     return [
-        _Billed(
+        Billed(
             source_id=row["source_id"],
             source=sources[row["source_id"]],
             provider=row["provider_name"],

@@ -22,8 +22,18 @@ from django.core.cache import cache
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator
@@ -48,11 +58,12 @@ from billing.models import (
     DailyCost,
     FxRate,
     ImportRun,
+    MonthlyCost,
 )
 from billing.signals import import_finished
 from billing.sync import fetcher_for
 from core.currencies import ZERO
-from core.dates import month_start
+from core.dates import month_start, next_month
 from projects.models import Project
 
 # The columns allocation rules read.
@@ -279,7 +290,34 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
     while batch := list(islice(stream, ROLLUP_BATCH)):
         _daily_costs_insert(batch)
         count += len(batch)
+    _monthly_costs_rebuild(start=start, end=end)
     return count
+
+
+def _monthly_costs_rebuild(*, start: date, end: date) -> None:
+    """Add up again, from DailyCost, every month that [start, end) reaches into."""
+    first, stop = month_start(start), next_month(month_start(end - ONE_DAY))
+    MonthlyCost.objects.filter(month__gte=first, month__lt=stop).delete()
+    months = (
+        DailyCost.objects.filter(date__gte=first, date__lt=stop)
+        .annotate(
+            month=TruncMonth("date"),
+            converted=ExpressionWrapper(
+                Q(fx_rate__isnull=False), output_field=BooleanField()
+            ),
+        )
+        .values("month", "project_id", "training_run_id", "converted", "is_provisional")
+        .annotate(
+            **{column: Sum(column) for column in COST_COLUMNS},
+            gpu_hours=Sum("gpu_hours"),
+            cost_lines=Sum("cost_lines"),
+        )
+        .order_by()
+    )
+    MonthlyCost.objects.bulk_create(
+        (MonthlyCost(**row) for row in months.iterator(ROLLUP_BATCH)),
+        batch_size=ROLLUP_BATCH,
+    )
 
 
 def counted_on_first_day() -> Q:

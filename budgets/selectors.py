@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 
 from accounts.models import User
 from accounts.permissions import visible_to
-from billing.models import COST_COLUMNS, DailyCost
+from billing.models import COST_COLUMNS, DailyCost, MonthlyCost
 from budgets.models import Alert, BudgetRevision, CostMeasure
 from core.currencies import ZERO
 from projects.selectors import project_get_for_user
@@ -155,29 +155,38 @@ def spend_figures(
 ) -> dict[int, SpendFigures]:
     """Spend to date, month to date, provisional, GPU-hours and each of the last
     FIGURE_WINDOW_DAYS days, for many projects (scope "project") or runs (scope
-    "training_run"): two queries, however many there are."""
+    "training_run"): three queries, however many there are. Whole months before
+    `as_of`'s come from the monthly rollup, its month from the daily one."""
     after = as_of + timedelta(days=1)
-    converted = Q(fx_rate__isnull=False)
-    this_month = Q(date__gte=as_of.replace(day=1))
-    provisional = Q(is_provisional=True)
-    aggregates = {"gpu_hours": Sum("gpu_hours")}
-    for measure in COST_COLUMNS:
-        aggregates[f"{measure}:to_date"] = Sum(measure, filter=converted)
-        aggregates[f"{measure}:month"] = Sum(measure, filter=converted & this_month)
-        aggregates[f"{measure}:provisional"] = Sum(
-            measure, filter=converted & provisional
-        )
-    in_scope = DailyCost.objects.filter(**{f"{scope}__in": ids}, date__lt=after)
+    this_month = as_of.replace(day=1)
     figures = {pk: SpendFigures() for pk in ids}
-    for row in in_scope.values(scope).annotate(**aggregates).order_by():
-        found = figures[row[scope]]
-        found.gpu_hours = row["gpu_hours"] or ZERO
+    earlier = MonthlyCost.objects.filter(**{f"{scope}__in": ids}, month__lt=this_month)
+    in_scope = DailyCost.objects.filter(
+        **{f"{scope}__in": ids}, date__gte=this_month, date__lt=after
+    )
+    for rows, converted, month in (
+        (earlier, Q(converted=True), False),
+        (in_scope, Q(fx_rate__isnull=False), True),
+    ):
+        aggregates = {"gpu_hours": Sum("gpu_hours")}
         for measure in COST_COLUMNS:
-            found.to_date[measure] = row[f"{measure}:to_date"] or ZERO
-            found.month_to_date[measure] = row[f"{measure}:month"] or ZERO
-            found.provisional[measure] = row[f"{measure}:provisional"] or ZERO
-    window = in_scope.filter(
-        converted, date__gte=as_of - timedelta(days=FIGURE_WINDOW_DAYS - 1)
+            aggregates[f"{measure}:to_date"] = Sum(measure, filter=converted)
+            aggregates[f"{measure}:provisional"] = Sum(
+                measure, filter=converted & Q(is_provisional=True)
+            )
+        for row in rows.values(scope).annotate(**aggregates).order_by():
+            found = figures[row[scope]]
+            found.gpu_hours += row["gpu_hours"] or ZERO
+            for measure in COST_COLUMNS:
+                found.to_date[measure] += row[f"{measure}:to_date"] or ZERO
+                found.provisional[measure] += row[f"{measure}:provisional"] or ZERO
+                if month:
+                    found.month_to_date[measure] = row[f"{measure}:to_date"] or ZERO
+    window = DailyCost.objects.filter(
+        **{f"{scope}__in": ids},
+        fx_rate__isnull=False,
+        date__gte=as_of - timedelta(days=FIGURE_WINDOW_DAYS - 1),
+        date__lt=after,
     )
     daily_rows = (
         window.values(scope, "date")

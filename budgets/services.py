@@ -345,7 +345,7 @@ def budgets_with_lines(project_ids: Sequence[int]) -> dict[int, Budget]:
 def project_summaries(
     *, projects: Iterable[Project], as_of: date
 ) -> list[ProjectSummary]:
-    """Plan vs actual of many projects from four queries, in the order given."""
+    """Plan vs actual of many projects from five queries, in the order given."""
     projects = list(projects)
     ids = [project.pk for project in projects]
     budgets = budgets_with_lines(ids)
@@ -443,7 +443,7 @@ def run_summaries(
     budgets: dict[int, Budget] | None = None,
 ) -> list[RunSummary]:
     """Plan vs actual of many runs, in the budget's cost measure and with its
-    tolerance: four queries however many runs, two if the budgets (by project id)
+    tolerance: five queries however many runs, three if the budgets (by project id)
     are given."""
     runs = list(runs)
     if budgets is None:

@@ -327,12 +327,19 @@ def _team_keys(teams: QuerySet[Team]) -> set[str]:
 
 
 def open_report(
-    *, month: date, teams: QuerySet[Team], whole_organisation: bool
+    *,
+    month: date,
+    teams: QuerySet[Team],
+    whole_organisation: bool,
+    stored_check: bool = False,
 ) -> MonthlyReport:
     """The live report of an open month, with the adjustments to closed months that
-    it carries as their own line."""
+    it carries as their own line (`stored_check`: see `monthly_report`)."""
     report = monthly_report(
-        month=month, teams=teams, whole_organisation=whole_organisation
+        month=month,
+        teams=teams,
+        whole_organisation=whole_organisation,
+        stored_check=stored_check,
     )
     adjustments = adjustments_carried_into(month=report.month)
     report.adjustments = _visible(adjustments, teams, whole_organisation)

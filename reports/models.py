@@ -145,3 +145,24 @@ class ReportEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.month:%B %Y} report → {self.user} ({self.status})"
+
+
+class RecordsCheck(models.Model):
+    """The heavy half of a month's reconciliation, read from the cost records by a
+    worker (reports.checks), never in a web request: the month's cost records and
+    its rollup, both by measure, billing currency and project, read in one snapshot,
+    and the billed total of each invoice of its billing period."""
+
+    month = models.DateField(unique=True, help_text="The first day of the month.")
+    requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a check was last queued."
+    )
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the figures below were read."
+    )
+    records = models.JSONField(default=list, blank=True)
+    rollup = models.JSONField(default=list, blank=True)
+    billed = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"Reconciliation check of {self.month:%B %Y}"

@@ -22,19 +22,21 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from accounts.models import Team
 from billing.accruals import ACCRUAL_MEASURE, spend_by_provider_and_team
-from billing.models import COST_COLUMNS, Accrual, BillingSource, DailyCost
-from billing.reconciliation import (
-    MEASURES as RECONCILED_MEASURES,
+from billing.models import (
+    COST_COLUMNS,
+    Accrual,
+    BillingSource,
+    DailyCost,
+    MonthlyCost,
 )
 from billing.reconciliation import (
     CurrencyTotals,
     InvoiceCheck,
-    cost_records_of_month,
+    ProjectKey,
     invoice_checks,
 )
 from budgets.models import Budget, BudgetLine, CostMeasure
@@ -49,6 +51,13 @@ from budgets.services import (
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from projects.models import Project, TrainingRun
+from reports.checks import (
+    MonthFigures,
+    month_figures_read,
+    records_check_queue,
+    rollup_by_project,
+    stored_figures,
+)
 from reports.models import SnapshotFile
 
 HUNDRED = Decimal(100)
@@ -297,19 +306,31 @@ class Reconciliation:
     """Projects plus unallocated against the month's cost records, read from the
     cost records themselves: in total (effective cost converted into the reporting
     currency), per billing currency and measure, and each invoice's billed total
-    against the total finance entered."""
+    against the total finance entered. `checked_at` is when the cost records were
+    read; while a check of figures that changed since is under way (`checking`,
+    queued at `queued_at`), only the report's side is known."""
 
-    records_total: Decimal
+    records_total: Decimal | None
     report_total: Decimal
     by_currency: list[CurrencyReconciliation] = field(default_factory=list)
     invoices: list[InvoiceCheck] = field(default_factory=list)
+    checked_at: datetime | None = None
+    queued_at: datetime | None = None
 
     @property
-    def difference(self) -> Decimal:
+    def checking(self) -> bool:
+        return self.records_total is None
+
+    @property
+    def difference(self) -> Decimal | None:
+        if self.records_total is None:
+            return None
         return _difference(self.report_total, self.records_total)
 
     @property
-    def balanced(self) -> bool:
+    def balanced(self) -> bool | None:
+        if self.checking:
+            return None
         return not self.difference and all(r.balanced for r in self.by_currency)
 
     @property
@@ -594,10 +615,13 @@ def _optional(amount: Decimal | None) -> str | None:
 
 
 def _reconciliation_json(reconciliation: Reconciliation) -> dict:
+    checked_at = reconciliation.checked_at
     return {
-        "records_total": str(reconciliation.records_total),
+        "status": "checking" if reconciliation.checking else "checked",
+        "checked_at": checked_at.isoformat() if checked_at else None,
+        "records_total": _optional(reconciliation.records_total),
         "report_total": str(reconciliation.report_total),
-        "difference": str(reconciliation.difference),
+        "difference": _optional(reconciliation.difference),
         "measure": "effective_cost",
         "balanced": reconciliation.balanced,
         "by_currency": [
@@ -725,7 +749,7 @@ def _sums() -> dict[str, Sum]:
     }
 
 
-def _grouped(rows: QuerySet[DailyCost], key: str) -> dict:
+def _grouped(rows: QuerySet[Any], key: str) -> dict:
     return {row[key]: Amounts.of(row) for row in rows.values(key).annotate(**_sums())}
 
 
@@ -740,11 +764,10 @@ def _breakdown(rows: QuerySet[DailyCost], key: str) -> list[Breakdown]:
 
 def report_months(*, teams: QuerySet[Team], whole_organisation: bool) -> list[dict]:
     """Every month with a plan or spend, newest first: spend, plan and provisional."""
-    rows = _scoped(teams, whole_organisation).filter(fx_rate__isnull=False)
+    rows = _scoped_months(teams, whole_organisation)
     spend = {
         row["month"]: row
-        for row in rows.annotate(month=TruncMonth("date"))
-        .values("month")
+        for row in rows.values("month")
         .annotate(
             effective=Sum("effective_cost"),
             provisional=Sum("effective_cost", filter=Q(is_provisional=True)),
@@ -775,19 +798,35 @@ def _scoped(teams: QuerySet[Team], whole_organisation: bool) -> QuerySet[DailyCo
     return DailyCost.objects.filter(project__team__in=teams)
 
 
+def _scoped_months(
+    teams: QuerySet[Team], whole_organisation: bool
+) -> QuerySet[MonthlyCost]:
+    """The monthly rollup of the report's scope, in the reporting currency."""
+    months = MonthlyCost.objects.filter(converted=True)
+    if whole_organisation:
+        return months
+    return months.filter(project__team__in=teams)
+
+
 def monthly_report(
-    *, month: date, teams: QuerySet[Team], whole_organisation: bool
+    *,
+    month: date,
+    teams: QuerySet[Team],
+    whole_organisation: bool,
+    stored_check: bool = False,
 ) -> MonthlyReport:
     """The report of `month` for `teams`; with `whole_organisation`, also the spend
-    no project has (unallocated) and the organisation's totals."""
+    no project has (unallocated) and the organisation's totals. Its reconciliation
+    reads the month's cost records now, or with `stored_check` (web pages, which
+    must answer fast) takes the month's stored check (reports.checks)."""
     month = month_start(month)
     end = next_month(month)
     as_of = min(end - timedelta(days=1), timezone.now().date())
     previous = month_start(month - timedelta(days=1))
     year_start = month.replace(month=1)
     scoped = _scoped(teams, whole_organisation)
-    converted = scoped.filter(fx_rate__isnull=False)
-    this_month = converted.filter(date__gte=month, date__lt=end)
+    this_month = scoped.filter(fx_rate__isnull=False, date__gte=month, date__lt=end)
+    months = _scoped_months(teams, whole_organisation)
 
     projects = list(
         Project.objects.filter(team__in=teams)
@@ -797,14 +836,12 @@ def monthly_report(
     )
     summaries = project_summaries(projects=projects, as_of=as_of)
     budgets = {s.project.pk: s.budget for s in summaries if s.budget}
-    month_by_project = _grouped(this_month, "project")
-    previous_by_project = _grouped(
-        converted.filter(date__gte=previous, date__lt=month), "project"
-    )
+    month_by_project = _grouped(months.filter(month=month), "project")
+    previous_by_project = _grouped(months.filter(month=previous), "project")
     ytd_by_project = _grouped(
-        converted.filter(date__gte=year_start, date__lt=end), "project"
+        months.filter(month__gte=year_start, month__lt=end), "project"
     )
-    runs = _run_reports(projects, budgets, this_month, as_of)
+    runs = _run_reports(projects, budgets, months.filter(month=month), as_of)
     ytd_plans = _ytd_plans(summaries, year_start, end)
 
     by_team: dict[int, list[ProjectReport]] = defaultdict(list)
@@ -849,13 +886,17 @@ def monthly_report(
         by_provider=_breakdown(this_month, "provider_name"),
         by_service_category=_breakdown(this_month, "service_category"),
         by_charge_category=_breakdown(this_month, "charge_category"),
-        trend=_trend(converted, teams, month),
+        trend=_trend(months, teams, month),
         reconciliation=_reconciliation(
             month=month,
-            rollup=scoped.filter(date__gte=month, date__lt=end),
             in_report=in_report,
-            records_scope=Q() if whole_organisation else Q(project__team__in=teams),
+            in_scope=None
+            if whole_organisation
+            else set(
+                Project.objects.filter(team__in=teams).values_list("pk", flat=True)
+            ),
             invoices=whole_organisation,
+            stored_check=stored_check,
         ),
         sources=list(BillingSource.objects.filter(is_enabled=True).order_by("name"))
         if whole_organisation
@@ -871,15 +912,37 @@ def monthly_report(
 def _reconciliation(
     *,
     month: date,
-    rollup: QuerySet[DailyCost],
     in_report: set[int | None],
-    records_scope: Q,
+    in_scope: set[int | None] | None,
     invoices: bool,
+    stored_check: bool,
 ) -> Reconciliation:
     """The report's projects plus unallocated (`in_report`: project ids, None for
-    the unallocated) from the rollup, against the month's cost records."""
-    records = cost_records_of_month(month=month, scope=records_scope)
-    report = _report_by_currency(rollup, in_report)
+    the unallocated) from the rollup, against the month's cost records of every
+    project the report is about (`in_scope`, None: all, with the unallocated), the
+    cancelled ones too: a cost the report leaves out shows as a difference."""
+    figures: MonthFigures | None
+    if stored_check:
+        figures = stored_figures(month)
+        rollup = rollup_by_project(month)
+        if figures is None or figures.rollup != rollup:
+            return Reconciliation(
+                records_total=None,
+                report_total=sum(
+                    (
+                        row.converted
+                        for (measure, _), row in _in_report(rollup, in_report).items()
+                        if measure == "effective_cost"
+                    ),
+                    ZERO,
+                ),
+                checked_at=figures.checked_at if figures else None,
+                queued_at=records_check_queue(month),
+            )
+    else:
+        figures = month_figures_read(month)
+    records = _in_report(figures.records, in_scope)
+    report = _in_report(figures.rollup, in_report)
     rows = [
         CurrencyReconciliation(
             measure=measure,
@@ -894,35 +957,24 @@ def _reconciliation(
         records_total=sum((row.records.converted for row in effective), ZERO),
         report_total=sum((row.report.converted for row in effective), ZERO),
         by_currency=rows,
-        invoices=invoice_checks(month=month) if invoices else [],
+        invoices=invoice_checks(month=month, billed=figures.billed) if invoices else [],
+        checked_at=figures.checked_at,
     )
 
 
-def _report_by_currency(
-    rollup: QuerySet[DailyCost], in_report: set[int | None]
+def _in_report(
+    totals: dict[ProjectKey, CurrencyTotals], projects: set[int | None] | None
 ) -> dict[tuple[str, str], CurrencyTotals]:
-    """The rollup rows of the report's projects and unallocated, by measure and
-    billing currency: before conversion, converted, and without a rate."""
-    sums: dict[str, Sum] = {}
-    for measure in RECONCILED_MEASURES:
-        before = measure.replace("_cost", "_in_billing_currency")
-        sums |= {
-            f"{measure}:amount": Sum(before),
-            f"{measure}:converted": Sum(measure, filter=Q(fx_rate__isnull=False)),
-            f"{measure}:unconverted": Sum(measure, filter=Q(fx_rate__isnull=True)),
-        }
-    rows = rollup.values("billing_currency", "project").annotate(**sums).order_by()
-    totals: dict[tuple[str, str], CurrencyTotals] = defaultdict(CurrencyTotals)
-    for group in rows:
-        row: dict[str, Any] = dict(group)
-        if row["project"] not in in_report:
-            continue
-        for measure in RECONCILED_MEASURES:
-            total = totals[measure, row["billing_currency"]]
-            total.amount += row[f"{measure}:amount"] or ZERO
-            total.converted += row[f"{measure}:converted"] or ZERO
-            total.unconverted += row[f"{measure}:unconverted"] or ZERO
-    return dict(totals)
+    """The totals of `projects` (None for the unallocated; all when None) by
+    measure and currency."""
+    added: dict[tuple[str, str], CurrencyTotals] = defaultdict(CurrencyTotals)
+    for (measure, currency, project), row in totals.items():
+        if projects is None or project in projects:
+            total = added[measure, currency]
+            total.amount += row.amount
+            total.converted += row.converted
+            total.unconverted += row.unconverted
+    return dict(added)
 
 
 def month_accruals(
@@ -1047,7 +1099,7 @@ def _missing_rates(month_rows: QuerySet[DailyCost]) -> list[MissingRate]:
 def _run_reports(
     projects: list[Project],
     budgets: dict[int, Budget],
-    this_month: QuerySet[DailyCost],
+    this_month: QuerySet[MonthlyCost],
     as_of: date,
 ) -> dict[int, list[RunReport]]:
     runs = TrainingRun.objects.filter(project__in=projects).exclude(
@@ -1109,15 +1161,14 @@ def _unconverted(
 
 
 def _trend(
-    converted: QuerySet[DailyCost], teams: QuerySet[Team], month: date
+    months: QuerySet[MonthlyCost], teams: QuerySet[Team], month: date
 ) -> list[TrendMonth]:
     first = month
     for _ in range(TREND_MONTHS - 1):
         first = month_start(first - timedelta(days=1))
     end = next_month(month)
     actual = dict(
-        converted.filter(date__gte=first, date__lt=end)
-        .annotate(month=TruncMonth("date"))
+        months.filter(month__gte=first, month__lt=end)
         .values_list("month")
         .annotate(total=Sum("effective_cost"))
         .order_by()
@@ -1127,11 +1178,11 @@ def _trend(
             budget__project__team__in=teams, month__gte=first, month__lt=end
         )
     )
-    months = []
+    trend = []
     current = first
     while current < end:
-        months.append(
+        trend.append(
             TrendMonth(current, plans.get(current, ZERO), actual.get(current, ZERO))
         )
         current = next_month(current)
-    return months
+    return trend

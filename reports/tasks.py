@@ -1,6 +1,9 @@
+from datetime import date
+
 from celery import shared_task
 from django.utils import timezone
 
+from reports.checks import records_check_run
 from reports.notifications import monthly_report_email_run, report_emails_send
 
 
@@ -15,3 +18,10 @@ def monthly_report_email_task() -> int:
 def report_emails_send_task() -> int:
     """Send monthly report emails still owed; each is claimed by one worker."""
     return report_emails_send()
+
+
+@shared_task
+def records_check_task(month: str) -> str:
+    """Reconcile a month (YYYY-MM-DD, its first day) with its cost records."""
+    check = records_check_run(date.fromisoformat(month))
+    return f"{check.month:%Y-%m} checked at {check.checked_at:%H:%M:%S}"

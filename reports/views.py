@@ -104,7 +104,9 @@ def report_detail(request: HttpRequest, month: date) -> HttpResponse:
     close = closing.month_close_in_force(month=_month_or_404(month))
     if close is not None:
         return _closed_report_detail(request, close)
-    report = closing.open_report(month=month, **_report_scope(request.user))
+    report = closing.open_report(
+        month=month, stored_check=True, **_report_scope(request.user)
+    )
     context = {
         "report": report,
         **charts.report_charts(report),
@@ -146,7 +148,7 @@ def report_json(request: HttpRequest, month: date) -> JsonResponse:
             ],
         }
     else:
-        data = closing.open_report(month=month, **scope).as_json()
+        data = closing.open_report(month=month, stored_check=True, **scope).as_json()
     events = closing.month_close_events(month=month)
     return JsonResponse(data | {"close_history": [_event_json(e) for e in events]})
 
@@ -175,7 +177,9 @@ def report_export(request: HttpRequest, month: date, fmt: str) -> HttpResponse:
     if close is not None:
         response = _closed_file(request, close, fmt, content_type)
     else:
-        report = closing.open_report(month=month, **_report_scope(request.user))
+        report = closing.open_report(
+            month=month, stored_check=True, **_report_scope(request.user)
+        )
         response = HttpResponse(render(report), content_type=content_type)
     filename = f"spendtracker-{month:%Y-%m}-{suffix}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

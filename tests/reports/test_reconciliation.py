@@ -14,6 +14,8 @@ from accounts.models import Team
 from billing.models import BillingSource, CostRecord, FxRate, ProviderInvoice
 from billing.services import billing_import_file, daily_costs_rebuild
 from projects.models import Project
+from reports.checks import records_check_run
+from reports.models import RecordsCheck
 from reports.services import monthly_report
 from tests.conftest import make_cost_record, make_spend
 from tests.data import AWS_CUR_LEGACY, FOCUS_REAL
@@ -221,6 +223,7 @@ def test_an_invoice_entered_with_another_total_is_flagged(client, world, invoice
     assert checks["INV-10"].sources == ("AWS export",)  # any source: it has one
     assert (checks["L-1"].billed, checks["L-1"].difference) == (0, Decimal("-9"))
     assert (checks[""].billed, checks[""].invoice) == (Decimal("5"), None)
+    records_check_run(FEBRUARY)
     client.force_login(world.finance)
     page = client.get(reverse("report_detail", args=[FEBRUARY])).content.decode()
     assert 'data-testid="invoice-difference">0.05 USD<' in page
@@ -253,6 +256,7 @@ def test_a_lead_sees_the_reconciliation_of_their_teams_without_invoices(
     client, world, invoiced
 ):
     make_spend(world.other_project, date(2026, 2, 11), "90")
+    records_check_run(FEBRUARY)
     client.force_login(world.lead)
     data = client.get(reverse("report_json", args=[FEBRUARY])).json()
     reconciliation = data["reconciliation"]
@@ -284,3 +288,97 @@ def test_an_admin_enters_an_invoice_and_sees_the_billed_total_beside_it(
     ).content.decode()
     assert "150.25 USD (difference 0.25 USD)" in page
     assert client.get(reverse("admin:billing_accrual_changelist")).status_code == 200
+
+
+# The page reads a stored check of the cost records (reports.checks): the records
+# are read by a worker, never in the web request.
+
+
+def test_a_stored_check_gives_the_reconciliation_read_now(world, invoiced):
+    cancelled = Project.objects.create(
+        team=world.team,
+        owner=world.lead,
+        slug="dropped",
+        name="Dropped",
+        kind=Project.Kind.FINE_TUNING,
+        start_date=date(2026, 1, 1),
+        end_date=date(2026, 12, 31),
+        status=Project.Status.CANCELLED,
+    )
+    make_spend(cancelled, date(2026, 2, 4), "40")
+    records_check_run(FEBRUARY)
+    lead_teams = Team.objects.filter(pk=world.team.pk)
+    for teams, everyone in ((Team.objects.all(), True), (lead_teams, False)):
+        now = monthly_report(month=FEBRUARY, teams=teams, whole_organisation=everyone)
+        stored = monthly_report(
+            month=FEBRUARY, teams=teams, whole_organisation=everyone, stored_check=True
+        )
+        fresh, kept = (
+            now.as_json()["reconciliation"],
+            stored.as_json()["reconciliation"],
+        )
+        assert kept["status"] == "checked"
+        assert Decimal(kept["difference"]) == Decimal("-40")
+        del fresh["checked_at"], kept["checked_at"]
+        assert kept == fresh
+
+
+def test_a_report_whose_figures_changed_since_the_check_queues_one(
+    client, world, invoiced, django_capture_on_commit_callbacks
+):
+    records_check_run(FEBRUARY)
+    make_spend(world.project, date(2026, 2, 20), "7")  # an import, rolled up
+    client.force_login(world.finance)
+    with django_capture_on_commit_callbacks() as queued:
+        data = client.get(reverse("report_json", args=[FEBRUARY])).json()
+    reconciliation = data["reconciliation"]
+    assert reconciliation["status"] == "checking"
+    assert (reconciliation["records_total"], reconciliation["difference"]) == (
+        None,
+        None,
+    )
+    assert Decimal(reconciliation["report_total"]) == Decimal(
+        data["totals"]["effective"]
+    )
+    assert len(queued) == 1  # the check, queued once
+    with django_capture_on_commit_callbacks() as again:
+        page = client.get(reverse("report_detail", args=[FEBRUARY])).content.decode()
+    assert 'data-testid="reconciliation-checking"' in page
+    assert again == []  # already queued moments ago
+
+    records_check_run(FEBRUARY)  # the worker's task
+
+    data = client.get(reverse("report_json", args=[FEBRUARY])).json()
+    assert data["reconciliation"]["status"] == "checked"
+    assert data["reconciliation"]["difference"] == "0"
+    assert RecordsCheck.objects.get().requested_at is None
+
+
+def test_a_check_queued_long_ago_and_never_done_is_queued_again(
+    client, world, invoiced, time_machine, django_capture_on_commit_callbacks
+):
+    client.force_login(world.finance)
+    with django_capture_on_commit_callbacks() as first:
+        client.get(reverse("report_json", args=[FEBRUARY]))
+    time_machine.shift(timedelta(minutes=6))  # its worker died
+    with django_capture_on_commit_callbacks() as second:
+        client.get(reverse("report_json", args=[FEBRUARY]))
+    assert (len(first), len(second)) == (1, 1)
+
+
+def test_an_import_queues_the_check_of_its_billing_periods(
+    settings, world, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    with django_capture_on_commit_callbacks(execute=True):
+        billing_import_file(path=FOCUS_REAL, source_name="Real FOCUS")
+    checks = RecordsCheck.objects.filter(checked_at__isnull=False)
+    assert checks.exists()
+    for check in checks:
+        report = monthly_report(
+            month=check.month,
+            teams=Team.objects.all(),
+            whole_organisation=True,
+            stored_check=True,
+        )
+        assert report.reconciliation.balanced, check.month
