@@ -367,10 +367,10 @@ def _cost_row(line: _Line) -> dict:
     pricing_model = line.pricing_model()
     cost = line.required_decimal("cost")
     billed, effective = _billed_and_effective(charge_type, pricing_model, cost)
-    if line.is_commitment_purchase():
-        # The usage it covers states list and contracted cost: counted once there.
-        listed = contracted = ZERO
-    else:
+    listed: Decimal | None = ZERO
+    contracted: Decimal | None = ZERO
+    # A commitment's purchase has none: the usage it covers states them, once.
+    if not line.is_commitment_purchase():
         listed, contracted = _list_and_contracted(line, charge_type)
     day = line.parse.timestamp(line.record, line.column("date"))
     usage = charge_type == "usage"

@@ -36,7 +36,7 @@ def monthly_costs_fill(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0008_provider_invoices_and_accruals"),
+        ("billing", "0009_importrun_delivery"),
         ("projects", "0002_trainingrun_progress"),
     ]
 

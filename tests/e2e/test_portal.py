@@ -189,7 +189,7 @@ def test_finance_uploads_an_export_and_follows_it_to_its_totals(
     log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/billing/upload/")
     page.get_by_label("File").set_input_files(SAMPLE)
-    page.get_by_label("Source").fill("AWS FOCUS")
+    page.get_by_label("Source", exact=True).fill("AWS FOCUS")
     page.get_by_role("button", name="Upload and import").click()
 
     page.wait_for_url(re.compile(r"/billing/imports/\d+/$"))

@@ -367,9 +367,8 @@ def test_a_check_queued_long_ago_and_never_done_is_queued_again(
 
 
 def test_an_import_queues_the_check_of_its_billing_periods(
-    settings, world, django_capture_on_commit_callbacks
+    world, eager_tasks, django_capture_on_commit_callbacks
 ):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
     with django_capture_on_commit_callbacks(execute=True):
         billing_import_file(path=FOCUS_REAL, source_name="Real FOCUS")
     checks = RecordsCheck.objects.filter(checked_at__isnull=False)
