@@ -151,12 +151,18 @@ class SpendFigures:
 
 
 def spend_figures(
-    *, scope: str, ids: Collection[int], as_of: date
+    *,
+    scope: str,
+    ids: Collection[int],
+    as_of: date,
+    measures: Collection[str] = COST_COLUMNS,
 ) -> dict[int, SpendFigures]:
     """Spend to date, month to date, provisional, GPU-hours and each of the last
     FIGURE_WINDOW_DAYS days, for many projects (scope "project") or runs (scope
     "training_run"): three queries, however many there are. Whole months before
-    `as_of`'s come from the monthly rollup, its month from the daily one."""
+    `as_of`'s come from the monthly rollup, its month from the daily one. Only
+    `measures` are read (each figure of another measure stays zero): a page that
+    needs its budgets' measures alone reads a quarter of the sums."""
     after = as_of + timedelta(days=1)
     this_month = as_of.replace(day=1)
     figures = {pk: SpendFigures() for pk in ids}
@@ -169,7 +175,7 @@ def spend_figures(
         (in_scope, Q(fx_rate__isnull=False), True),
     ):
         aggregates = {"gpu_hours": Sum("gpu_hours")}
-        for measure in COST_COLUMNS:
+        for measure in measures:
             aggregates[f"{measure}:to_date"] = Sum(measure, filter=converted)
             aggregates[f"{measure}:provisional"] = Sum(
                 measure, filter=converted & Q(is_provisional=True)
@@ -177,7 +183,7 @@ def spend_figures(
         for row in rows.values(scope).annotate(**aggregates).order_by():
             found = figures[row[scope]]
             found.gpu_hours += row["gpu_hours"] or ZERO
-            for measure in COST_COLUMNS:
+            for measure in measures:
                 found.to_date[measure] += row[f"{measure}:to_date"] or ZERO
                 found.provisional[measure] += row[f"{measure}:provisional"] or ZERO
                 if month:
@@ -190,11 +196,11 @@ def spend_figures(
     )
     daily_rows = (
         window.values(scope, "date")
-        .annotate(**{measure: Sum(measure) for measure in COST_COLUMNS})
+        .annotate(**{measure: Sum(measure) for measure in measures})
         .order_by()
     )
     for row in daily_rows:
         figures[row[scope]].daily[row["date"]] = {
-            measure: row[measure] for measure in COST_COLUMNS
+            measure: row[measure] for measure in measures
         }
     return figures

@@ -349,7 +349,9 @@ def project_summaries(
     projects = list(projects)
     ids = [project.pk for project in projects]
     budgets = budgets_with_lines(ids)
-    figures = selectors.spend_figures(scope="project", ids=ids, as_of=as_of)
+    figures = selectors.spend_figures(
+        scope="project", ids=ids, as_of=as_of, measures=_measures_of(budgets)
+    )
     rates = PlanRates()
     return [
         _project_summary(
@@ -357,6 +359,12 @@ def project_summaries(
         )
         for project in projects
     ]
+
+
+def _measures_of(budgets: dict[int, Budget]) -> set[str]:
+    """The cost measures that these budgets track, and the default one (spend of a
+    project or run without a budget)."""
+    return {DEFAULT_MEASURE, *(budget.cost_measure for budget in budgets.values())}
 
 
 def project_summary(*, project: Project, as_of: date) -> ProjectSummary:
@@ -449,7 +457,10 @@ def run_summaries(
     if budgets is None:
         budgets = budgets_with_lines(sorted({run.project_id for run in runs}))
     figures = selectors.spend_figures(
-        scope="training_run", ids=[run.pk for run in runs], as_of=as_of
+        scope="training_run",
+        ids=[run.pk for run in runs],
+        as_of=as_of,
+        measures=_measures_of(budgets),
     )
     return [
         _run_summary(run, budgets.get(run.project_id), figures[run.pk], as_of)
