@@ -146,8 +146,9 @@ def test_a_long_charge_counts_only_its_days_in_the_month(world):
     assert row.difference == 0
 
 
-def test_spend_the_report_leaves_out_shows_as_a_difference(world):
-    cancelled = Project.objects.create(
+def cancelled_project(world) -> Project:
+    """A project of the team that the report leaves out."""
+    return Project.objects.create(
         team=world.team,
         owner=world.lead,
         slug="dropped",
@@ -157,6 +158,10 @@ def test_spend_the_report_leaves_out_shows_as_a_difference(world):
         end_date=date(2026, 12, 31),
         status=Project.Status.CANCELLED,
     )
+
+
+def test_spend_the_report_leaves_out_shows_as_a_difference(world):
+    cancelled = cancelled_project(world)
     make_spend(world.project, date(2026, 2, 3), "100")
     make_spend(cancelled, date(2026, 2, 4), "40")
     reconciliation = finance_report(FEBRUARY).reconciliation
@@ -295,16 +300,7 @@ def test_an_admin_enters_an_invoice_and_sees_the_billed_total_beside_it(
 
 
 def test_a_stored_check_gives_the_reconciliation_read_now(world, invoiced):
-    cancelled = Project.objects.create(
-        team=world.team,
-        owner=world.lead,
-        slug="dropped",
-        name="Dropped",
-        kind=Project.Kind.FINE_TUNING,
-        start_date=date(2026, 1, 1),
-        end_date=date(2026, 12, 31),
-        status=Project.Status.CANCELLED,
-    )
+    cancelled = cancelled_project(world)
     make_spend(cancelled, date(2026, 2, 4), "40")
     records_check_run(FEBRUARY)
     lead_teams = Team.objects.filter(pk=world.team.pk)
