@@ -166,3 +166,27 @@ class RecordsCheck(models.Model):
 
     def __str__(self) -> str:
         return f"Reconciliation check of {self.month:%B %Y}"
+
+
+class ReportFile(models.Model):
+    """A report file that a worker draws for one user (reports.files): the PDF of an
+    open month, too heavy for a web request. The user's page waits for it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Being drawn"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    month = models.DateField(help_text="The first day of the month.")
+    format = models.CharField(max_length=10)
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    content = models.BinaryField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.format} of {self.month:%B %Y} for {self.user}"

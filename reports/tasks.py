@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from reports.checks import records_check_run
+from reports.files import report_file_render
 from reports.notifications import monthly_report_email_run, report_emails_send
 
 
@@ -25,3 +26,10 @@ def records_check_task(month: str) -> str:
     """Reconcile a month (YYYY-MM-DD, its first day) with its cost records."""
     check = records_check_run(date.fromisoformat(month))
     return f"{check.month:%Y-%m} checked at {check.checked_at:%H:%M:%S}"
+
+
+@shared_task(soft_time_limit=300, time_limit=360)
+def report_file_render_task(file_id: int) -> str:
+    """Draw a report file a user asked for (a month's PDF)."""
+    file = report_file_render(file_id)
+    return f"{file} {file.status}"

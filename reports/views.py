@@ -5,7 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -23,9 +23,9 @@ from billing.models import BillingSource
 from budgets import selectors
 from core.currencies import ZERO
 from core.dates import month_start, next_month
-from reports import charts, closing, exports
+from reports import charts, closing, exports, files
 from reports.forms import MonthCloseForm, MonthReopenForm
-from reports.models import MonthClose
+from reports.models import MonthClose, ReportFile
 from reports.selectors import team_totals
 from reports.services import month_accruals, percent, report_months
 
@@ -176,6 +176,9 @@ def report_export(request: HttpRequest, month: date, fmt: str) -> HttpResponse:
     close = closing.month_close_in_force(month=_month_or_404(month))
     if close is not None:
         response = _closed_file(request, close, fmt, content_type)
+    elif fmt in files.RENDERERS:  # too heavy for the request: a worker draws it
+        file = files.report_file_request(user=request.user, month=month, fmt=fmt)
+        return redirect("report_file", month, file.pk)
     else:
         report = closing.open_report(
             month=month, stored_check=True, **_report_scope(request.user)
@@ -183,6 +186,28 @@ def report_export(request: HttpRequest, month: date, fmt: str) -> HttpResponse:
         response = HttpResponse(render(report), content_type=content_type)
     filename = f"spendtracker-{month:%Y-%m}-{suffix}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+def report_file(request: HttpRequest, month: date, pk: int) -> HttpResponse:
+    """A report file a worker draws for this user: a page that waits for it (it
+    reloads itself), then the file."""
+    file = get_object_or_404(ReportFile, pk=pk, month=month, user=request.user)
+    _, content_type, suffix = EXPORTS[file.format]
+    if file.status == ReportFile.Status.READY and "download" in request.GET:
+        response = HttpResponse(bytes(file.content or b""), content_type=content_type)
+        filename = f"spendtracker-{month:%Y-%m}-{suffix}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+    given_up = files.given_up(file)
+    response = render(
+        request,
+        "reports/report_file.html",
+        {"file": file, "month": month, "given_up": given_up},
+    )
+    if file.status == ReportFile.Status.QUEUED and not given_up:
+        response["Refresh"] = "2"
     return response
 
 

@@ -116,6 +116,11 @@ urlpatterns = [
         )
         for fmt in report_views.EXPORTS
     ),
+    path(
+        "reports/<month:month>/files/<int:pk>/",
+        report_views.report_file,
+        name="report_file",
+    ),
     path("costs/", billing_views.cost_explorer, name="cost_explorer"),
     path("costs/export.csv", billing_views.cost_explorer_csv, name="cost_explorer_csv"),
     path("costs/records/", billing_views.cost_records, name="cost_records"),

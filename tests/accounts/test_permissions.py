@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from reports.models import ReportFile
+
 PERSONAS = ("anonymous", "lead", "member", "outsider", "finance", "admin")
 
 LOGIN = 302  # anonymous users are sent to the login page
@@ -20,6 +22,14 @@ FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
 API_SIGNED_IN = {**SIGNED_IN, "anonymous": 403}
 API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 403}
 ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
+DRAWN_BY_A_WORKER = {**dict.fromkeys(PERSONAS, 302)}
+OWNER = {**dict.fromkeys(PERSONAS, 404), "anonymous": LOGIN, "lead": 200}
+
+
+def pdf_of(user) -> int:
+    """A PDF drawn for `user` alone."""
+    return ReportFile.objects.create(user=user, month=date(2026, 1, 1), format="pdf").pk
+
 
 # url name -> (kwargs from the world fixture, expected status per persona)
 PAGES = {
@@ -80,7 +90,9 @@ PAGES = {
     # journal posts every team's spend, for finance (tests/reports/test_exports.py).
     "report_export_csv": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
     "report_export_xlsx": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
-    "report_export_pdf": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
+    # A worker draws the PDF of an open month: the download waits on its page.
+    "report_export_pdf": (lambda w: {"month": date(2026, 1, 1)}, DRAWN_BY_A_WORKER),
+    "report_file": (lambda w: {"month": date(2026, 1, 1), "pk": pdf_of(w.lead)}, OWNER),
     "report_export_json": (lambda w: {"month": date(2026, 1, 1)}, SIGNED_IN),
     "report_export_journal": (lambda w: {"month": date(2026, 1, 1)}, FINANCE_ONLY),
     # Finance closes and reopens a month (POST only; every persona's POST:

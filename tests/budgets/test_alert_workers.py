@@ -93,11 +93,11 @@ class Workers:
         assert wait_for(lambda: "ready." in log.read_text(), 60), log.read_text()
         return process
 
-    def send(self, task: str) -> None:
+    def send(self, task: str, *args: object) -> None:
         # An explicit connection: Celery prefers CELERY_BROKER_URL from the
         # environment (the tests' in-memory broker) to the one it was given.
         with Connection(redis_url()) as broker:
-            self.client.send_task(task, queue=self.queue, connection=broker)
+            self.client.send_task(task, args, queue=self.queue, connection=broker)
 
     def emails(self) -> list[str]:
         """The subject line of every email written, one per email."""
