@@ -457,6 +457,8 @@ class Fetcher(Protocol):
 
         A fetcher that skips periods it knows to be unchanged sets `covered_periods`
         (the month starts it restates in full) by the time fetch() returns; the other
-        periods keep their rows. On PostgreSQL the rows stream into a COPY, so the
-        fetcher must not query the database while they are being read."""
+        periods keep their rows. `billing_sync` reads every row into a spool before
+        it opens the import's transaction; state a fetcher keeps of a sync (seen
+        ETags) it writes in an optional `remember(source)`, which the sync calls
+        inside that transaction, so a failed import records nothing."""
         ...
