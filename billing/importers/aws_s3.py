@@ -51,7 +51,6 @@ and key. No message repeats the secret key.
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -68,9 +67,15 @@ from django.utils import timezone
 from billing.importers.aws_cur import AwsCurImporter
 from billing.importers.base import ImportFailure, ProviderError
 from billing.importers.http import config_text
-from billing.models import BillingSource, ImportRun
+from billing.importers.synced_periods import (
+    SEEN_KEY,
+    common_folder,
+    months_since,
+    remember_seen,
+    still_loaded,
+)
+from billing.models import BillingSource
 
-SEEN_KEY = "seen_etags"
 MANIFEST_SUFFIX = "-Manifest.json"
 DOWNLOAD_CHUNK = 1 << 20
 # botocore's standard retry mode retries throttling, 5xx and broken connections with
@@ -195,7 +200,7 @@ class AwsS3CurFetcher:
         """Decides what to load before it returns, and only downloads as the rows are
         read. Writes nothing: see `remember`."""
         delivery, bucket = Delivery.of(source), S3Bucket(source)
-        months = _months(since=since, now=timezone.now())
+        months = months_since(since=since, now=timezone.now())
         manifests = {month: bucket.manifest(delivery, month) for month in months}
         if not any(manifests.values()):
             raise _no_manifest(source, delivery, months)
@@ -209,7 +214,7 @@ class AwsS3CurFetcher:
                 continue
             files = bucket.data_files(delivery, manifest)
             period, digest = f"{month:%Y-%m}", _digest(files)
-            if _still_loaded(source, period, seen.get(period), digest):
+            if still_loaded(source, period, seen.get(period), digest):
                 loaded[period] = seen[period]
                 continue
             self.covered_periods.add(month)
@@ -220,7 +225,7 @@ class AwsS3CurFetcher:
 
     def remember(self, source: BillingSource) -> None:
         """Record what this sync loads; called in the import's transaction."""
-        _remember(source, self.seen)
+        remember_seen(source, self.seen)
 
 
 class S3Bucket:
@@ -263,7 +268,7 @@ class S3Bucket:
         etags: dict[tuple[str, str], str] = {}
         for bucket in {file.bucket for file in files}:
             keys = [file.key for file in files if file.bucket == bucket]
-            folder = _common_folder(keys)
+            folder = common_folder(keys)
             for item in self._listing(bucket, folder):
                 etags[bucket, item["Key"]] = item["ETag"]
         missing = [file.uri for file in files if (file.bucket, file.key) not in etags]
@@ -385,49 +390,9 @@ def _credentials(source: BillingSource) -> dict[str, str]:
     return arguments
 
 
-def _months(*, since: datetime, now: datetime) -> list[datetime]:
-    """Month starts (UTC) from the one containing `since` to the current one."""
-    month = since.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    months = []
-    while month <= now:
-        months.append(month)
-        month += relativedelta(months=1)
-    return months
-
-
-def _common_folder(keys: list[str]) -> str:
-    """The deepest folder holding every key: one listing gives all their ETags."""
-    shared = os.path.commonprefix(keys)
-    return shared[: shared.rfind("/") + 1]
-
-
 def _digest(files: list[S3File]) -> str:
     listing = sorted(f"{file.uri} {file.etag}" for file in files)
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()
-
-
-def _still_loaded(
-    source: BillingSource, period: str, seen: object, digest: str
-) -> bool:
-    """Whether the period holds what a sync loaded from these very files: not if a
-    later import (a file imported into this source) restated it since."""
-    if not isinstance(seen, dict) or seen.get("files") != digest:
-        return False
-    later = source.import_runs.filter(
-        status=ImportRun.Status.IMPORTED, pk__gt=seen.get("run", 0)
-    )
-    return not any(
-        period in periods for periods in later.values_list("billing_periods", flat=True)
-    )
-
-
-def _remember(source: BillingSource, loaded: dict[str, dict]) -> None:
-    """Record what this sync loads, in the import's transaction, so that a failed or
-    rolled-back import records nothing. Periods that left the window or lost their
-    manifest are forgotten, so the config stays small."""
-    row = BillingSource.objects.filter(pk=source.pk)
-    config = row.values_list("config", flat=True).get() or {}
-    row.update(config={**config, SEEN_KEY: loaded})
 
 
 def _no_manifest(

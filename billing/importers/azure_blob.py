@@ -64,17 +64,17 @@ from azure.core.exceptions import (
 from django.db.models import Max
 from django.utils import timezone
 
-from billing.importers.aws_s3 import (
-    SEEN_KEY,
-    _common_folder,
-    _months,
-    _remember,
-    _still_loaded,
-)
 from billing.importers.azure import AzureCostDetailsImporter
 from billing.importers.base import ImportFailure, ProviderError
 from billing.importers.focus import FocusImporter
 from billing.importers.http import config_text
+from billing.importers.synced_periods import (
+    SEEN_KEY,
+    common_folder,
+    months_since,
+    remember_seen,
+    still_loaded,
+)
 from billing.models import BillingSource
 
 MANIFESTS = ("/manifest.json", "/_manifest.json")  # older partitioned exports: _
@@ -154,7 +154,7 @@ class AzureBlobExportFetcher:
         """Decides what to load before it returns, and downloads as the rows are
         read. Writes nothing: see `remember`."""
         exports, container = Exports.of(source), Container(source)
-        months = _months(since=since, now=timezone.now())
+        months = months_since(since=since, now=timezone.now())
         deliveries = {month: container.delivery(exports, month) for month in months}
         if not any(deliveries.values()):
             raise _no_manifest(source, exports, months)
@@ -167,7 +167,7 @@ class AzureBlobExportFetcher:
             if blobs is None:
                 continue
             period, digest = f"{month:%Y-%m}", _digest(blobs)
-            if _still_loaded(source, period, seen.get(period), digest):
+            if still_loaded(source, period, seen.get(period), digest):
                 self.seen[period] = seen[period]
                 continue
             self.covered_periods.add(month)
@@ -177,7 +177,7 @@ class AzureBlobExportFetcher:
 
     def remember(self, source: BillingSource) -> None:
         """Record what this sync loads; called in the import's transaction."""
-        _remember(source, self.seen)
+        remember_seen(source, self.seen)
 
     def _rows(
         self, container: "Container", deliveries: list[list[Blob]]
@@ -269,7 +269,7 @@ class Container:
         """The manifest's data files with their current ETags, listed in one go."""
         content = self._read(manifest)
         dataset, names = _manifest_files(content, self.url(manifest.name))
-        folder = _common_folder(names)
+        folder = common_folder(names)
         etags = {item.name: item.etag for item in self._listing(folder)}
         missing = [name for name in names if name not in etags]
         if missing:
