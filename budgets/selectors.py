@@ -167,12 +167,12 @@ def spend_figures(
     this_month = as_of.replace(day=1)
     figures = {pk: SpendFigures() for pk in ids}
     earlier = MonthlyCost.objects.filter(**{f"{scope}__in": ids}, month__lt=this_month)
-    in_scope = DailyCost.objects.filter(
+    month_to_date = DailyCost.objects.filter(
         **{f"{scope}__in": ids}, date__gte=this_month, date__lt=after
     )
-    for rows, converted, month in (
-        (earlier, Q(converted=True), False),
-        (in_scope, Q(fx_rate__isnull=False), True),
+    for rows, converted in (
+        (earlier, Q(converted=True)),
+        (month_to_date, Q(fx_rate__isnull=False)),
     ):
         aggregates = {"gpu_hours": Sum("gpu_hours")}
         for measure in measures:
@@ -186,7 +186,7 @@ def spend_figures(
             for measure in measures:
                 found.to_date[measure] += row[f"{measure}:to_date"] or ZERO
                 found.provisional[measure] += row[f"{measure}:provisional"] or ZERO
-                if month:
+                if rows is month_to_date:
                     found.month_to_date[measure] = row[f"{measure}:to_date"] or ZERO
     window = DailyCost.objects.filter(
         **{f"{scope}__in": ids},

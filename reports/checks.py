@@ -14,7 +14,6 @@ month close read the cost records themselves, so a closed month's snapshot alway
 holds a reconciliation of its own figures.
 """
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -171,11 +170,11 @@ def _totals_json(totals: dict[ProjectKey, CurrencyTotals]) -> list[list]:
 
 
 def _totals_from_json(rows: list[list]) -> dict[ProjectKey, CurrencyTotals]:
-    totals: dict[ProjectKey, CurrencyTotals] = defaultdict(CurrencyTotals)
-    for measure, currency, project, amount, converted, unconverted in rows:
-        totals[measure, currency, project] = CurrencyTotals(
+    return {
+        (measure, currency, project): CurrencyTotals(
             amount=Decimal(amount),
             converted=Decimal(converted),
             unconverted=Decimal(unconverted),
         )
-    return dict(totals)
+        for measure, currency, project, amount, converted, unconverted in rows
+    }
