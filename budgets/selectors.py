@@ -15,6 +15,7 @@ from accounts.permissions import visible_to
 from billing.models import COST_COLUMNS, DailyCost, MonthlyCost
 from budgets.models import Alert, BudgetRevision, CostMeasure
 from core.currencies import ZERO
+from core.dates import next_month
 from projects.selectors import project_get_for_user
 
 FIGURE_WINDOW_DAYS = 30
@@ -156,42 +157,65 @@ def spend_figures(
     ids: Collection[int],
     as_of: date,
     measures: Collection[str] = COST_COLUMNS,
+    days: int = FIGURE_WINDOW_DAYS,
 ) -> dict[int, SpendFigures]:
     """Spend to date, month to date, provisional, GPU-hours and each of the last
-    FIGURE_WINDOW_DAYS days, for many projects (scope "project") or runs (scope
-    "training_run"): three queries, however many there are. Whole months before
-    `as_of`'s come from the monthly rollup, its month from the daily one. Only
-    `measures` are read (each figure of another measure stays zero): a page that
-    needs its budgets' measures alone reads a quarter of the sums."""
+    `days` days, for many projects (scope "project") or runs (scope
+    "training_run"): two or three queries, however many there are. Whole months
+    come from the monthly rollup (`as_of`'s too when it is the month's last day),
+    the days of a month under way from the daily one. Only `measures` are read (each
+    figure of another measure stays zero): a page that needs its budgets' measures
+    alone reads a quarter of the sums."""
     after = as_of + timedelta(days=1)
     this_month = as_of.replace(day=1)
+    whole_month = after == next_month(this_month)
     figures = {pk: SpendFigures() for pk in ids}
-    earlier = MonthlyCost.objects.filter(**{f"{scope}__in": ids}, month__lt=this_month)
-    month_to_date = DailyCost.objects.filter(
-        **{f"{scope}__in": ids}, date__gte=this_month, date__lt=after
-    )
-    for rows, converted in (
-        (earlier, Q(converted=True)),
-        (month_to_date, Q(fx_rate__isnull=False)),
-    ):
+    in_scope = {f"{scope}__in": ids}
+    # The rows of each query: which are converted, and which are `as_of`'s month
+    # (None: none of them).
+    sources: list[tuple[QuerySet, Q, Q | None]] = [
+        (
+            MonthlyCost.objects.filter(**in_scope, month__lt=this_month),
+            Q(converted=True),
+            None,
+        ),
+        (
+            DailyCost.objects.filter(**in_scope, date__gte=this_month, date__lt=after),
+            Q(fx_rate__isnull=False),
+            Q(),
+        ),
+    ]
+    if whole_month:
+        sources = [
+            (
+                MonthlyCost.objects.filter(**in_scope, month__lte=this_month),
+                Q(converted=True),
+                Q(month=this_month),
+            )
+        ]
+    for rows, converted, in_month in sources:
         aggregates = {"gpu_hours": Sum("gpu_hours")}
         for measure in measures:
             aggregates[f"{measure}:to_date"] = Sum(measure, filter=converted)
             aggregates[f"{measure}:provisional"] = Sum(
                 measure, filter=converted & Q(is_provisional=True)
             )
+            if in_month is not None:
+                aggregates[f"{measure}:month"] = Sum(
+                    measure, filter=converted & in_month
+                )
         for row in rows.values(scope).annotate(**aggregates).order_by():
             found = figures[row[scope]]
             found.gpu_hours += row["gpu_hours"] or ZERO
             for measure in measures:
                 found.to_date[measure] += row[f"{measure}:to_date"] or ZERO
                 found.provisional[measure] += row[f"{measure}:provisional"] or ZERO
-                if rows is month_to_date:
-                    found.month_to_date[measure] = row[f"{measure}:to_date"] or ZERO
+                if in_month is not None:
+                    found.month_to_date[measure] = row[f"{measure}:month"] or ZERO
     window = DailyCost.objects.filter(
-        **{f"{scope}__in": ids},
+        **in_scope,
         fx_rate__isnull=False,
-        date__gte=as_of - timedelta(days=FIGURE_WINDOW_DAYS - 1),
+        date__gte=as_of - timedelta(days=days - 1),
         date__lt=after,
     )
     daily_rows = (

@@ -343,14 +343,20 @@ def budgets_with_lines(project_ids: Sequence[int]) -> dict[int, Budget]:
 
 
 def project_summaries(
-    *, projects: Iterable[Project], as_of: date
+    *, projects: Iterable[Project], as_of: date, days: int = TREND_DAYS
 ) -> list[ProjectSummary]:
-    """Plan vs actual of many projects from five queries, in the order given."""
+    """Plan vs actual of many projects from five queries, in the order given, with
+    the spend of each of the last `days` days: the trend and the anomaly rule read
+    TREND_DAYS; pages without them pass BURN_WINDOW_DAYS, all the burn rate reads."""
     projects = list(projects)
     ids = [project.pk for project in projects]
     budgets = budgets_with_lines(ids)
     figures = selectors.spend_figures(
-        scope="project", ids=ids, as_of=as_of, measures=_measures_of(budgets)
+        scope="project",
+        ids=ids,
+        as_of=as_of,
+        measures=_measures_of(budgets),
+        days=days,
     )
     rates = PlanRates()
     return [
@@ -461,6 +467,7 @@ def run_summaries(
         ids=[run.pk for run in runs],
         as_of=as_of,
         measures=_measures_of(budgets),
+        days=BURN_WINDOW_DAYS,
     )
     return [
         _run_summary(run, budgets.get(run.project_id), figures[run.pk], as_of)
@@ -469,7 +476,9 @@ def run_summaries(
 
 
 def run_variance(*, run: TrainingRun, as_of: date, tolerance: Decimal) -> Variance:
-    figures = selectors.spend_figures(scope="training_run", ids=[run.pk], as_of=as_of)
+    figures = selectors.spend_figures(
+        scope="training_run", ids=[run.pk], as_of=as_of, days=BURN_WINDOW_DAYS
+    )
     budget = getattr(run.project, "budget", None)
     measure = budget.cost_measure if budget else DEFAULT_MEASURE
     return _run_assessment(run, figures[run.pk], measure, tolerance, as_of)[0]

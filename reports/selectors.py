@@ -11,6 +11,7 @@ from accounts.models import Team
 from budgets.alerts import ACTIVE
 from budgets.models import Alert
 from budgets.services import (
+    BURN_WINDOW_DAYS,
     DEFAULT_MEASURE,
     ProjectSummary,
     TeamVariance,
@@ -44,7 +45,9 @@ def team_totals(*, as_of: date) -> list[TeamTotals]:
     number of queries."""
     by_team = defaultdict(list)
     projects = list(Project.objects.select_related("team"))
-    for summary in project_summaries(projects=projects, as_of=as_of):
+    for summary in project_summaries(
+        projects=projects, as_of=as_of, days=BURN_WINDOW_DAYS
+    ):
         by_team[summary.project.team_id].append(summary)
     alerts = dict(
         Alert.objects.filter(status__in=ACTIVE, project__isnull=False)

@@ -21,7 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Team
@@ -41,6 +41,7 @@ from billing.reconciliation import (
 )
 from budgets.models import Budget, BudgetLine, CostMeasure
 from budgets.services import (
+    BURN_WINDOW_DAYS,
     DEFAULT_MEASURE,
     ProjectSummary,
     RunSummary,
@@ -84,6 +85,10 @@ class Amounts:
 
     def __getitem__(self, measure: str) -> Decimal:
         return getattr(self, measure)
+
+    def __add__(self, other: "Amounts") -> "Amounts":
+        names = (*COST_COLUMNS, "gpu_hours")
+        return Amounts(**{name: self[name] + other[name] for name in names})
 
     @classmethod
     def of(cls, row: dict | None) -> "Amounts":
@@ -753,10 +758,57 @@ def _grouped(rows: QuerySet[Any], key: str) -> dict:
     return {row[key]: Amounts.of(row) for row in rows.values(key).annotate(**_sums())}
 
 
-def _breakdown(rows: QuerySet[DailyCost], key: str) -> list[Breakdown]:
-    grouped = _grouped(rows, key)
+@dataclass(frozen=True)
+class MonthSums:
+    """A month's converted spend: in all, provisional, unallocated, and by provider,
+    service category and charge category."""
+
+    total: Amounts
+    provisional: Amounts
+    unallocated: Amounts
+    by_provider: list[Breakdown]
+    by_service_category: list[Breakdown]
+    by_charge_category: list[Breakdown]
+
+
+BREAKDOWNS = ("provider_name", "service_category", "charge_category")
+
+
+def _month_sums(this_month: QuerySet[DailyCost]) -> MonthSums:
+    """Every sum of the month's rows from one query, grouped by the breakdowns'
+    dimensions, whether provisional and whether allocated: a few hundred groups,
+    added up here, rather than a scan of the month for each figure."""
+    allocated = ExpressionWrapper(Q(project__isnull=False), BooleanField())
+    groups = [
+        (row, Amounts.of(row))
+        for row in this_month.annotate(allocated=allocated)
+        .values(*BREAKDOWNS, "is_provisional", "allocated")
+        .annotate(**_sums())
+        .order_by()
+    ]
+    by_key: dict[str, dict[str, Amounts]] = {key: {} for key in BREAKDOWNS}
+    for row, amounts in groups:
+        for key, totals in by_key.items():
+            name = row[key] or "(none)"
+            totals[name] = totals.get(name, Amounts()) + amounts
+
+    return MonthSums(
+        total=sum((amounts for _, amounts in groups), Amounts()),
+        provisional=sum(
+            (amounts for row, amounts in groups if row["is_provisional"]), Amounts()
+        ),
+        unallocated=sum(
+            (amounts for row, amounts in groups if not row["allocated"]), Amounts()
+        ),
+        by_provider=_largest_first(by_key["provider_name"]),
+        by_service_category=_largest_first(by_key["service_category"]),
+        by_charge_category=_largest_first(by_key["charge_category"]),
+    )
+
+
+def _largest_first(totals: dict[str, Amounts]) -> list[Breakdown]:
     return sorted(
-        (Breakdown(name or "(none)", amounts) for name, amounts in grouped.items()),
+        (Breakdown(name, amounts) for name, amounts in totals.items()),
         key=lambda row: row.amounts.effective_cost,
         reverse=True,
     )
@@ -834,7 +886,7 @@ def monthly_report(
         .select_related("team", "owner")
         .order_by("team__name", "name")
     )
-    summaries = project_summaries(projects=projects, as_of=as_of)
+    summaries = project_summaries(projects=projects, as_of=as_of, days=BURN_WINDOW_DAYS)
     budgets = {s.project.pk: s.budget for s in summaries if s.budget}
     month_by_project = _grouped(months.filter(month=month), "project")
     previous_by_project = _grouped(months.filter(month=previous), "project")
@@ -862,12 +914,7 @@ def monthly_report(
         TeamReport(team=team, projects=by_team[team.pk])
         for team in teams.order_by("name")
     ]
-    total = Amounts.of(this_month.aggregate(**_sums()))
-    unallocated = (
-        Amounts.of(this_month.filter(project__isnull=True).aggregate(**_sums()))
-        if whole_organisation
-        else Amounts()
-    )
+    sums = _month_sums(this_month)
     in_report: set[int | None] = {project.pk for project in projects}
     if whole_organisation:
         in_report.add(None)  # the unallocated
@@ -877,15 +924,13 @@ def monthly_report(
         as_of=as_of,
         whole_organisation=whole_organisation,
         teams=team_reports,
-        total=total,
-        provisional=Amounts.of(
-            this_month.filter(is_provisional=True).aggregate(**_sums())
-        ),
-        unallocated=unallocated,
+        total=sums.total,
+        provisional=sums.provisional,
+        unallocated=sums.unallocated if whole_organisation else Amounts(),
         unconverted=_unconverted(scoped, month, end),
-        by_provider=_breakdown(this_month, "provider_name"),
-        by_service_category=_breakdown(this_month, "service_category"),
-        by_charge_category=_breakdown(this_month, "charge_category"),
+        by_provider=sums.by_provider,
+        by_service_category=sums.by_service_category,
+        by_charge_category=sums.by_charge_category,
         trend=_trend(months, teams, month),
         reconciliation=_reconciliation(
             month=month,

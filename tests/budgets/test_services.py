@@ -295,14 +295,48 @@ def test_each_month_shows_plan_actual_and_variance(project):
     assert february.actual is None and february.variance is None
 
 
+@pytest.mark.parametrize(
+    ("as_of", "queries"),
+    [
+        (date(2026, 1, 20), 5),
+        (date(2026, 1, 31), 4),  # a whole month: the monthly rollup alone
+    ],
+)
 def test_summaries_of_many_projects_cost_the_same_queries_as_of_one(
-    world, project, django_assert_num_queries
+    world, project, django_assert_num_queries, as_of, queries
 ):
     others = [make_project(world.team, world.lead, f"p{index}") for index in range(5)]
-    with django_assert_num_queries(5):
-        project_summaries(projects=[project], as_of=date(2026, 1, 31))
-    with django_assert_num_queries(5):
-        project_summaries(projects=[project, *others], as_of=date(2026, 1, 31))
+    with django_assert_num_queries(queries):
+        project_summaries(projects=[project], as_of=as_of)
+    with django_assert_num_queries(queries):
+        project_summaries(projects=[project, *others], as_of=as_of)
+
+
+def test_a_month_read_whole_from_the_monthly_rollup_gives_the_daily_figures(
+    project,
+):
+    """On a month's last day, spend to date and the month come from the monthly
+    rollup alone: the same figures as the days of the month give the day before."""
+    run = make_run(project)
+    spend(project, date(2025, 12, 30), "40", run=run, gpu_hours="2")
+    spend(project, date(2026, 1, 3), "100", run=run, gpu_hours="5")
+    spend(project, date(2026, 1, 30), "7", run=run)
+    make_spend(project, date(2026, 1, 30), "11", training_run=run, is_provisional=True)
+    make_spend(project, date(2026, 1, 30), "5000", billing_currency="JPY")
+
+    def figures(as_of: date) -> selectors.SpendFigures:
+        return selectors.spend_figures(scope="project", ids=[project.pk], as_of=as_of)[
+            project.pk
+        ]
+
+    whole, days = figures(date(2026, 1, 31)), figures(date(2026, 1, 30))
+    assert whole.to_date == days.to_date
+    assert whole.to_date["effective_cost"] == Decimal("158")
+    assert whole.month_to_date == days.month_to_date
+    assert whole.month_to_date["effective_cost"] == Decimal("118")
+    assert whole.provisional == days.provisional
+    assert whole.provisional["effective_cost"] == Decimal("11")
+    assert whole.gpu_hours == days.gpu_hours == Decimal("7")
 
 
 def test_spend_without_an_fx_rate_stays_out_of_the_actual_and_is_shown_apart(
