@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import cast
+from typing import NamedTuple, cast
 
 from django.conf import settings
 from django.db import models, transaction
@@ -153,9 +153,18 @@ def _days_overlap(start: date, end: date, other_start: date, other_end: date) ->
     return max(0, (min(end, other_end) - max(start, other_start)).days)
 
 
-def plan_to_date(
-    *, budget: Budget, lines: Iterable[BudgetLine], as_of: date
-) -> Decimal:
+class PlanLine(NamedTuple):
+    """A month of a plan as the figures read it: a report reads thousands, which as
+    model instances cost more than the rest of its arithmetic."""
+
+    month: date
+    amount: Decimal
+
+
+PlanLines = Iterable[BudgetLine | PlanLine]
+
+
+def plan_to_date(*, budget: Budget, lines: PlanLines, as_of: date) -> Decimal:
     """Each month's planned amount, spread evenly over the budget's days in that month,
     summed through the end of `as_of`."""
     active_start = budget.start_date
@@ -175,7 +184,9 @@ def budget_plan_to_date(*, budget: Budget, as_of: date) -> Decimal:
     return plan_to_date(budget=budget, lines=budget.lines.all(), as_of=as_of)
 
 
-def _phased(line: BudgetLine, start: date, end: date, through: date) -> Decimal:
+def _phased(
+    line: BudgetLine | PlanLine, start: date, end: date, through: date
+) -> Decimal:
     month_end = next_month(line.month)
     active_days = _days_overlap(line.month, month_end, start, end)
     if not active_days:
@@ -184,7 +195,7 @@ def _phased(line: BudgetLine, start: date, end: date, through: date) -> Decimal:
     return line.amount * elapsed_days / active_days
 
 
-def plan_for_month(*, lines: Iterable[BudgetLine], month: date) -> Decimal:
+def plan_for_month(*, lines: PlanLines, month: date) -> Decimal:
     return sum((line.amount for line in lines if line.month == month), ZERO)
 
 
@@ -234,7 +245,7 @@ class ConvertedPlan:
     `missing_rates` names it for the pages to say so."""
 
     total: Decimal
-    lines: list[BudgetLine]
+    lines: list[PlanLine]
     rates: dict[date, Decimal]
     missing_rates: list[date]
 
@@ -244,27 +255,22 @@ class ConvertedPlan:
 
 
 def plan_converted(
-    *, budget: Budget, lines: Iterable[BudgetLine], rates: PlanRates
+    *, budget: Budget, lines: PlanLines, rates: PlanRates
 ) -> ConvertedPlan:
     """The plan in the reporting currency: each line at its month's rate, and what
     of the total no line plans at the rate of the budget's last month."""
-    lines = list(lines)
+    planned = [PlanLine(line.month, line.amount) for line in lines]
     if budget.currency == rates.reporting:
-        return ConvertedPlan(budget.total, lines, {}, [])
+        return ConvertedPlan(budget.total, planned, {}, [])
     last_month = month_start(budget.end_date)
-    months = sorted({line.month for line in lines} | {last_month})
+    months = sorted({line.month for line in planned} | {last_month})
     found = {month: rates.rate(budget.currency, month) for month in months}
     known = {month: rate for month, rate in found.items() if rate is not None}
     converted = [
-        BudgetLine(
-            budget_id=line.budget_id,
-            month=line.month,
-            category=line.category,
-            amount=line.amount * known.get(line.month, Decimal(1)),
-        )
-        for line in lines
+        PlanLine(line.month, line.amount * known.get(line.month, Decimal(1)))
+        for line in planned
     ]
-    unplanned = budget.total - sum((line.amount for line in lines), ZERO)
+    unplanned = budget.total - sum((line.amount for line in planned), ZERO)
     total = sum((line.amount for line in converted), ZERO)
     return ConvertedPlan(
         total=total + unplanned * known.get(last_month, Decimal(1)),
@@ -334,23 +340,34 @@ class ProjectSummary:
         return spent - self.provisional
 
 
-def budgets_with_lines(project_ids: Sequence[int]) -> dict[int, Budget]:
-    """Budgets by project id, each with its lines loaded: two queries."""
-    budgets = Budget.objects.filter(project_id__in=project_ids).prefetch_related(
-        "lines"
-    )
+def budgets_of(project_ids: Sequence[int]) -> dict[int, Budget]:
+    """Budgets by project id: one query."""
+    budgets = Budget.objects.filter(project_id__in=project_ids)
     return {budget.project_id: budget for budget in budgets}
+
+
+def plan_lines(budgets: Iterable[Budget]) -> dict[int, list[PlanLine]]:
+    """The lines of each budget, by budget id: one query."""
+    lines: dict[int, list[PlanLine]] = defaultdict(list)
+    rows = BudgetLine.objects.filter(budget__in=list(budgets)).values_list(
+        "budget_id", "month", "amount"
+    )
+    for budget_id, month, amount in rows:
+        lines[budget_id].append(PlanLine(month, amount))
+    return lines
 
 
 def project_summaries(
     *, projects: Iterable[Project], as_of: date, days: int = TREND_DAYS
 ) -> list[ProjectSummary]:
-    """Plan vs actual of many projects from five queries, in the order given, with
-    the spend of each of the last `days` days: the trend and the anomaly rule read
-    TREND_DAYS; pages without them pass BURN_WINDOW_DAYS, all the burn rate reads."""
+    """Plan vs actual of many projects from five queries (four for a whole month),
+    in the order given, with the spend of each of the last `days` days: the trend
+    and the anomaly rule read TREND_DAYS; pages without them pass
+    BURN_WINDOW_DAYS, all the burn rate reads."""
     projects = list(projects)
     ids = [project.pk for project in projects]
-    budgets = budgets_with_lines(ids)
+    budgets = budgets_of(ids)
+    lines = plan_lines(budgets.values())
     figures = selectors.spend_figures(
         scope="project",
         ids=ids,
@@ -359,9 +376,19 @@ def project_summaries(
         days=days,
     )
     rates = PlanRates()
+    plans = {
+        project_id: plan_converted(
+            budget=budget, lines=lines.get(budget.pk, []), rates=rates
+        )
+        for project_id, budget in budgets.items()
+    }
     return [
         _project_summary(
-            project, budgets.get(project.pk), figures[project.pk], as_of, rates
+            project,
+            budgets.get(project.pk),
+            plans.get(project.pk),
+            figures[project.pk],
+            as_of,
         )
         for project in projects
     ]
@@ -385,16 +412,11 @@ def project_variance(*, project: Project, as_of: date) -> Variance | None:
 def _project_summary(
     project: Project,
     budget: Budget | None,
+    plan: ConvertedPlan | None,
     figures: SpendFigures,
     as_of: date,
-    rates: PlanRates,
 ) -> ProjectSummary:
     measure = budget.cost_measure if budget else DEFAULT_MEASURE
-    plan = (
-        plan_converted(budget=budget, lines=budget.lines.all(), rates=rates)
-        if budget
-        else None
-    )
     return ProjectSummary(
         project=project,
         budget=budget,
@@ -457,11 +479,11 @@ def run_summaries(
     budgets: dict[int, Budget] | None = None,
 ) -> list[RunSummary]:
     """Plan vs actual of many runs, in the budget's cost measure and with its
-    tolerance: five queries however many runs, three if the budgets (by project id)
-    are given."""
+    tolerance: four queries however many runs (three for a whole month), one fewer
+    if the budgets (by project id) are given."""
     runs = list(runs)
     if budgets is None:
-        budgets = budgets_with_lines(sorted({run.project_id for run in runs}))
+        budgets = budgets_of(sorted({run.project_id for run in runs}))
     figures = selectors.spend_figures(
         scope="training_run",
         ids=[run.pk for run in runs],
