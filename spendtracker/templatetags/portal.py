@@ -97,3 +97,24 @@ def explore_url(**filters) -> str:
     the cost records behind it: {% explore_url project=project month=month %}.
     The filters are those of billing.explorer.explorer_url."""
     return explorer_url(**filters)
+
+
+# A printed report (the PDF) is laid out box by box, hundreds of rows of them: what
+# only a screen needs, a link or a note's own small type, is plain text there. Its
+# template sets `printed`.
+
+
+@register.simple_tag(takes_context=True)
+def note(context, text) -> str:
+    """A figure's note in muted small type beside it; plain text when printed."""
+    if context.get("printed"):
+        return text
+    return format_html('<span class="muted small">{}</span>', text)
+
+
+@register.simple_tag(takes_context=True)
+def linked(context, url: str, text) -> str:
+    """`text` linking to `url`; plain text when printed."""
+    if context.get("printed"):
+        return text
+    return format_html('<a href="{}">{}</a>', url, text)

@@ -254,6 +254,10 @@ def test_the_pdf_shows_the_jsons_figures_as_the_page_rounds_them(world, february
             assert money(Decimal(project[key]), "USD") in text, (project["slug"], key)
     for row in data["by_provider"]:
         assert money(Decimal(row["effective"]), "USD") in text
+    # The notes the page sets in small type, printed plainly.
+    llama = json_projects(data)[world.project.slug]
+    assert f"{money(Decimal(llama['variance']), 'USD')} +" in text
+    assert "to date" in text
 
 
 # Formulas

@@ -160,3 +160,17 @@ def test_the_list_shows_each_month_with_spend_or_a_plan(client, world, february)
     ]
     assert months[1]["actual"] == Decimal("2550")
     assert months[1]["plan"] == Decimal("2300.00")
+
+
+def test_the_page_links_each_project_and_run_and_notes_each_variance(
+    client, world, february
+):
+    """The screen links rows to their pages and sets notes in small type; the PDF
+    prints the same words plainly (reports/test_exports.py reads them there)."""
+    client.force_login(world.finance)
+    page = client.get(reverse("report_detail", args=[FEBRUARY])).content.decode()
+    project_url = world.project.get_absolute_url()
+    run_url = reverse("run_detail", args=[world.project.slug, world.run.pk])
+    assert f'<a href="{project_url}">{world.project.name}</a>' in page
+    assert f'<a href="{run_url}">{world.run.name}</a>' in page
+    assert '<span class="muted small">to date</span>' in page
