@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 # on the PostgreSQL and Redis of this machine unless DATABASE_URL / CELERY_BROKER_URL
 # point elsewhere.
 run migrations-check: export DJANGO_DEBUG ?= true
+# Links in emails (alerts, reports) point at the portal `make run` serves.
+run: export SITE_URL ?= http://127.0.0.1:$(PORT)
 # Tests are real: PostgreSQL and Redis, as on this machine and in CI.
 test: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/spendtracker
 test: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15

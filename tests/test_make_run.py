@@ -43,6 +43,7 @@ UNSET = {
     "DJANGO_ALLOWED_HOSTS",
     "DJANGO_SETTINGS_MODULE",
     "REPORTING_CURRENCY",
+    "SITE_URL",
     "MAKEFLAGS",
     "MAKELEVEL",
     "MFLAGS",
@@ -144,6 +145,17 @@ def log_in(base: str, email: str, password: str) -> tuple[str, str]:
         return response.url, response.read().decode()
 
 
+def wait_for_alert_links(log: Path, timeout: float = 60) -> list[str]:
+    """The links to alerts in the emails printed so far, once there are some."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        links = re.findall(r"http://[^\s/]+/alerts/\d+/", log.read_text())
+        if links:
+            return links
+        time.sleep(0.5)
+    return []
+
+
 def user_count(database: Path) -> int:
     with sqlite3.connect(database) as connection:
         return connection.execute("select count(*) from accounts_user").fetchone()[0]
@@ -191,6 +203,9 @@ def test_make_run_serves_the_seeded_portal_from_a_clean_checkout(tmp_path):
         assert "pip install" not in output
         assert re.search(r"Demo logins \(password demo1234\)", output)
         assert re.search(r"^\s+lead@example\.com\s+Lena Ortiz$", output, re.M)
+        # The worker emails the demo's alerts to the console: links to this port.
+        links = wait_for_alert_links(log)
+        assert links and all(link.startswith(f"{base}/") for link in links), links
         passed = True
     finally:
         stop_group(proc)

@@ -157,6 +157,16 @@ def test_a_team_member_sees_the_over_budget_project_without_an_edit_plan_button(
     assert js_errors == []
 
 
+def test_every_page_carries_the_portals_icon(page: Page, live_server):
+    page.goto(f"{live_server.url}/accounts/login/")
+    href = page.locator('link[rel="icon"]').get_attribute("href")
+    assert href
+    icon = page.request.get(f"{live_server.url}{href}")
+    assert icon.status == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in icon.body()
+
+
 def test_a_wrong_password_shows_an_error_and_stays_on_the_login_page(
     page: Page, live_server
 ):
