@@ -266,7 +266,7 @@ def test_a_close_whose_worker_stopped_is_given_up_ten_minutes_after_it_began(
 
 
 def test_two_submits_at_once_make_one_close_request(
-    transactional_db, february, eager_tasks
+    transactional_db, february, eager_tasks, in_march
 ):
     """Two requests in threads with their own PostgreSQL sessions, held at their
     INSERT of the close request until both have passed the checks: one queues the
