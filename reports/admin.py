@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from reports.models import MonthClose, ReportEmail, SnapshotFile
+from reports.models import MonthClose, MonthCloseRequest, ReportEmail, SnapshotFile
 
 
 class SnapshotFileInline(admin.TabularInline):
@@ -25,6 +25,23 @@ class MonthCloseAdmin(admin.ModelAdmin):
     list_display = ("month", "closed_by", "closed_at", "forced", "reopened_at")
     list_filter = ("forced",)
     inlines = (SnapshotFileInline,)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(MonthCloseRequest)
+class MonthCloseRequestAdmin(admin.ModelAdmin):
+    """Read only: finance asks for a close on the report; a worker records the end."""
+
+    list_display = ("month", "requested_by", "requested_at", "status", "finished_at")
+    list_filter = ("status",)
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]

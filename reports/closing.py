@@ -118,6 +118,27 @@ def month_close_blockers(*, month: date) -> list[str]:
     return reasons
 
 
+def month_close_check(*, month: date, user: User, reason: str = "") -> list[str]:
+    """Refuse a close that cannot go ahead, before any work is done: the user is not
+    finance, the month has not ended or is closed already, or a source is not final
+    and no reason says why. Returns what is not final (the reason overrides it)."""
+    require_month_closer(user)
+    month = month_start(month)
+    if next_month(month) > timezone.now().date():
+        raise MonthCloseRefused(
+            f"{month:%B %Y} has not ended: close it once it is over."
+        )
+    _refuse_if_closed(month)
+    blockers = month_close_blockers(month=month)
+    if blockers and not reason.strip():
+        raise MonthCloseRefused(
+            f"{month:%B %Y} is not ready to close: {'; '.join(blockers)}. "
+            "Give a reason to close it anyway.",
+            blockers,
+        )
+    return blockers
+
+
 @transaction.atomic
 def month_close(*, month: date, user: User, reason: str = "") -> MonthClose:
     """Close the month: store its report's files as they stand now. Refused while a
@@ -125,19 +146,8 @@ def month_close(*, month: date, user: User, reason: str = "") -> MonthClose:
     require_month_closer(user)
     month = month_start(month)
     reason = reason.strip()
-    if next_month(month) > timezone.now().date():
-        raise MonthCloseRefused(
-            f"{month:%B %Y} has not ended: close it once it is over."
-        )
     _lock(month)
-    _refuse_if_closed(month)
-    blockers = month_close_blockers(month=month)
-    if blockers and not reason:
-        raise MonthCloseRefused(
-            f"{month:%B %Y} is not ready to close: {'; '.join(blockers)}. "
-            "Give a reason to close it anyway.",
-            blockers,
-        )
+    blockers = month_close_check(month=month, user=user, reason=reason)
     report = open_report(month=month, teams=Team.objects.all(), whole_organisation=True)
     now = timezone.now()
     report.status, report.closed_on = "closed", now.date()

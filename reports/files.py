@@ -6,11 +6,9 @@ waits for it; the worker draws the report as the user may see it and stores the 
 A closed month's files are its snapshot and are served as they are.
 """
 
-from datetime import date, timedelta
+from datetime import date
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import teams_visible_to
@@ -20,8 +18,6 @@ from reports.models import ReportFile
 
 # Drawn by a worker: the format and its renderer.
 RENDERERS = {"pdf": exports.render_pdf}
-# A file still queued after this long was lost (its worker died, or none runs).
-GIVEN_UP_AFTER = timedelta(minutes=10)
 
 
 def report_file_request(*, user: User, month: date, fmt: str) -> ReportFile:
@@ -42,7 +38,8 @@ def report_file_render(file_id: int) -> ReportFile:
     if file.status != ReportFile.Status.QUEUED:
         return file  # drawn already: a task delivered twice
     user = file.user
-    try:
+    failure = "The report could not be drawn"
+    with file.outcome_recorded(failure=failure, time_limit="5 minutes"):
         report = open_report(
             month=file.month,
             teams=teams_visible_to(user),
@@ -50,22 +47,4 @@ def report_file_render(file_id: int) -> ReportFile:
         )
         file.content = RENDERERS[file.format](report)
         file.status = ReportFile.Status.READY
-    except SoftTimeLimitExceeded:
-        file.status = ReportFile.Status.FAILED
-        file.error = "Drawing the report took longer than its time limit (5 minutes)."
-    except Exception as exc:
-        file.status = ReportFile.Status.FAILED
-        file.error = f"The report could not be drawn: {exc}"
-        raise
-    finally:
-        file.finished_at = timezone.now()
-        file.save(update_fields=["content", "status", "error", "finished_at"])
     return file
-
-
-def given_up(file: ReportFile) -> bool:
-    """Queued for so long that no worker will draw it."""
-    return (
-        file.status == ReportFile.Status.QUEUED
-        and timezone.now() - file.requested_at > GIVEN_UP_AFTER
-    )

@@ -1,6 +1,12 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from core import delivery
 
@@ -168,7 +174,60 @@ class RecordsCheck(models.Model):
         return f"Reconciliation check of {self.month:%B %Y}"
 
 
-class ReportFile(models.Model):
+class QueuedWork(models.Model):
+    """Work too heavy for a web request, done by a worker while the page that asked
+    for it waits (it reloads itself): how it ended, or why it failed.
+
+    Work that no worker has taken further for `GIVEN_UP_AFTER` is given up, and the
+    page says so instead of waiting for ever. A subclass has a `Status` with `QUEUED`
+    and `FAILED`, and says in `awaited_since` since when its worker has been awaited.
+    """
+
+    # Longer than any worker's time limit: by then the work was lost (its worker
+    # died, or none runs).
+    GIVEN_UP_AFTER = timedelta(minutes=10)
+
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def awaited_since(self) -> datetime | None:
+        """Since when a worker's next step has been awaited; None once finished."""
+        return self.requested_at if self.status == self.Status.QUEUED else None
+
+    @property
+    def given_up(self) -> bool:
+        since = self.awaited_since()
+        return since is not None and timezone.now() - since > self.GIVEN_UP_AFTER
+
+    @property
+    def waiting(self) -> bool:
+        """Still expected from a worker: its page reloads itself."""
+        return self.awaited_since() is not None and not self.given_up
+
+    @contextmanager
+    def outcome_recorded(self, *, failure: str, time_limit: str) -> Iterator[None]:
+        """Do the worker's part in the block and save how it ended. A failure is
+        kept with its reason, so that the waiting page says it instead of waiting;
+        an unexpected one is raised again, for the worker's log."""
+        try:
+            yield
+        except SoftTimeLimitExceeded:
+            self.status = self.Status.FAILED
+            self.error = f"{failure}: it ran past its time limit ({time_limit})."
+        except Exception as exc:
+            self.status = self.Status.FAILED
+            self.error = f"{failure}: {exc}"
+            raise
+        finally:
+            self.finished_at = timezone.now()
+            self.save()
+
+
+class ReportFile(QueuedWork):
     """A report file that a worker draws for one user (reports.files): the PDF of an
     open month, too heavy for a web request. The user's page waits for it."""
 
@@ -184,9 +243,86 @@ class ReportFile(models.Model):
     format = models.CharField(max_length=10)
     status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
     content = models.BinaryField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    requested_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.format} of {self.month:%B %Y} for {self.user}"
+
+
+class MonthCloseRequest(QueuedWork):
+    """Finance asking for a month to be closed, which a worker then does
+    (reports.close_requests): who asked, when and why, and how the close ended.
+
+    One request per month is pending (queued or being closed) at a time, so a second
+    submit never queues a second close."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Being closed"
+        CLOSED = "closed", "Closed"
+        FAILED = "failed", "Failed"
+
+    PENDING = (Status.QUEUED, Status.RUNNING)
+
+    month = models.DateField(help_text="The first day of the month to close.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.TextField(
+        blank=True, help_text="Given with the request; kept with the close."
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker took the request up."
+    )
+    close = models.OneToOneField(
+        MonthClose,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="request",
+        help_text="The close the worker made.",
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_pending_close_request_per_month",
+            ),
+            models.CheckConstraint(
+                condition=Q(month__day=1), name="close_request_on_first_day"
+            ),
+        ]
+        indexes = [
+            # The report's month-close panel: the month's latest request.
+            models.Index(
+                fields=["month", "-requested_at"], name="close_request_latest"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Close of {self.month:%B %Y} by {self.requested_by} ({self.status})"
+
+    def awaited_since(self) -> datetime | None:
+        """Queued: since it was asked for; being closed: since a worker took it up
+        (a worker that ran past its time limit, or died, will not finish it)."""
+        if self.status == self.Status.RUNNING:
+            return self.started_at
+        return super().awaited_since()
+
+    @property
+    def given_up_message(self) -> str:
+        minutes = int(self.GIVEN_UP_AFTER.total_seconds() // 60)
+        if self.status == self.Status.RUNNING:
+            return (
+                f"The worker closing {self.month:%B %Y} has not finished within "
+                f"{minutes} minutes: it may have been stopped. The month is not "
+                "closed: ask an admin to check the Celery workers, then close it again."
+            )
+        return (
+            f"No worker took up this close within {minutes} minutes: the task queue "
+            "may be down. Ask an admin to check the Celery workers, then close the "
+            "month again."
+        )

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from reports.checks import records_check_run
+from reports.close_requests import month_close_run
 from reports.files import report_file_render
 from reports.notifications import monthly_report_email_run, report_emails_send
 
@@ -33,3 +34,10 @@ def report_file_render_task(file_id: int) -> str:
     """Draw a report file a user asked for (a month's PDF)."""
     file = report_file_render(file_id)
     return f"{file} {file.status}"
+
+
+@shared_task(soft_time_limit=300, time_limit=360)
+def month_close_task(request_id: int) -> str:
+    """Close the month of a close request: store its report's five files."""
+    request = month_close_run(request_id)
+    return f"{request}{': ' + request.error if request.error else ''}"

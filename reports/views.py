@@ -23,9 +23,9 @@ from billing.models import BillingSource
 from budgets import selectors
 from core.currencies import ZERO
 from core.dates import month_start, next_month
-from reports import charts, closing, exports, files
+from reports import charts, close_requests, closing, exports, files
 from reports.forms import MonthCloseForm, MonthReopenForm
-from reports.models import MonthClose, ReportFile
+from reports.models import MonthClose, QueuedWork, ReportFile
 from reports.selectors import team_totals
 from reports.services import month_accruals, percent, report_months
 
@@ -116,7 +116,8 @@ def report_detail(request: HttpRequest, month: date) -> HttpResponse:
         "can_book_accruals": request.user.sees_everything,
         "month_close": _close_panel(request.user, report.month),
     }
-    return render(request, "reports/report_detail.html", context)
+    response = render(request, "reports/report_detail.html", context)
+    return _reloading(response, context["month_close"]["request"], seconds=5)
 
 
 @login_required
@@ -200,14 +201,19 @@ def report_file(request: HttpRequest, month: date, pk: int) -> HttpResponse:
         filename = f"spendtracker-{month:%Y-%m}-{suffix}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
-    given_up = files.given_up(file)
     response = render(
-        request,
-        "reports/report_file.html",
-        {"file": file, "month": month, "given_up": given_up},
+        request, "reports/report_file.html", {"file": file, "month": month}
     )
-    if file.status == ReportFile.Status.QUEUED and not given_up:
-        response["Refresh"] = "2"
+    return _reloading(response, file, seconds=2)
+
+
+def _reloading(
+    response: HttpResponse, work: QueuedWork | None, *, seconds: int
+) -> HttpResponse:
+    """A page waiting for a worker reloads itself until the work is done, failed
+    or given up."""
+    if work is not None and work.waiting:
+        response["Refresh"] = str(seconds)
     return response
 
 
@@ -257,7 +263,8 @@ def _closed_report_detail(request: HttpRequest, close: MonthClose) -> HttpRespon
         ],
         **_snapshot_charts(data),
     }
-    return render(request, "reports/report_closed.html", context)
+    response = render(request, "reports/report_closed.html", context)
+    return _reloading(response, context["month_close"]["request"], seconds=5)
 
 
 def _snapshot_charts(data: dict) -> dict:
@@ -291,22 +298,29 @@ def _snapshot_charts(data: dict) -> dict:
 
 
 def _close_panel(user, month: date, close: MonthClose | None = None) -> dict:
-    """The month-close section of the report: its history, and the forms for
-    finance (with what stands in the way of a close, in words)."""
+    """The month-close section of the report: its history, and for finance the
+    forms (with what stands in the way of a close, in words) and the close a worker
+    is doing, or why the last one failed."""
     can_close = user_can_close_months(user)
     ended = next_month(month) <= timezone.now().date()
+    events = closing.month_close_events(month=month)
+    asked = (
+        close_requests.month_close_request_shown(month=month, events=events)
+        if can_close
+        else None
+    )
+    may_close = can_close and ended and close is None and not (asked and asked.waiting)
     return {
         "month": month,
         "close": close,
         "files": list(close.files.values_list("format", "sha256"))
         if close and can_close
         else [],
-        "events": closing.month_close_events(month=month),
-        "can_close": can_close and ended and close is None,
+        "events": events,
+        "request": asked,
+        "can_close": may_close,
         "can_reopen": can_close and close is not None,
-        "blockers": closing.month_close_blockers(month=month)
-        if can_close and ended and close is None
-        else [],
+        "blockers": closing.month_close_blockers(month=month) if may_close else [],
         "close_form": MonthCloseForm(),
         "reopen_form": MonthReopenForm(),
     }
@@ -321,7 +335,7 @@ def month_close_view(request: HttpRequest, month: date) -> HttpResponse:
         messages.error(request, _form_errors(form))
         return redirect("report_detail", month)
     try:
-        close = closing.month_close(
+        close_requests.month_close_request(
             month=_month_or_404(month),
             user=request.user,
             reason=form.cleaned_data["reason"],
@@ -329,11 +343,10 @@ def month_close_view(request: HttpRequest, month: date) -> HttpResponse:
     except closing.MonthCloseRefused as refused:
         messages.error(request, str(refused))
     else:
-        forced = " with sources not final" if close.forced else ""
         messages.success(
             request,
-            f"{month:%B %Y} is closed{forced}: its report is now the snapshot taken "
-            f"at {close.closed_at:%H:%M} UTC.",
+            f"{month:%B %Y} is being closed: a worker stores its report's files. "
+            "This page shows the closed report when it is done.",
         )
     return redirect("report_detail", month)
 

@@ -91,7 +91,7 @@ def test_a_file_no_worker_drew_is_given_up_with_a_clear_message(
     time_machine.move_to(datetime(2026, 3, 10, 9, tzinfo=UTC), tick=False)
     file = ask_for_pdf(client, world.finance, django_capture_on_commit_callbacks)
     url = reverse("report_file", args=[FEBRUARY, file.pk])
-    time_machine.shift(files.GIVEN_UP_AFTER - timedelta(seconds=1))
+    time_machine.shift(ReportFile.GIVEN_UP_AFTER - timedelta(seconds=1))
     assert client.get(url).has_header("Refresh")
     time_machine.shift(timedelta(seconds=2))
     page = client.get(url)
