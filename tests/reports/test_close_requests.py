@@ -350,8 +350,17 @@ def tasks_to_the_workers(workers):
     app.set_current()
     shared = app.conf.task_default_queue
     app.conf.task_default_queue = workers.queue
+    _forget_the_default_queue()
     yield
     app.conf.task_default_queue = shared
+    _forget_the_default_queue()
+
+
+def _forget_the_default_queue() -> None:
+    """Celery keeps the default queue, and the router that holds it, from their first
+    use: without this, the tests after this one would queue to this test's queue."""
+    for cached in ("default_queue", "queues", "router"):
+        app.amqp.__dict__.pop(cached, None)
 
 
 def test_a_real_worker_closes_the_month_asked_for_on_the_report(
