@@ -11,7 +11,7 @@ the row was marked sent: no database can make an SMTP hand-off atomic.
 
 import logging
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from budgets.services import project_summary, run_summaries
 from core import delivery
 from core.currencies import ZERO
 from core.delivery import LEASE as LEASE
-from core.delivery import MAX_ATTEMPTS as MAX_ATTEMPTS
+from core.delivery import MAX_REFUSALS as MAX_REFUSALS
 
 logger = logging.getLogger(__name__)
 
@@ -38,57 +38,51 @@ def _owed(channel: str) -> QuerySet[Notification]:
     return delivery.owed(Notification.objects.filter(channel=channel))
 
 
-def _settle(claim: uuid.UUID, *, sent: bool) -> None:
-    """Mark a claim's notifications sent, or hand them back for the next sweep."""
-    delivery.settle(Notification.objects.all(), claim, sent=sent)
-
-
 def notifications_send_pending() -> int:
     """Send every immediate alert email still owed; the number sent by this call."""
-    sent = 0
-    owed = _owed(Notification.Channel.IMMEDIATE)
-    for pk in list(owed.values_list("pk", flat=True)):
-        claim = delivery.claim(_owed(Notification.Channel.IMMEDIATE).filter(pk=pk))
-        if claim is None:
-            continue  # another worker has it
-        notification = Notification.objects.select_related(
-            "user", "alert__project__team", "alert__training_run", "alert__source"
-        ).get(pk=pk)
-        try:
-            alert_email_send(alert=notification.alert, user=notification.user)
-        except Exception:
-            _settle(claim, sent=False)
-            logger.exception("Alert email %s failed; it stays owed", pk)
-            continue
-        _settle(claim, sent=True)
-        sent += 1
-    return sent
+    sweep = delivery.Sweep(
+        Notification.objects.filter(channel=Notification.Channel.IMMEDIATE)
+    )
+    for pk in list(_owed(Notification.Channel.IMMEDIATE).values_list("pk", flat=True)):
+        sweep.deliver(
+            _owed(Notification.Channel.IMMEDIATE).filter(pk=pk),
+            lambda _claim, pk=pk: _notification_send(pk),
+            f"Alert email {pk}",
+        )
+    return sweep.sent
+
+
+def _notification_send(pk: int) -> None:
+    notification = Notification.objects.select_related(
+        "user", "alert__project__team", "alert__training_run", "alert__source"
+    ).get(pk=pk)
+    alert_email_send(alert=notification.alert, user=notification.user)
 
 
 def digests_send() -> int:
     """One email per person with the alerts waiting for their daily digest."""
+    # A digest row is due at the next digest, up to a day after it was recorded.
+    sweep = delivery.Sweep(
+        Notification.objects.filter(channel=Notification.Channel.DIGEST),
+        due_after=timedelta(days=1),
+    )
     owed = _owed(Notification.Channel.DIGEST)
-    sent = 0
     for user_id in sorted(set(owed.values_list("user_id", flat=True))):
-        claim = delivery.claim(
-            _owed(Notification.Channel.DIGEST).filter(user_id=user_id)
+        sweep.deliver(
+            _owed(Notification.Channel.DIGEST).filter(user_id=user_id),
+            lambda claim, user_id=user_id: _digest_send(claim, user_id),
+            f"Digest for user {user_id}",
         )
-        if claim is None:
-            continue
-        alerts = list(
-            Alert.objects.filter(notifications__claim=claim)
-            .select_related("project", "training_run", "source")
-            .order_by("-fired_at")
-        )
-        try:
-            digest_email_send(alerts=alerts, user=User.objects.get(pk=user_id))
-        except Exception:
-            _settle(claim, sent=False)
-            logger.exception("Digest for user %s failed; it stays owed", user_id)
-            continue
-        _settle(claim, sent=True)
-        sent += 1
-    return sent
+    return sweep.sent
+
+
+def _digest_send(claim: uuid.UUID, user_id: int) -> None:
+    alerts = list(
+        Alert.objects.filter(notifications__claim=claim)
+        .select_related("project", "training_run", "source")
+        .order_by("-fired_at")
+    )
+    digest_email_send(alerts=alerts, user=User.objects.get(pk=user_id))
 
 
 def _link(path: str) -> str:

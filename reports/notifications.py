@@ -83,29 +83,27 @@ def report_emails_record(*, month: date) -> None:
 
 def report_emails_send() -> int:
     """Send every monthly report email still owed; the number sent by this call."""
+    sweep = delivery.Sweep(ReportEmail.objects.all())
     owed = delivery.owed(ReportEmail.objects.all())
     wanted = set(report_email_recipients().values_list("pk", flat=True))
-    sent = 0
     for month in sorted(set(owed.values_list("month", flat=True))):
         content = None
         rows = owed.filter(month=month).select_related("user").order_by("pk")
         for row in rows:
             if row.user_id not in wanted:
                 continue  # opted out since it was recorded: stays unsent
+            if sweep.stopped:
+                return sweep.sent  # the rest wait, untouched, for the next sweep
             # Rendered before the first claim, so the claim's lease is the send's.
             content = content or report_email_content(month=month)
-            claim = delivery.claim(delivery.owed(ReportEmail.objects.filter(pk=row.pk)))
-            if claim is None:
-                continue  # another worker has it
-            try:
-                monthly_report_email_send(content=content, user=row.user)
-            except Exception:
-                delivery.settle(ReportEmail.objects.all(), claim, sent=False)
-                logger.exception("Report email %s failed; it stays owed", row.pk)
-                continue
-            delivery.settle(ReportEmail.objects.all(), claim, sent=True)
-            sent += 1
-    return sent
+            sweep.deliver(
+                delivery.owed(ReportEmail.objects.filter(pk=row.pk)),
+                lambda _claim, content=content, user=row.user: (
+                    monthly_report_email_send(content=content, user=user)
+                ),
+                f"Report email {row.pk}",
+            )
+    return sweep.sent
 
 
 def report_email_content(*, month: date) -> ReportEmailContent:
