@@ -6,13 +6,15 @@ id), sends, then marks it sent under the same claim. A second worker finds nothi
 claim. A worker that dies after claiming leaves the row in `sending`; once its lease
 has run out, the next sweep claims it again and sends it. The one case that can still
 send twice is a worker dying after the mail server accepted the message and before
-the row was marked sent: no database can make an SMTP hand-off atomic.
+the row was marked sent: no database can make an SMTP hand-off atomic. A mail server
+that is down, hangs or refuses a message is handled by the sweep they share with the
+report emails (core.delivery.Sweep).
 """
 
-import logging
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -31,8 +33,6 @@ from core.currencies import ZERO
 from core.delivery import LEASE as LEASE
 from core.delivery import MAX_REFUSALS as MAX_REFUSALS
 
-logger = logging.getLogger(__name__)
-
 
 def _owed(channel: str) -> QuerySet[Notification]:
     return delivery.owed(Notification.objects.filter(channel=channel))
@@ -46,13 +46,13 @@ def notifications_send_pending() -> int:
     for pk in list(_owed(Notification.Channel.IMMEDIATE).values_list("pk", flat=True)):
         sweep.deliver(
             _owed(Notification.Channel.IMMEDIATE).filter(pk=pk),
-            lambda _claim, pk=pk: _notification_send(pk),
+            partial(_notification_send, pk=pk),
             f"Alert email {pk}",
         )
     return sweep.sent
 
 
-def _notification_send(pk: int) -> None:
+def _notification_send(_claim: uuid.UUID, *, pk: int) -> None:
     notification = Notification.objects.select_related(
         "user", "alert__project__team", "alert__training_run", "alert__source"
     ).get(pk=pk)
@@ -70,13 +70,13 @@ def digests_send() -> int:
     for user_id in sorted(set(owed.values_list("user_id", flat=True))):
         sweep.deliver(
             _owed(Notification.Channel.DIGEST).filter(user_id=user_id),
-            lambda claim, user_id=user_id: _digest_send(claim, user_id),
+            partial(_digest_send, user_id=user_id),
             f"Digest for user {user_id}",
         )
     return sweep.sent
 
 
-def _digest_send(claim: uuid.UUID, user_id: int) -> None:
+def _digest_send(claim: uuid.UUID, *, user_id: int) -> None:
     alerts = list(
         Alert.objects.filter(notifications__claim=claim)
         .select_related("project", "training_run", "source")

@@ -10,10 +10,11 @@ sent what is still owed to them.
 """
 
 import json
-import logging
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -29,8 +30,6 @@ from core.dates import month_start
 from reports import closing
 from reports.exports import render_json, render_pdf
 from reports.models import MonthClose, ReportEmail
-
-logger = logging.getLogger(__name__)
 
 TOTALS = ("plan", "effective", "billed", "variance", "unallocated", "provisional")
 
@@ -98,12 +97,16 @@ def report_emails_send() -> int:
             content = content or report_email_content(month=month)
             sweep.deliver(
                 delivery.owed(ReportEmail.objects.filter(pk=row.pk)),
-                lambda _claim, content=content, user=row.user: (
-                    monthly_report_email_send(content=content, user=user)
-                ),
+                partial(_report_email_send, content=content, user=row.user),
                 f"Report email {row.pk}",
             )
     return sweep.sent
+
+
+def _report_email_send(
+    _claim: uuid.UUID, *, content: ReportEmailContent, user: User
+) -> None:
+    monthly_report_email_send(content=content, user=user)
 
 
 def report_email_content(*, month: date) -> ReportEmailContent:
