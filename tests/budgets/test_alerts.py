@@ -591,13 +591,15 @@ def test_evaluate_alerts_prints_its_json_with_the_error_when_the_database_goes(
     only_rule(AlertKind.BUDGET_USED)
     make_spend(timeline, date(2026, 1, 3), "600")
     out = StringIO()
-    with (
-        time_machine.travel(at(date(2026, 1, 5)), tick=False),
-        connection.execute_wrapper(drop_the_connection_at(statement)),
-        pytest.raises(CommandError) as failed,
-    ):
-        call_command("evaluate_alerts", "--json", stdout=out)
-    connection.close()
+    try:
+        with (
+            time_machine.travel(at(date(2026, 1, 5)), tick=False),
+            connection.execute_wrapper(drop_the_connection_at(statement)),
+            pytest.raises(CommandError) as failed,
+        ):
+            call_command("evaluate_alerts", "--json", stdout=out)
+    finally:
+        connection.close()  # the next query opens a new one
     assert failed.value.returncode == 1
     printed = json.loads(out.getvalue())
     assert out.getvalue().count("\n") == 1

@@ -16,6 +16,7 @@ from budgets.notifications import (
     digests_send,
     notifications_send_pending,
 )
+from core import delivery
 from core.delivery import BREAKER_FAILURES
 from tests.conftest import make_budget, make_project, make_spend
 from tests.smtp_servers import HangingServer
@@ -70,6 +71,8 @@ def test_an_outage_longer_than_twelve_sweeps_then_recovery_sends_each_email_once
     delivered = sorted((m["To"], m["Subject"]) for m in mail_server.received)
     assert len(delivered) == 6
     assert len(set(delivered)) == 6  # three alerts, each to the lead and to finance
+    assert sweep_at(DECIDED + timedelta(days=7)) == 0
+    assert statuses() == {"sent"}  # what was sent is never given up, nor retried
 
 
 def test_an_email_owed_longer_than_the_give_up_age_is_given_up_with_its_reason(
@@ -128,6 +131,23 @@ def test_a_hanging_mail_server_stops_the_sweep_after_three_timeouts(owed, settin
     untouched = owed.filter(attempts=0, last_error="", claim=None)
     assert untouched.count() == 6 - BREAKER_FAILURES
     assert statuses() == {"pending"}
+
+
+def test_an_email_being_sent_when_it_comes_of_age_is_sent_not_given_up(
+    owed, mail_server
+):
+    """A live claim is a send in progress: giving it up under the sender would let
+    an admin's retry send it a second time."""
+    first = owed.order_by("pk").first()
+    claim = delivery.claim(delivery.owed(owed.filter(pk=first.pk)))
+    assert claim is not None
+    sweep_at(DECIDED + timedelta(days=2))
+    delivery.settle(Notification.objects.all(), claim, sent=True)
+    first.refresh_from_db()
+    assert first.status == "sent"
+    assert set(owed.exclude(pk=first.pk).values_list("status", flat=True)) == {
+        "given_up"
+    }
 
 
 def test_a_digest_whose_hour_finds_the_mail_server_down_goes_at_the_next_digest(
