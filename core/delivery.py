@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db.models import F, Model, Q, QuerySet, Value
-from django.db.models.functions import Concat, Now
+from django.db.models.functions import Coalesce, Concat, Now, NullIf
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -82,23 +82,22 @@ def settle(rows: QuerySet[M], claim_id: uuid.UUID, *, sent: bool) -> None:
         mine.update(status=PENDING, claim=None, claimed_at=None)
 
 
-def give_up_after() -> timedelta:
-    return timedelta(hours=settings.EMAIL_GIVE_UP_AFTER_HOURS)
-
-
 def give_up_stale(owed_rows: QuerySet[M], *, due_after: timedelta) -> int:
     """Give up what has been owed longer than EMAIL_GIVE_UP_AFTER_HOURS past the
     time it was due (`due_after` its recording: a digest waits for its hour); the
-    number given up. Only owed rows: a live claim is a send in progress."""
-    age = give_up_after()
-    hours = f"{age.total_seconds() / 3600:g}"
-    return owed_rows.filter(owed_since__lt=timezone.now() - due_after - age).update(
+    number given up. Only owed rows: a live claim is a send in progress.
+
+    The worker's clock, not the database's as for the lease: an age in hours does
+    not mind a few seconds of skew between workers."""
+    hours = settings.EMAIL_GIVE_UP_AFTER_HOURS
+    cutoff = timezone.now() - due_after - timedelta(hours=hours)
+    return owed_rows.filter(owed_since__lt=cutoff).update(
         status=GIVEN_UP,
         claim=None,
         claimed_at=None,
         given_up_reason=Concat(
             Value(f"Not sent within {hours} hours of being owed. Last error: "),
-            F("last_error"),
+            Coalesce(NullIf(F("last_error"), Value("")), Value("none, never tried")),
         ),
     )
 
@@ -116,7 +115,8 @@ def retry(rows: QuerySet[M]) -> int:
 class Sweep:
     """One pass of a sender over what it owes: claims, sends, settles each email, and
     stops trying once the mail server has been unreachable BREAKER_FAILURES times;
-    what it did not try stays owed, untouched, for the next sweep."""
+    what it did not try stays owed, untouched, for the next sweep. Starting a sweep
+    gives up first what has been owed too long."""
 
     def __init__(self, rows: QuerySet[M], *, due_after: timedelta = timedelta(0)):
         self.rows = rows
@@ -162,7 +162,12 @@ class Sweep:
                     F("last_error"),
                 ),
             )
-            logger.exception("%s failed; it stays owed", name, exc_info=error)
+            logger.exception(
+                "%s refused or failed; given up at %s refusals",
+                name,
+                MAX_REFUSALS,
+                exc_info=error,
+            )
         settle(self.rows, claim_id, sent=False)
         if self.stopped:
             logger.warning(
