@@ -10,6 +10,7 @@ from budgets.models import (
     BudgetRevision,
     Notification,
 )
+from core.admin_actions import retry_given_up
 from core.admin_display import amount_display
 from core.currencies import ZERO
 
@@ -122,7 +123,16 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ("alert", "user", "channel", "status", "attempts", "sent_at")
+    list_display = (
+        "alert",
+        "user",
+        "channel",
+        "status",
+        "attempts",
+        "refusals",
+        "sent_at",
+    )
+    actions = [retry_given_up]
     list_filter = ("status", "channel")
     list_select_related = ("alert", "user")
     readonly_fields = [f.name for f in Notification._meta.fields]

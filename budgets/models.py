@@ -7,7 +7,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
+from django.utils import timezone
 
+from core import delivery
 from core.currencies import ZERO, validate_currency_code
 
 
@@ -396,9 +398,10 @@ class Notification(models.Model):
         DIGEST = "digest", "In the daily digest"
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
+        PENDING = delivery.PENDING, "Pending"
+        SENDING = delivery.SENDING, "Sending"
+        SENT = delivery.SENT, "Sent"
+        GIVEN_UP = delivery.GIVEN_UP, "Given up"
 
     alert = models.ForeignKey(
         Alert, on_delete=models.CASCADE, related_name="notifications"
@@ -409,9 +412,18 @@ class Notification(models.Model):
     channel = models.CharField(max_length=10, choices=Channel)
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
+    owed_since = models.DateTimeField(
+        default=timezone.now,
+        help_text="When it became owed, or was retried: it is given up by this age.",
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim = models.UUIDField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    refusals = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the mail server refused the message itself."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    given_up_reason = models.CharField(max_length=600, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

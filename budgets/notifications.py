@@ -6,13 +6,15 @@ id), sends, then marks it sent under the same claim. A second worker finds nothi
 claim. A worker that dies after claiming leaves the row in `sending`; once its lease
 has run out, the next sweep claims it again and sends it. The one case that can still
 send twice is a worker dying after the mail server accepted the message and before
-the row was marked sent: no database can make an SMTP hand-off atomic.
+the row was marked sent: no database can make an SMTP hand-off atomic. A mail server
+that is down, hangs or refuses a message is handled by the sweep they share with the
+report emails (core.delivery.Sweep).
 """
 
-import logging
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -29,66 +31,58 @@ from budgets.services import project_summary, run_summaries
 from core import delivery
 from core.currencies import ZERO
 from core.delivery import LEASE as LEASE
-from core.delivery import MAX_ATTEMPTS as MAX_ATTEMPTS
-
-logger = logging.getLogger(__name__)
+from core.delivery import MAX_REFUSALS as MAX_REFUSALS
 
 
 def _owed(channel: str) -> QuerySet[Notification]:
     return delivery.owed(Notification.objects.filter(channel=channel))
 
 
-def _settle(claim: uuid.UUID, *, sent: bool) -> None:
-    """Mark a claim's notifications sent, or hand them back for the next sweep."""
-    delivery.settle(Notification.objects.all(), claim, sent=sent)
-
-
 def notifications_send_pending() -> int:
     """Send every immediate alert email still owed; the number sent by this call."""
-    sent = 0
-    owed = _owed(Notification.Channel.IMMEDIATE)
-    for pk in list(owed.values_list("pk", flat=True)):
-        claim = delivery.claim(_owed(Notification.Channel.IMMEDIATE).filter(pk=pk))
-        if claim is None:
-            continue  # another worker has it
-        notification = Notification.objects.select_related(
-            "user", "alert__project__team", "alert__training_run", "alert__source"
-        ).get(pk=pk)
-        try:
-            alert_email_send(alert=notification.alert, user=notification.user)
-        except Exception:
-            _settle(claim, sent=False)
-            logger.exception("Alert email %s failed; it stays owed", pk)
-            continue
-        _settle(claim, sent=True)
-        sent += 1
-    return sent
+    sweep = delivery.Sweep(
+        Notification.objects.filter(channel=Notification.Channel.IMMEDIATE)
+    )
+    for pk in list(_owed(Notification.Channel.IMMEDIATE).values_list("pk", flat=True)):
+        sweep.deliver(
+            _owed(Notification.Channel.IMMEDIATE).filter(pk=pk),
+            partial(_notification_send, pk=pk),
+            f"Alert email {pk}",
+        )
+    return sweep.sent
+
+
+def _notification_send(_claim: uuid.UUID, *, pk: int) -> None:
+    notification = Notification.objects.select_related(
+        "user", "alert__project__team", "alert__training_run", "alert__source"
+    ).get(pk=pk)
+    alert_email_send(alert=notification.alert, user=notification.user)
 
 
 def digests_send() -> int:
     """One email per person with the alerts waiting for their daily digest."""
+    # A digest row is due at the next digest, up to a day after it was recorded.
+    sweep = delivery.Sweep(
+        Notification.objects.filter(channel=Notification.Channel.DIGEST),
+        due_after=timedelta(days=1),
+    )
     owed = _owed(Notification.Channel.DIGEST)
-    sent = 0
     for user_id in sorted(set(owed.values_list("user_id", flat=True))):
-        claim = delivery.claim(
-            _owed(Notification.Channel.DIGEST).filter(user_id=user_id)
+        sweep.deliver(
+            _owed(Notification.Channel.DIGEST).filter(user_id=user_id),
+            partial(_digest_send, user_id=user_id),
+            f"Digest for user {user_id}",
         )
-        if claim is None:
-            continue
-        alerts = list(
-            Alert.objects.filter(notifications__claim=claim)
-            .select_related("project", "training_run", "source")
-            .order_by("-fired_at")
-        )
-        try:
-            digest_email_send(alerts=alerts, user=User.objects.get(pk=user_id))
-        except Exception:
-            _settle(claim, sent=False)
-            logger.exception("Digest for user %s failed; it stays owed", user_id)
-            continue
-        _settle(claim, sent=True)
-        sent += 1
-    return sent
+    return sweep.sent
+
+
+def _digest_send(claim: uuid.UUID, *, user_id: int) -> None:
+    alerts = list(
+        Alert.objects.filter(notifications__claim=claim)
+        .select_related("project", "training_run", "source")
+        .order_by("-fired_at")
+    )
+    digest_email_send(alerts=alerts, user=User.objects.get(pk=user_id))
 
 
 def _link(path: str) -> str:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from core.admin_actions import retry_given_up
 from reports.models import MonthClose, MonthCloseRequest, ReportEmail, SnapshotFile
 
 
@@ -55,6 +56,9 @@ class MonthCloseRequestAdmin(admin.ModelAdmin):
 
 @admin.register(ReportEmail)
 class ReportEmailAdmin(admin.ModelAdmin):
-    list_display = ("month", "user", "status", "attempts", "sent_at")
+    list_display = ("month", "user", "status", "attempts", "refusals", "sent_at")
     list_filter = ("status", "month")
-    readonly_fields = ("month", "user", "created_at", "claimed_at", "claim", "sent_at")
+    actions = [retry_given_up]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]

@@ -125,6 +125,7 @@ class ReportEmail(models.Model):
         PENDING = delivery.PENDING, "Pending"
         SENDING = delivery.SENDING, "Sending"
         SENT = delivery.SENT, "Sent"
+        GIVEN_UP = delivery.GIVEN_UP, "Given up"
 
     month = models.DateField(help_text="The first day of the month reported.")
     user = models.ForeignKey(
@@ -132,9 +133,18 @@ class ReportEmail(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
+    owed_since = models.DateTimeField(
+        default=timezone.now,
+        help_text="When it became owed, or was retried: it is given up by this age.",
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim = models.UUIDField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    refusals = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the mail server refused the message itself."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    given_up_reason = models.CharField(max_length=600, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -10,10 +10,11 @@ sent what is still owed to them.
 """
 
 import json
-import logging
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -29,8 +30,6 @@ from core.dates import month_start
 from reports import closing
 from reports.exports import render_json, render_pdf
 from reports.models import MonthClose, ReportEmail
-
-logger = logging.getLogger(__name__)
 
 TOTALS = ("plan", "effective", "billed", "variance", "unallocated", "provisional")
 
@@ -83,29 +82,31 @@ def report_emails_record(*, month: date) -> None:
 
 def report_emails_send() -> int:
     """Send every monthly report email still owed; the number sent by this call."""
+    sweep = delivery.Sweep(ReportEmail.objects.all())
     owed = delivery.owed(ReportEmail.objects.all())
     wanted = set(report_email_recipients().values_list("pk", flat=True))
-    sent = 0
     for month in sorted(set(owed.values_list("month", flat=True))):
         content = None
         rows = owed.filter(month=month).select_related("user").order_by("pk")
         for row in rows:
             if row.user_id not in wanted:
                 continue  # opted out since it was recorded: stays unsent
+            if sweep.stopped:
+                return sweep.sent  # the rest wait, untouched, for the next sweep
             # Rendered before the first claim, so the claim's lease is the send's.
             content = content or report_email_content(month=month)
-            claim = delivery.claim(delivery.owed(ReportEmail.objects.filter(pk=row.pk)))
-            if claim is None:
-                continue  # another worker has it
-            try:
-                monthly_report_email_send(content=content, user=row.user)
-            except Exception:
-                delivery.settle(ReportEmail.objects.all(), claim, sent=False)
-                logger.exception("Report email %s failed; it stays owed", row.pk)
-                continue
-            delivery.settle(ReportEmail.objects.all(), claim, sent=True)
-            sent += 1
-    return sent
+            sweep.deliver(
+                delivery.owed(ReportEmail.objects.filter(pk=row.pk)),
+                partial(_report_email_send, content=content, user=row.user),
+                f"Report email {row.pk}",
+            )
+    return sweep.sent
+
+
+def _report_email_send(
+    _claim: uuid.UUID, *, content: ReportEmailContent, user: User
+) -> None:
+    monthly_report_email_send(content=content, user=user)
 
 
 def report_email_content(*, month: date) -> ReportEmailContent:

@@ -39,6 +39,13 @@ def _strict_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def _positive_int(name: str, default: int) -> int:
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number above zero, got {value}")
+    return value
+
+
 DEBUG = _read("DJANGO_DEBUG", _strict_bool, False)
 
 # Production has no default secret: the E001 check stops start-up when it is missing.
@@ -204,6 +211,9 @@ EMAIL_USE_TLS = _read("EMAIL_USE_TLS", _strict_bool, False)
 # Seconds before a hung mail server gives up; well under the 10-minute claim of an
 # email (core.delivery.LEASE), so a stuck send is never sent twice.
 EMAIL_TIMEOUT = _read("EMAIL_TIMEOUT", env.int, 60)
+# Hours an email may stay owed (the mail server unreachable, or refusing it) before it
+# is given up and listed in admin for a retry (core.delivery).
+EMAIL_GIVE_UP_AFTER_HOURS = _read("EMAIL_GIVE_UP_AFTER_HOURS", _positive_int, 24)
 EMAIL_FILE_PATH = _read("EMAIL_FILE_PATH", env.str, str(BASE_DIR / ".run" / "mail"))
 DEFAULT_FROM_EMAIL = _read(
     "DEFAULT_FROM_EMAIL", env.str, "Spendtracker <spendtracker@localhost>"

@@ -19,6 +19,7 @@ from budgets.models import Alert, AlertKind, Budget, BudgetLine, BudgetRevision
 from budgets.services import plan_snapshot
 from projects.models import Project, TrainingRun
 from spendtracker.celery import app
+from tests.smtp_servers import SmtpServer
 
 PASSWORD = "correct-horse-battery"
 SKIPPED: list[str] = []
@@ -221,3 +222,16 @@ def world(db) -> World:
         alert=alert,
         revision=revision,
     )
+
+
+@pytest.fixture
+def mail_server(settings):
+    """A real SMTP server on loopback that Django's SMTP backend sends to; it starts
+    down (its port closed: connections refused) until the test starts it."""
+    server = SmtpServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_TIMEOUT = 5
+    yield server
+    server.stop()

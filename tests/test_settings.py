@@ -43,6 +43,14 @@ def test_a_complete_configuration_passes_the_checks():
         ({"DJANGO_DEBUG": "true", "DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
         ({"DJANGO_DEBUG": "true", "EMAIL_PORT": "twenty-five"}, "EMAIL_PORT"),
         (
+            {"DJANGO_DEBUG": "true", "EMAIL_GIVE_UP_AFTER_HOURS": "0"},
+            "EMAIL_GIVE_UP_AFTER_HOURS must be a whole number above zero, got 0",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "EMAIL_GIVE_UP_AFTER_HOURS": "a day"},
+            "EMAIL_GIVE_UP_AFTER_HOURS",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "FIELD_ENCRYPTION_KEY": "short"},
             "FIELD_ENCRYPTION_KEY: is not a Fernet key",
         ),

@@ -11,6 +11,7 @@ they queue (`tests/celery_worker.py`), and it deletes that queue when it ends.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from kombu import Connection, Exchange, Queue
 
 from budgets.alerts import alerts_evaluate
 from budgets.models import Alert, AlertKind, AlertRule, Notification
+from core.delivery import BREAKER_FAILURES
 from tests.conftest import make_budget, make_project, make_spend
+from tests.smtp_servers import HangingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,3 +229,34 @@ def test_a_worker_killed_while_sending_is_made_good_once_after_restart(
     assert len(set(emails)) == owed // 2  # each alert to the lead and finance
     stuck.refresh_from_db()
     assert stuck.attempts == 2
+
+
+def test_a_hanging_mail_server_holds_the_worker_for_three_timeouts_not_one_per_email(
+    workers, overspent
+):
+    """Sixteen emails owed, a mail server that accepts connections and never answers:
+    the worker's sweep gives up on it after BREAKER_FAILURES timeouts and leaves the
+    rest owed, untouched, for the next sweep."""
+    assert len(alerts_evaluate(send_later=False).notifications) == 16
+    hanging = HangingServer()
+    timeout = 2
+    workers.start(
+        "patient",
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(hanging.port),
+        EMAIL_TIMEOUT=str(timeout),
+    )
+    log = workers.tmp_path / "patient.log"
+    try:
+        workers.send("budgets.tasks.notifications_send")
+        assert wait_for(lambda: "succeeded in" in log.read_text(), 120), log.read_text()
+    finally:
+        hanging.close()
+    took = float(re.search(r"succeeded in ([\d.]+)s", log.read_text()).group(1))
+    assert len(hanging.connections) == BREAKER_FAILURES
+    assert BREAKER_FAILURES * timeout <= took < (BREAKER_FAILURES + 1) * timeout
+    owed = Notification.objects.filter(status="pending")
+    assert owed.count() == 16
+    assert owed.filter(attempts=1).count() == BREAKER_FAILURES
+    assert owed.filter(attempts=0, last_error="").count() == 16 - BREAKER_FAILURES

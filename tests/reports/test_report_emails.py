@@ -109,3 +109,46 @@ def test_an_email_the_mail_server_refuses_stays_owed_and_goes_later(february, se
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert report_emails_send() == 1
     assert len(mail.outbox) == 1
+
+
+def test_report_emails_wait_out_a_long_mail_outage_and_go_once_after_it(
+    february, mail_server, time_machine
+):
+    """Four finance users (more than the sweep's breaker lets it try while the mail
+    server is down), a mail server refusing connections through fifteen hourly
+    sweeps, then back: each is sent the report once."""
+    for index in range(3):
+        make_user(f"finance{index}@test.example", role=User.Role.FINANCE)
+    assert monthly_report_email_run(today=TODAY) == 0
+    for hour in range(1, 16):
+        time_machine.move_to(datetime(2026, 3, 3, 8 + hour, tzinfo=UTC), tick=False)
+        assert report_emails_send() == 0
+    assert set(ReportEmail.objects.values_list("status", "refusals")) == {
+        ("pending", 0)
+    }
+    mail_server.start()
+    assert report_emails_send() == 4
+    assert report_emails_send() == 0
+    assert sorted(m["To"] for m in mail_server.received) == sorted(
+        ReportEmail.objects.values_list("user__email", flat=True)
+    )
+
+
+def test_the_admin_retries_a_given_up_report_email(
+    client, february, mail_server, time_machine, settings
+):
+    monthly_report_email_run(today=TODAY)
+    time_machine.move_to(datetime(2026, 3, 4, 9, tzinfo=UTC), tick=False)
+    assert report_emails_send() == 0
+    owed = ReportEmail.objects.get()
+    assert owed.status == "given_up"
+    assert owed.given_up_reason.startswith("Not sent within 24 hours of being owed")
+    client.force_login(february.admin)
+    client.post(
+        reverse("admin:reports_reportemail_changelist"),
+        {"action": "retry_given_up", "_selected_action": [owed.pk]},
+    )
+    mail_server.start()
+    assert report_emails_send() == 1
+    assert report_emails_send() == 0
+    assert [m["To"] for m in mail_server.received] == ["finance@test.example"]

@@ -1,8 +1,9 @@
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
-from budgets.alerts import alerts_evaluate
+from budgets.alerts import Outcome, alerts_evaluate
 from budgets.notifications import notifications_send_pending
 
 
@@ -18,8 +19,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        outcome = alerts_evaluate(send_later=False)
-        outcome.emails = notifications_send_pending()
+        outcome = Outcome()
+        try:
+            outcome = alerts_evaluate(send_later=False)
+            outcome.emails = notifications_send_pending()
+        except DatabaseError as error:
+            self._fail(options, outcome, error)
         if options["json"]:
             self.stdout.write(json.dumps(outcome.as_json()))
             return
@@ -28,3 +33,12 @@ class Command(BaseCommand):
             f"{outcome.escalated} escalated, {outcome.resolved} resolved; "
             f"{outcome.emails} email{'s' * (outcome.emails != 1)} sent."
         )
+
+    def _fail(self, options, outcome: Outcome, error: DatabaseError) -> None:
+        """The evaluation is one transaction: it either committed (its figures are
+        in `outcome`) or left nothing; emails not sent stay owed for the next sweep."""
+        reason = " ".join(str(error).split()) or type(error).__name__
+        message = f"The database failed ({type(error).__name__}): {reason}"
+        if options["json"]:
+            self.stdout.write(json.dumps(outcome.as_json() | {"error": message}))
+        raise CommandError(message, returncode=1)
