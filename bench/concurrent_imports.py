@@ -122,9 +122,15 @@ class Monitor(threading.Thread):
             self.backends.see(pid, baseline=True)
 
     def activity(self) -> list[tuple]:
+        """Each backend of the database, what it waits for, and, when it waits for a
+        lock, the lock: its table (or advisory key) and mode."""
         return self.connection.execute(
-            "SELECT pid, wait_event_type, wait_event FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT a.pid, a.wait_event_type,"
+            " concat_ws(' ', a.wait_event, l.relation::regclass::text,"
+            "  CASE WHEN l.locktype = 'advisory' THEN l.objid::text END, l.mode)"
+            " FROM pg_stat_activity a"
+            " LEFT JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted"
+            " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
         ).fetchall()
 
     def run(self) -> None:
