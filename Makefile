@@ -26,12 +26,13 @@ $(STAMP): requirements-dev.lock
 	$(BIN)/pip install --quiet -r requirements-dev.lock
 	touch $(STAMP)
 
+# One worker for everything: the default queue and the imports queue (settings.py).
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo "Portal: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the portal and the worker)"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	$(BIN)/celery -A spendtracker worker --beat --schedule .run/celerybeat-schedule --pool=solo --loglevel=WARNING & \
+	$(BIN)/celery -A spendtracker worker --queues celery,imports --beat --schedule .run/celerybeat-schedule --pool=solo --loglevel=WARNING & \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: venv

@@ -13,6 +13,11 @@ written hour by hour, and memory stays constant whatever N is.
 `--restate` writes the same lines for the same billing period with every amount
 changed slightly (a provider restating the month): same seed, same rows, new amounts.
 
+`--organisation N` gives the billing accounts other ids (and so the invoices and
+sub-accounts), for a file that imports as a source of its own beside organisation 0's:
+an import refuses a billing account and period that another source holds. With another
+`--seed`, the resources differ too.
+
     python bench/generate_focus.py --rows 1000000 --output /tmp/focus-1m.csv
     python bench/generate_focus.py --rows 1000000 --restate --output /tmp/focus-1m-r.csv
 """
@@ -392,7 +397,13 @@ class Resource:
     committed: bool
 
 
-def _fleet(count: int, rng: random.Random) -> list[Resource]:
+def _organisation_account(account_id: str, organisation: int) -> str:
+    """The id of a billing account as another organisation has it: its last two
+    characters are the organisation's number (organisation 0 keeps the ids)."""
+    return account_id[:-2] + f"{organisation:02d}" if organisation else account_id
+
+
+def _fleet(count: int, rng: random.Random, organisation: int = 0) -> list[Resource]:
     fleet = []
     for index in range(count):
         service = SERVICES[rng.randrange(len(SERVICES))]
@@ -400,6 +411,7 @@ def _fleet(count: int, rng: random.Random) -> list[Resource]:
         account_id, account_name, account_type, currency = rng.choice(
             provider["accounts"]
         )
+        account_id = _organisation_account(account_id, organisation)
         sub = rng.randrange(SUB_ACCOUNTS_PER_BILLING_ACCOUNT)
         sub_id, sub_name = _sub_account(service.provider, account_id, sub)
         region_id, region_name = rng.choice(provider["regions"])
@@ -547,11 +559,16 @@ _POS = {column: HEADER.index(column) for column in HEADER}
 
 
 def write_focus(
-    output, rows: int, *, seed: int = 20261126, restate: bool = False
+    output,
+    rows: int,
+    *,
+    seed: int = 20261126,
+    restate: bool = False,
+    organisation: int = 0,
 ) -> None:
     """Write `rows` data rows (plus the header) to the text stream `output`."""
     rng = random.Random(seed)
-    fleet = _fleet(max(1, math.ceil(rows / HOURS)), rng)
+    fleet = _fleet(max(1, math.ceil(rows / HOURS)), rng, organisation)
     # Restated amounts: the same usage draws, then a second, independent stream of
     # small corrections, so the original file is unchanged by this option.
     restatement = random.Random(seed + 1) if restate else None
@@ -614,13 +631,26 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="same lines and billing period, slightly changed amounts",
     )
+    parser.add_argument(
+        "--organisation",
+        type=int,
+        default=0,
+        choices=range(100),
+        metavar="0-99",
+        help="billing accounts of another organisation: a source of its own",
+    )
     args = parser.parse_args(argv)
+    options = {
+        "seed": args.seed,
+        "restate": args.restate,
+        "organisation": args.organisation,
+    }
     if args.output is None:
-        write_focus(sys.stdout, args.rows, seed=args.seed, restate=args.restate)
+        write_focus(sys.stdout, args.rows, **options)
         return
     partial = args.output.with_name(args.output.name + ".partial")
     with partial.open("w", encoding="utf-8", newline="") as stream:
-        write_focus(stream, args.rows, seed=args.seed, restate=args.restate)
+        write_focus(stream, args.rows, **options)
     partial.replace(args.output)
 
 

@@ -91,13 +91,27 @@ def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-def data_file(workdir: Path, rows: int, *, restate: bool = False) -> Path:
-    path = workdir / f"focus12-{rows}{'-restated' if restate else ''}.csv"
+def data_file(
+    workdir: Path,
+    rows: int,
+    *,
+    restate: bool = False,
+    organisation: int = 0,
+    seed: int | None = None,
+) -> Path:
+    """The generated file (generate_focus.py), made once and kept in `workdir`; an
+    organisation other than 0, or a seed, names a file of its own."""
+    name = f"focus12-{rows}{'-restated' if restate else ''}"
+    if organisation or seed is not None:
+        name += f"-org{organisation}-seed{seed}"
+    path = workdir / f"{name}.csv"
     if not path.exists():
         log(f"generating {path.name}")
         started = time.perf_counter()
         command = [sys.executable, str(BENCH_DIR / "generate_focus.py")]
         command += ["--rows", str(rows), "--output", str(path)]
+        command += ["--organisation", str(organisation)]
+        command += ["--seed", str(seed)] if seed is not None else []
         subprocess.run(command + (["--restate"] if restate else []), check=True)
         seconds = time.perf_counter() - started
         log(f"  {path.stat().st_size / 1e6:,.0f} MB in {seconds:.1f} s")
@@ -202,6 +216,39 @@ class Database:
             "autovacuum",
         )
         return {name: self.execute(f"SHOW {name}")[0][0] for name in names}
+
+
+def app_env(db: Database, **extra: str) -> dict[str, str]:
+    """The environment of the application's processes, on the benchmark database."""
+    return os.environ | {
+        "DATABASE_URL": db.url,
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": os.environ.get(
+            "DJANGO_SECRET_KEY", "bench-only-secret-key"
+        ),
+        "DJANGO_CONN_MAX_AGE": "0",
+        "REPORTING_CURRENCY": "USD",
+        **extra,
+    }
+
+
+def database_prepare(db: Database, app_dir: Path, env: dict) -> None:
+    """A fresh database, migrated, with the allocation rules, runs and rates."""
+    log(f"creating and migrating {db.name}")
+    db.create()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=app_dir,
+        env=env,
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SEED_CODE],
+        cwd=app_dir,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 # --------------------------------------------------------------------------- steps
@@ -436,15 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     db = Database(args.server, args.database)
-    env = os.environ | {
-        "DATABASE_URL": db.url,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": os.environ.get(
-            "DJANGO_SECRET_KEY", "bench-only-secret-key"
-        ),
-        "DJANGO_CONN_MAX_AGE": "0",
-        "REPORTING_CURRENCY": "USD",
-    }
+    env = app_env(db)
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": args.rows,
@@ -461,22 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         restated = data_file(args.workdir, args.rows, restate=True)
         results["file_mb"] = original.stat().st_size / 1e6
 
-        log(f"creating and migrating {db.name}")
-        db.create()
+        database_prepare(db, args.app_dir, env)
         results["postgres"] = db.settings()
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=args.app_dir,
-            env=env,
-            check=True,
-        )
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", SEED_CODE],
-            cwd=args.app_dir,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
 
         for cycle in range(args.repeat):
             empty_app_tables(db)  # every cycle starts from the same empty tables

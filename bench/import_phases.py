@@ -30,10 +30,15 @@ def cpu_seconds() -> float:
 SERVER_PID: list[int] = []  # the PostgreSQL backend serving this process
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process of this machine, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_cpu_seconds() -> float:
     """CPU time of this connection's PostgreSQL backend (same machine only)."""
-    fields = Path(f"/proc/{SERVER_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return process_cpu_seconds(SERVER_PID[0])
 
 
 def main() -> None:

@@ -212,11 +212,17 @@ ANALYZE_AFTER_ROWS = 50_000
 def _statistics_refresh() -> None:
     """Statistics of the rollup's columns, as the table now is: without them, after a
     large load the planner expects a few rows and sorts a million on disk. Sampled, so
-    it takes about as long at any size; PostgreSQL only, SQLite's planner needs none."""
+    it takes about as long at any size; PostgreSQL only, SQLite's planner needs none.
+
+    ANALYZE locks the table against another ANALYZE until the import commits, so an
+    import of another source that is analysing (or autovacuum) would hold this one
+    up for the rest of its transaction: SKIP_LOCKED lets it go on with the statistics
+    that one leaves, which only steer plans, never results."""
     if connection.vendor == "postgresql":
         table = CostRecord._meta.db_table
         with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {table} ({', '.join(ROLLUP_INPUTS)})")
+            columns = ", ".join(ROLLUP_INPUTS)
+            cursor.execute(f"ANALYZE (SKIP_LOCKED) {table} ({columns})")
 
 
 @transaction.atomic

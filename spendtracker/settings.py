@@ -289,6 +289,25 @@ CELERY_TASK_TIME_LIMIT = 60 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", _strict_bool, False)
+# Imports, syncs and rollup rebuilds, which may take most of an hour, have a queue and
+# workers of their own (docker-compose.yml: import-worker), so that however many are
+# waiting, alert emails, report checks and PDFs on the default queue never wait
+# behind them. Every queue named here needs a worker that consumes it.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+IMPORTS_QUEUE = "imports"
+CELERY_TASK_ROUTES = {
+    f"billing.tasks.{name}": {"queue": IMPORTS_QUEUE}
+    for name in (
+        "import_upload",
+        "billing_sync",
+        # Only queues billing_sync; beside them, it waits while imports are busy
+        # instead of queueing the same sources again every 15 minutes.
+        "billing_sync_due",
+        "compute_invoices_load_task",
+        "daily_costs_rebuild_recent",
+        "rollup_rebuild_for_rates",
+    )
+}
 CELERY_BEAT_SCHEDULE = {
     "billing-sync-due": {
         # Each source has its own interval; this only looks for the ones that are due.

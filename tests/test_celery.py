@@ -74,3 +74,45 @@ def test_every_beat_entry_names_a_real_task_that_runs(world):
                 args=entry.get("args", ()), kwargs=entry.get("kwargs", {})
             )
             assert result.state == states.SUCCESS, (name, result.result)
+
+
+# What runs on the imports queue: every task that imports, syncs or rebuilds the
+# rollups of billing data, and nothing else.
+IMPORT_TASKS = {
+    "billing.tasks.import_upload",
+    "billing.tasks.billing_sync",
+    "billing.tasks.billing_sync_due",
+    "billing.tasks.compute_invoices_load_task",
+    "billing.tasks.daily_costs_rebuild_recent",
+    "billing.tasks.rollup_rebuild_for_rates",
+}
+
+
+def queue_of(name: str) -> str:
+    """The queue a task named `name` is sent to, as the app routes it."""
+    return app.amqp.router.route({}, name)["queue"].name
+
+
+def our_tasks() -> set[str]:
+    app.loader.import_default_modules()
+    return {name for name in app.tasks if not name.startswith("celery.")}
+
+
+def test_imports_syncs_and_rollup_rebuilds_go_to_the_imports_queue():
+    assert our_tasks() >= IMPORT_TASKS
+    assert {name: queue_of(name) for name in IMPORT_TASKS} == dict.fromkeys(
+        IMPORT_TASKS, "imports"
+    )
+
+
+def test_alerts_emails_reports_and_pdfs_stay_on_the_default_queue():
+    others = our_tasks() - IMPORT_TASKS
+
+    assert {
+        "budgets.tasks.alerts_evaluate_task",
+        "budgets.tasks.notifications_send",
+        "reports.tasks.report_emails_send_task",
+        "reports.tasks.records_check_task",
+        "reports.tasks.report_file_render_task",
+    } <= others
+    assert {name: queue_of(name) for name in others} == dict.fromkeys(others, "celery")

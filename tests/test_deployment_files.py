@@ -1,9 +1,9 @@
 """The deployment files agree with the project they deploy.
 
 Docker does not run where the tests run, so these tests read Dockerfile,
-docker-compose.yml, .env.example and requirements.lock as text and check every name
-they use against the project: modules, commands, URLs, files, ports and environment
-variables.
+docker-compose.yml, .env.example, requirements.lock and the Makefile as text and check
+every name they use against the project: modules, commands, URLs, files, ports,
+environment variables, and the Celery queues the workers consume.
 """
 
 import fnmatch
@@ -33,8 +33,9 @@ from spendtracker import views as site_views
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_SOURCE = (ROOT / "spendtracker" / "settings.py").read_text()
-EXPECTED_SERVICES = {"db", "redis", "web", "worker", "beat", "mailpit"}
-APP_SERVICES = ("web", "worker", "beat")
+EXPECTED_SERVICES = {"db", "redis", "web", "worker", "import-worker", "beat", "mailpit"}
+APP_SERVICES = ("web", "worker", "import-worker", "beat")
+WORKER_SERVICES = ("worker", "import-worker")
 WEB_PORT = 8000
 # An environment variable read in settings: `_read("NAME", ...)`, `env.<cast>("NAME")`,
 # or the standard library's `os.environ[...]`, `os.environ.get(...)`, `os.getenv(...)`.
@@ -223,7 +224,9 @@ def test_compose_defines_every_service_of_the_deployment():
     assert set(compose()["services"]) >= EXPECTED_SERVICES
 
 
-@pytest.mark.parametrize("name", ["db", "redis", "web", "worker", "mailpit"])
+@pytest.mark.parametrize(
+    "name", ["db", "redis", "web", "worker", "import-worker", "mailpit"]
+)
 def test_every_long_running_service_has_a_healthcheck(name):
     healthcheck = service(name).get("healthcheck", {})
 
@@ -235,7 +238,7 @@ def test_only_web_keeps_the_image_healthcheck_on_healthz():
     # worker and beat run the same image, whose HEALTHCHECK probes gunicorn: they must
     # replace it with their own check or disable it, or they would never be healthy.
     assert "/healthz" in " ".join(healthcheck_test("web"))
-    for name in ("worker", "beat"):
+    for name in (*WORKER_SERVICES, "beat"):
         healthcheck = service(name).get("healthcheck", {})
         if healthcheck.get("disable") is not True:
             assert "test" in healthcheck, f"{name} inherits the image's check"
@@ -336,6 +339,64 @@ def test_every_task_beat_schedules_is_registered_with_the_worker_app():
 
     for entry in django_settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in app.tasks
+
+
+def routed_queues() -> set[str]:
+    """Every queue the app sends tasks to: the default one and those of the routes."""
+    routes = django_settings.CELERY_TASK_ROUTES.values()
+    return {django_settings.CELERY_TASK_DEFAULT_QUEUE} | {r["queue"] for r in routes}
+
+
+def consumed_queues(command: list[str]) -> set[str]:
+    """The queues a `celery worker` command line consumes: those of -Q, else the
+    default queue alone."""
+    queues = option(command, "-Q", "--queues")
+    if queues is None:
+        return {django_settings.CELERY_TASK_DEFAULT_QUEUE}
+    return set(queues.split(","))
+
+
+def compose_workers() -> dict[str, set[str]]:
+    """Each compose service that runs a Celery worker, with the queues it consumes."""
+    return {
+        where.split()[0]: consumed_queues(command)
+        for where, command in commands_of("celery")
+        if where.endswith("command") and "worker" in command
+    }
+
+
+def make_run_worker() -> list[str]:
+    """The Celery worker command of `make run`."""
+    (line,) = [
+        line
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if "celery" in line and " worker " in line
+    ]
+    return shlex.split(line.strip().removesuffix("\\").strip().removesuffix("&"))
+
+
+def test_the_app_sends_tasks_to_the_default_and_the_imports_queue():
+    assert routed_queues() == {"celery", "imports"}
+
+
+def test_every_queue_the_app_sends_to_has_a_worker_in_compose_and_none_is_unknown():
+    consumed = set().union(*compose_workers().values())
+
+    assert consumed == routed_queues()
+
+
+def test_imports_have_a_worker_of_their_own_beside_the_default_queues_worker():
+    workers = compose_workers()
+
+    assert workers == {"worker": {"celery"}, "import-worker": {"imports"}}
+
+
+def test_the_one_worker_of_make_run_consumes_every_queue():
+    command = make_run_worker()
+
+    assert Path(command[0]).name == "celery"
+    assert option(command, "--pool", "-P") == "solo"
+    assert consumed_queues(command) == routed_queues()
 
 
 def test_every_manage_py_subcommand_named_exists():

@@ -7,11 +7,13 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 
+from billing import services
 from billing.importers.base import NotColumnar
 from billing.importers.focus import FocusImporter
 from billing.loader import check_references
@@ -20,6 +22,7 @@ from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
 from projects.models import AllocationRule
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, total
+from tests.budgets.test_alert_workers import database_url
 from tests.conftest import make_project
 from tests.data import FOCUS_REAL, SAMPLES
 
@@ -271,3 +274,28 @@ def test_a_memo_forgets_everything_when_full_rather_than_grow():
     assert [memo[v] for v in ("a", "b", "a", "c", "a")] == ["A", "B", "A", "C", "A"]
     assert seen == ["a", "b", "c", "a"]
     assert len(memo) <= 2
+
+
+@pytest.fixture
+def lock_timeout():
+    """This session gives up on a lock after 2 seconds, as long as the test runs."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '2s'")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
+
+
+def test_a_large_import_goes_on_while_another_sources_import_holds_the_analyze_lock(
+    monkeypatch, lock_timeout
+):
+    # An import of another source that has analysed the table holds this lock until
+    # it commits; this import must not wait for it (it would fail on the timeout).
+    monkeypatch.setattr(services, "ANALYZE_AFTER_ROWS", 1)  # FOCUS_REAL is "large"
+    with psycopg.connect(database_url()) as other_import:
+        other_import.execute(
+            "LOCK TABLE billing_costrecord IN SHARE UPDATE EXCLUSIVE MODE"
+        )
+        code, result = run_import(FOCUS_REAL)
+    assert code == 0, result["error"]
+    assert (result["status"], result["rows"]) == ("imported", 1000)

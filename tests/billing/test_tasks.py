@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -22,11 +23,18 @@ from tests.data import FOCUS_REAL
 
 @pytest.fixture
 def worker(transactional_db):
-    # Earlier tests' imports queue evaluations on the default queue, which only this
-    # worker consumes: it must not run them against this test's data. Only that
-    # queue is purged, never the database.
-    app.control.purge()
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+    """One worker on both queues, as `make run` has it: these tasks go to the imports
+    queue (settings.CELERY_TASK_ROUTES)."""
+    # Earlier tests' imports queue evaluations on the default queue, and uploads on
+    # the imports queue, which only this worker consumes: it must not run them
+    # against this test's data. Only those queues are purged, never the database.
+    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, settings.IMPORTS_QUEUE]
+    with app.connection_for_write() as broker:
+        for queue in queues:
+            broker.default_channel.queue_purge(queue)
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=queues
+    ):
         yield
 
 

@@ -5,8 +5,9 @@ Emails land in a file backend directory that every worker writes to.
 
 The workers use the Redis database of CELERY_BROKER_URL (`make test` and CI set it to
 a redis:// URL; a parallel run sets its own database number there). Nothing is
-flushed: each test has a queue of its own, to which its workers also send the tasks
-they queue (`tests/celery_worker.py`), and it deletes that queue when it ends.
+flushed: each test has queues of its own (its default queue, and its imports queue),
+to which its workers also send the tasks they queue (`tests/celery_worker.py`), and it
+deletes them when it ends.
 """
 
 import json
@@ -19,18 +20,24 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from celery import Celery
+from django.core.files import File
 from django.db import connection
 from django.utils import timezone
 from kombu import Connection, Exchange, Queue
 
+from billing.models import BillingSource, ImportRun
 from budgets.alerts import alerts_evaluate
 from budgets.models import Alert, AlertKind, AlertRule, Notification
 from core.delivery import BREAKER_FAILURES
+from tests.celery_worker import own_queue, own_routes
 from tests.conftest import make_budget, make_project, make_spend
+from tests.data import FOCUS_REAL
 from tests.smtp_servers import HangingServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +65,8 @@ def database_url() -> str:
 
 
 class Workers:
-    """Celery worker processes on one queue, writing emails to one folder."""
+    """Celery worker processes on the test's own queues, writing emails to one folder.
+    Tasks are sent as the project routes them, each to the test's queue of that name."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -67,8 +75,19 @@ class Workers:
         self.queue = f"alerts-test-{uuid.uuid4().hex[:8]}"
         self.processes: list[subprocess.Popen] = []
         self.client = Celery()
+        self.client.conf.task_default_queue = self.queue
+        self.client.conf.task_routes = own_routes(self.queue)
 
-    def start(self, name: str, **env: str) -> subprocess.Popen:
+    def queues(self) -> list[str]:
+        """The test's own queues: its default queue and one per routed queue."""
+        routed = {route["queue"] for route in own_routes(self.queue).values()}
+        return [self.queue, *sorted(routed)]
+
+    def start(
+        self, name: str, queues: tuple[str, ...] = ("celery",), **env: str
+    ) -> subprocess.Popen:
+        """A worker consuming the test's own queues of these names (the project's
+        default queue is `celery`)."""
         log = self.tmp_path / f"{name}.log"
         environment = {
             **os.environ,
@@ -81,7 +100,8 @@ class Workers:
         }
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_worker", "worker",
-            "--pool", "solo", "--queues", self.queue,
+            "--pool", "solo",
+            "--queues", ",".join(own_queue(queue, self.queue) for queue in queues),
             "--hostname", f"{name}@{self.queue}", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         ]  # fmt: skip
@@ -100,7 +120,7 @@ class Workers:
         # An explicit connection: Celery prefers CELERY_BROKER_URL from the
         # environment (the tests' in-memory broker) to the one it was given.
         with Connection(redis_url()) as broker:
-            self.client.send_task(task, args, queue=self.queue, connection=broker)
+            self.client.send_task(task, args, connection=broker)
 
     def emails(self) -> list[str]:
         """The subject line of every email written, one per email."""
@@ -119,17 +139,19 @@ class Workers:
         self.forget_queue()
 
     def forget_queue(self) -> None:
-        """Delete this test's queue, its bindings, and the messages a killed worker
-        left unacknowledged on it; nothing else in the database is touched."""
-        queue = Queue(self.queue, Exchange(self.queue), routing_key=self.queue)
+        """Delete this test's queues, their bindings, and the messages a killed
+        worker left unacknowledged on them; nothing else in the database is touched."""
+        names = self.queues()
         with Connection(redis_url()) as broker:
             channel = broker.default_channel
-            queue(channel).declare()
-            queue(channel).delete()
+            for name in names:
+                queue = Queue(name, Exchange(name), routing_key=name)
+                queue(channel).declare()
+                queue(channel).delete()
             client = channel.client
             for tag, delivery in client.hgetall(channel.unacked_key).items():
                 _message, _exchange, routing_key = json.loads(delivery)
-                if routing_key == self.queue:
+                if routing_key in names:
                     client.hdel(channel.unacked_key, tag)
                     client.zrem(channel.unacked_index_key, tag)
 
@@ -260,3 +282,59 @@ def test_a_hanging_mail_server_holds_the_worker_for_three_timeouts_not_one_per_e
     assert owed.count() == 16
     assert owed.filter(attempts=1).count() == BREAKER_FAILURES
     assert owed.filter(attempts=0, last_error="").count() == 16 - BREAKER_FAILURES
+
+
+@pytest.fixture
+def stuck_import(tmp_path, settings):
+    """An uploaded export whose import will wait for as long as the test holds its
+    source's row lock, as behind another import of the same source."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    source = BillingSource.objects.create(name="uploads", kind=BillingSource.Kind.FOCUS)
+    run = ImportRun.objects.create(
+        source=source, source_name=source.name, file_name=FOCUS_REAL.name
+    )
+    with FOCUS_REAL.open("rb") as export:
+        run.upload.save(FOCUS_REAL.name, File(export))
+    with psycopg.connect(database_url()) as holder:
+        holder.execute(
+            "SELECT id FROM billing_billingsource WHERE id = %s FOR UPDATE", [source.pk]
+        )
+        yield SimpleNamespace(run=run, release=holder.rollback)
+
+
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def done(run: ImportRun) -> bool:
+    running = ImportRun.Status.RUNNING
+    return ImportRun.objects.filter(pk=run.pk).exclude(status=running).exists()
+
+
+def test_alert_emails_go_out_while_an_import_holds_the_import_worker(
+    workers, overspent, stuck_import, settings
+):
+    media = {"DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+    workers.start("imports", queues=("imports",), **media)
+    workers.start("default", queues=("celery",), **media)
+    workers.send("billing.tasks.import_upload", stuck_import.run.pk)
+    assert wait_for(waiting_for_a_lock), "the import never started"
+    owed = len(alerts_evaluate(send_later=False).notifications)
+    assert owed == 16
+
+    workers.send("budgets.tasks.notifications_send")
+
+    assert wait_for(all_sent, 30), "the alert emails waited behind the import"
+    assert len(workers.emails()) == owed
+    stuck_import.run.refresh_from_db()
+    assert stuck_import.run.status == ImportRun.Status.RUNNING
+    stuck_import.release()
+    assert wait_for(lambda: done(stuck_import.run)), "the import worker never finished"
+    stuck_import.run.refresh_from_db()
+    assert stuck_import.run.status == ImportRun.Status.IMPORTED
+    assert stuck_import.run.rows_loaded == 1000
