@@ -667,9 +667,15 @@ def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> No
     if source.kind != importer.name:
         # Importing into another kind's source would replace its data with
         # unrelated rows.
+        found = (
+            f"is {_kind_named(importer.name)}"
+            if run.file_format == "auto"
+            else f"was declared as {run.file_format}"
+        )
         raise ImportFailure(
-            f"is a {importer.name} export, but {source.name!r} is a {source.kind} "
-            "source; use another source name",
+            f"{found}, but source {source.name!r} takes "
+            f"{BillingSource.Kind(source.kind).label} files: import this file under "
+            "another source name",
             file=delivery.files[0].name,
         )
     # One import of a source at a time: a second one waits here.
@@ -715,11 +721,18 @@ def _delivery_importer(delivery: Delivery, run: ImportRun) -> Importer:
         kind = importer_for(file.path, run.file_format, currency=currency).name
         if kind != importer.name:
             raise ImportFailure(
-                f"is a {kind} export, but {first.name} is a {importer.name} export: "
-                "the files of a delivery must all be of one format",
+                f"is {_kind_named(kind)}, but {first.name} is "
+                f"{_kind_named(importer.name)}: the files of a delivery must all be "
+                "of one format",
                 file=file.name,
             )
     return importer
+
+
+def _kind_named(kind: str) -> str:
+    """A kind of billing file as a sentence names it: "an Azure cost details file"."""
+    label = BillingSource.Kind(kind).label
+    return f"{'an' if label[0] in 'AEIOU' else 'a'} {label} file"
 
 
 OVERLAP_HINT = (

@@ -24,7 +24,7 @@ from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, total
 from tests.budgets.test_alert_workers import database_url
 from tests.conftest import make_project
-from tests.data import FOCUS_REAL, SAMPLES
+from tests.data import AWS_CUR_LEGACY, FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -203,6 +203,36 @@ def test_the_next_good_import_works_after_a_failure(tmp_path):
     code, result = run_import(FOCUS_REAL)
     assert (code, result["status"], result["rows"]) == (0, "imported", 1000)
     assert BillingSource.objects.get(name="focus").last_error == ""
+
+
+def test_a_wrong_format_on_a_new_source_leaves_no_source_behind():
+    code, result = run_import(FOCUS_REAL, source="new", format="azure")
+    assert code == 1
+    assert "is not an Azure cost details export" in result["error"]
+    assert not BillingSource.objects.filter(name="new").exists()
+    code, result = run_import(FOCUS_REAL, source="new")
+    assert (code, result["status"]) == (0, "imported")
+    assert BillingSource.objects.get(name="new").kind == "focus"
+
+
+@pytest.mark.parametrize(
+    "format, found",
+    [
+        ("auto", "is an AWS Cost and Usage Report file"),
+        ("aws-cur", "was declared as aws-cur"),
+    ],
+)
+def test_a_file_of_another_kind_than_its_source_says_what_was_found_or_declared(
+    format, found
+):
+    run_import(FOCUS_REAL)
+    code, result = run_import(AWS_CUR_LEGACY, format=format)
+    assert code == 1
+    assert result["error"] == (
+        f"{AWS_CUR_LEGACY.name}: {found}, but source 'focus' takes FOCUS export "
+        "files: import this file under another source name"
+    )
+    assert BillingSource.objects.get(name="focus").kind == "focus"
 
 
 def test_a_missing_file_fails_with_its_name(tmp_path):

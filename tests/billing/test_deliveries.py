@@ -183,7 +183,8 @@ def test_files_of_two_formats_are_refused_naming_the_odd_one(parts):
     code, result = run_delivery(parts[0], AWS_CUR_LEGACY)
     assert code == 1
     assert result["error"].startswith(
-        f"{AWS_CUR_LEGACY.name}: is a aws-cur export, but part-1.csv is a focus export"
+        f"{AWS_CUR_LEGACY.name}: is an AWS Cost and Usage Report file, but part-1.csv "
+        "is a FOCUS export file"
     )
     assert not CostRecord.objects.exists()
 
