@@ -34,6 +34,10 @@ NULLS = frozenset({"", "null", "NULL", "Null", "(null)", "None", "N/A"})
 # Longest field the csv module accepts; anything longer is refused with its row number.
 MAX_FIELD_CHARS = 1_000_000
 csv.field_size_limit(MAX_FIELD_CHARS)
+# A header is read whole before any row: these bound what that costs. The widest real
+# export (an AWS CUR with hundreds of tag columns) is about 40,000 characters.
+MAX_HEADER_CHARS = 1 << 20
+MAX_COLUMNS = 5_000
 # Arrow reads CSV in blocks of this size; its memory grows with it (about 40 MB a MB).
 BLOCK_BYTES = 1 << 20
 
@@ -201,7 +205,11 @@ class CsvFile(ExportFile):
 
     def header(self) -> list[str]:
         with self._named_errors(), self.open() as text:
-            return [column.strip() for column in next(csv.reader(text), [])]
+            lines = _header_lines(text, self.path.name)
+            return checked_header(
+                [column.strip() for column in next(csv.reader(lines), [])],
+                self.path.name,
+            )
 
     def records(self) -> Iterator[tuple[int, dict[str, str]]]:
         """(row number as a spreadsheet shows it, {column: raw value}) for each row."""
@@ -213,9 +221,10 @@ class CsvFile(ExportFile):
         """(row number as a spreadsheet shows it, raw values in header order) for each
         row: what `records()` gives, without a dict per row, for importers that look
         their columns up once by position."""
+        width = len(self.header())  # bounded: the reader below reads it again
         with self._named_errors() as position, self.open() as text:
             reader = csv.reader(text)
-            width = len(next(reader, []))
+            next(reader, [])
             if not width:
                 raise ImportFailure("the file is empty", file=self.path.name)
             for values in reader:
@@ -268,6 +277,31 @@ class CsvFile(ExportFile):
         """What `_binary()` gives, as a stream Arrow reads without Python."""
         stream = pa.OSFile(str(self.path))
         return pa.CompressedInputStream(stream, "gzip") if self._is_gzip() else stream
+
+
+def _header_lines(text: IO[str], file: str) -> Iterator[str]:
+    """The file's lines for the csv module to read the header from, refused once they
+    pass MAX_HEADER_CHARS: a file of one endless line would otherwise be read whole."""
+    left = MAX_HEADER_CHARS
+    while line := text.readline(left + 1):
+        left -= len(line)
+        if left < 0:
+            raise ImportFailure(
+                f"the header is over {MAX_HEADER_CHARS:,} characters: this is not "
+                "a billing export, or its first line is damaged",
+                file=file,
+            )
+        yield line
+
+
+def checked_header(header: list[str], file: str) -> list[str]:
+    if len(header) > MAX_COLUMNS:
+        raise ImportFailure(
+            f"has {len(header):,} columns, over the {MAX_COLUMNS:,} a billing export "
+            "may have",
+            file=file,
+        )
+    return header
 
 
 class RowParser:

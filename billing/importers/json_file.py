@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from billing.importers.base import ExportFile, ImportFailure
+from billing.importers.base import MAX_HEADER_CHARS, ExportFile, ImportFailure
 from billing.importers.http import Node
 
 JSON_STARTS = ("{", "[")
@@ -71,7 +71,9 @@ class JsonFile(ExportFile):
 
     def _first_line_object(self) -> dict[str, Any] | None:
         with self._named_errors(), self.open() as text:
-            line = text.readline()
+            line = text.readline(MAX_HEADER_CHARS + 1)
+        if len(line) > MAX_HEADER_CHARS:
+            return None  # not a line of newline-delimited JSON: read as a document
         try:
             value = json.loads(line, parse_float=Decimal)
         except ValueError:

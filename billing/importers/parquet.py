@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from billing.importers.base import ImportFailure
+from billing.importers.base import ImportFailure, checked_header
 
 PARQUET_MAGIC = b"PAR1"
 PARQUET_BATCH_ROWS = 10_000
@@ -34,7 +34,7 @@ class ParquetExport:
 
     def header(self) -> list[str]:
         with _parquet_errors(self.path.name), pq.ParquetFile(self.path) as parquet:
-            return list(parquet.schema_arrow.names)
+            return checked_header(list(parquet.schema_arrow.names), self.path.name)
 
     def records(
         self, columns: list[str] | None = None

@@ -3,6 +3,7 @@ leaving the database as it was."""
 
 import gzip
 import json
+import tracemalloc
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from django.db import IntegrityError, connection
 
 from billing import services
-from billing.importers.base import NotColumnar
+from billing.importers.base import CsvFile, ImportFailure, NotColumnar
 from billing.importers.focus import FocusImporter
 from billing.loader import check_references
 from billing.memo import Memo
@@ -176,6 +177,17 @@ def bad_cost_row() -> bytes:
             "long.csv, row 2, column BillingAccountName: is 5,000 characters, over 200",
         ),
         (
+            "one-endless-line.csv",
+            HEADER + b"," + b"x" * (2 << 20),
+            "one-endless-line.csv: the header is over 1,048,576 characters: this is "
+            "not a billing export, or its first line is damaged",
+        ),
+        (
+            "wide.csv",
+            HEADER + b"," + b",".join(b"c%d" % n for n in range(5000)) + b"\n",
+            "wide.csv: has 5,044 columns, over the 5,000 a billing export may have",
+        ),
+        (
             "missing-column.csv",
             HEADER.replace(b'"EffectiveCost",', b"", 1) + b"\n",
             "is not a FOCUS export: missing column EffectiveCost",
@@ -196,6 +208,19 @@ def test_bad_input_fails_clearly_and_keeps_what_was_there(
     assert list(DailyCost.objects.values_list("pk", flat=True)) == daily
     assert ImportRun.objects.latest("started_at").error == result["error"]
     assert BillingSource.objects.get(name="focus").last_error == result["error"]
+
+
+def test_the_header_of_a_file_of_one_endless_line_is_read_in_bounded_memory(tmp_path):
+    path = tmp_path / "endless.csv"
+    path.write_bytes(b"a," * (16 << 20))  # 32 MB and 16 million columns, no newline
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFailure, match="the header is over 1,048,576"):
+            CsvFile(path).header()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes"
 
 
 def test_the_next_good_import_works_after_a_failure(tmp_path):
