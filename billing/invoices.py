@@ -36,6 +36,7 @@ from billing.services import (
     _finish,
     _replace_periods,
     _same_file_still_loaded,
+    source_lock,
 )
 
 SOURCE_NAME = "Compute invoices"
@@ -64,11 +65,10 @@ def compute_invoices_load(*, invoice_ids: list[int] | None = None) -> ImportRun:
     run = ImportRun.objects.create(source=source, file_name=RUN_NAME)
     try:
         with transaction.atomic():
-            # One load at a time: a second one waits here, then sees the first's data.
-            BillingSource.objects.select_for_update().get(pk=source.pk)
+            source_lock(source)  # a second load waits, then sees the first's data
             _restate(source, run, invoice_ids)
     except ImportFailure as failure:
-        _fail(run, source, str(failure))
+        _fail(run, source, failure)
     except (DatabaseError, ValueError) as exc:
         _fail(run, source, f"{RUN_NAME}: {exc}")
     return run

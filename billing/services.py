@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import (
     BooleanField,
     Count,
@@ -169,16 +169,55 @@ class FxTable:
         return self.rates[currency][index] if index >= 0 else None
 
 
-# Any constant shared by every rebuild; the lock lasts until the transaction ends.
+# The first key of every rollup lock; the second is a month. Locks last until the
+# transaction ends.
 ROLLUP_LOCK_ID = 7_340_001
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's error when lock_timeout ends a wait
 
 
-def _lock_rollup() -> None:
+class LockWaitTimeout(ImportFailure):
+    """Another import held what this one needed for longer than it waits."""
+
+
+@contextmanager
+def waiting_for(holder: str) -> Iterator[None]:
+    """A lock wait that ends (DATABASE_LOCK_WAIT_SECONDS) as an ImportFailure saying
+    what held the lock, rather than as "canceling statement due to lock timeout"."""
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        waited = settings.DATABASE_LOCK_WAIT_SECONDS
+        wait = f"{waited // 60} minutes" if waited % 60 == 0 else f"{waited} seconds"
+        raise LockWaitTimeout(
+            f"{holder} for longer than this one waits ({wait}); try again once it "
+            "has finished"
+        ) from exc
+
+
+def source_lock(source: BillingSource) -> None:
+    """One import of a source at a time: a second one waits here. The lock leaves the
+    source's key alone, so that the second can record its run meanwhile."""
+    with waiting_for(f"another import of {source.name} has been running"):
+        BillingSource.objects.select_for_update(no_key=True).get(pk=source.pk)
+
+
+def rollup_lock(start: date, end: date) -> None:
     """Rebuilds delete then insert: two at once over the same days would count twice.
-    PostgreSQL serialises them with an advisory lock; SQLite has one writer anyway."""
+    PostgreSQL serialises those of the same months with advisory locks, one a month
+    taken in order, so that rebuilds of other months go on; SQLite has one writer."""
     if connection.vendor == "postgresql":
+        first, last = (
+            month.year * 12 + month.month - 1 for month in (start, end - ONE_DAY)
+        )
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_ID])
+            with waiting_for("another import is rebuilding the costs of these months"):
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, month) "
+                    "FROM generate_series(%s, %s) AS month",
+                    [ROLLUP_LOCK_ID, first, last],
+                )
             # The rollup streams its groups through a server-side cursor, which
             # PostgreSQL plans for the first rows: a sort of every record, on disk.
             # Planned for all rows, with room to hash the groups (tens of thousands,
@@ -235,7 +274,7 @@ def daily_costs_rebuild(*, start: date, end: date) -> int:
     a longer one counts on its first day, so that the charges spread into a range are
     found among those starting at most a quarter before it.
     """
-    _lock_rollup()
+    rollup_lock(start, end)
     within_a_day = counted_on_first_day()
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     # Through the last day of any long charge that starts in the range.
@@ -650,7 +689,7 @@ def import_run_execute(*, run: ImportRun, paths: list[Path]) -> ImportOutcome:
             with transaction.atomic():
                 _load_delivery(run, importer, delivery)
     except ImportFailure as failure:
-        _fail(run, source_before, str(failure))
+        _fail(run, source_before, failure)
     except (DatabaseError, ValueError, ArithmeticError) as exc:
         _fail(run, source_before, f"{run.file_name}: {exc}")
     except Exception as exc:
@@ -678,8 +717,7 @@ def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> No
             "another source name",
             file=delivery.files[0].name,
         )
-    # One import of a source at a time: a second one waits here.
-    BillingSource.objects.select_for_update().get(pk=source.pk)
+    source_lock(source)
     run.source = source
     run.save(update_fields=["source"])
     previous = _same_file_still_loaded(source, run.checksum, before=run)
@@ -829,7 +867,7 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         fetched = fetcher.fetch(source=source, since=since)
         # Read to the end before the transaction opens: spooled() enters first.
         with spooled(digest.passing(fetched)) as rows, transaction.atomic():
-            BillingSource.objects.select_for_update().get(pk=source.pk)
+            source_lock(source)
             _load_fetched(source, run, fetcher, rows, since)
             run.checksum = digest.hexdigest()
             run.save(update_fields=["checksum"])
@@ -844,7 +882,7 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
             last_sync_at=timezone.now(), last_error=""
         )
     except ImportFailure as failure:
-        _fail(run, source, str(failure))
+        _fail(run, source, failure)
     except (DatabaseError, ValueError, ArithmeticError) as exc:
         _fail(run, source, f"{source.name}: {exc}")
     except ProviderError as exc:
@@ -1189,19 +1227,22 @@ def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> N
     run.save()
 
 
-def _fail(run: ImportRun, source: BillingSource | None, error: str) -> None:
+def _fail(
+    run: ImportRun, source: BillingSource | None, error: str | ImportFailure
+) -> None:
     """Record a failure on the run, and on its source unless the import was to
-    create it (a failed import leaves no new source)."""
+    create it (a failed import leaves no new source) or gave up waiting for another
+    one (which holds the source, and says itself how it went)."""
     run.refresh_from_db()
     run.status, run.error, run.finished_at = (
         ImportRun.Status.FAILED,
-        error,
+        str(error),
         timezone.now(),
     )
     run.rows_loaded = 0
     run.save()
-    if source is not None:
-        source.last_error = error
+    if source is not None and not isinstance(error, LockWaitTimeout):
+        source.last_error = str(error)
         source.save(update_fields=["last_error"])
 
 

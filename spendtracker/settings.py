@@ -130,6 +130,17 @@ DATABASES = {"default": _read("DATABASE_URL", _database_url, _SQLITE_URL)}
 if isinstance(DATABASES["default"], str):  # a bad value was rejected above
     DATABASES["default"] = env.db_url_config(_SQLITE_URL)
 DATABASES["default"]["CONN_MAX_AGE"] = _read("DJANGO_CONN_MAX_AGE", env.int, 0)
+# No wait for a lock is endless, and a session stalled inside a transaction (a stopped
+# worker) loses it, and its locks, before anyone waiting for them gives up.
+DATABASE_LOCK_WAIT_SECONDS = _read("DATABASE_LOCK_WAIT_SECONDS", _positive_int, 600)
+DATABASE_IDLE_IN_TRANSACTION_SECONDS = _read(
+    "DATABASE_IDLE_IN_TRANSACTION_SECONDS", _positive_int, 300
+)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c lock_timeout={DATABASE_LOCK_WAIT_SECONDS}s -c "
+        f"idle_in_transaction_session_timeout={DATABASE_IDLE_IN_TRANSACTION_SECONDS}s"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

@@ -3,7 +3,11 @@ leaving the database as it was."""
 
 import gzip
 import json
+import threading
 import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -12,7 +16,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 
 from billing import services
 from billing.importers.base import CsvFile, ImportFailure, NotColumnar
@@ -332,8 +336,9 @@ def test_a_memo_forgets_everything_when_full_rather_than_grow():
 
 
 @pytest.fixture
-def lock_timeout():
+def lock_timeout(settings):
     """This session gives up on a lock after 2 seconds, as long as the test runs."""
+    settings.DATABASE_LOCK_WAIT_SECONDS = 2
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '2s'")
     yield
@@ -354,3 +359,80 @@ def test_a_large_import_goes_on_while_another_sources_import_holds_the_analyze_l
         code, result = run_import(FOCUS_REAL)
     assert code == 0, result["error"]
     assert (result["status"], result["rows"]) == ("imported", 1000)
+
+
+def test_every_session_waits_for_a_lock_and_idles_in_a_transaction_for_a_time_only():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone() == ("10min",)
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone() == ("5min",)
+
+
+@contextmanager
+def held_by_another_import(lock: Callable[[], None]) -> Iterator[None]:
+    """Another import's transaction, in a thread of its own, holding what `lock`
+    takes until the block ends."""
+    locked, release = threading.Event(), threading.Event()
+
+    def other_import() -> None:
+        try:
+            with transaction.atomic():
+                lock()
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()  # this thread's
+
+    thread = threading.Thread(target=other_import)
+    thread.start()
+    try:
+        assert locked.wait(10), "the other import never took its lock"
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_an_import_goes_on_while_another_rebuilds_the_costs_of_other_months(
+    lock_timeout,
+):
+    october = partial(services.rollup_lock, date(2024, 10, 1), date(2024, 11, 1))
+    with held_by_another_import(october):  # every charge of FOCUS_REAL is in September
+        code, result = run_import(FOCUS_REAL)
+    assert code == 0, result["error"]
+    assert (result["status"], result["rows"]) == ("imported", 1000)
+
+
+def test_an_import_that_waits_too_long_for_the_costs_of_its_months_says_why(
+    lock_timeout,
+):
+    august_to_september = partial(
+        services.rollup_lock, date(2024, 8, 20), date(2024, 9, 2)
+    )
+    with held_by_another_import(august_to_september):
+        code, result = run_import(FOCUS_REAL)
+    assert code == 1
+    assert result["error"] == (
+        "another import is rebuilding the costs of these months for longer than this "
+        "one waits (2 seconds); try again once it has finished"
+    )
+    assert not CostRecord.objects.exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_an_import_that_waits_too_long_for_another_of_its_source_says_why(
+    lock_timeout,
+):
+    run_import(FOCUS_REAL)
+    source = BillingSource.objects.get(name="focus")
+    with held_by_another_import(partial(services.source_lock, source)):
+        code, result = run_import(FOCUS_REAL)
+    assert code == 1
+    assert result["error"] == (
+        "another import of focus has been running for longer than this one waits "
+        "(2 seconds); try again once it has finished"
+    )
+    waited = ImportRun.objects.latest("started_at")
+    assert (waited.status, waited.error) == (ImportRun.Status.FAILED, result["error"])
+    assert BillingSource.objects.get(name="focus").last_error == ""  # not its fault
