@@ -62,6 +62,7 @@ from billing.models import (
 )
 from billing.signals import import_finished
 from billing.sync import fetcher_for
+from core.crypto import rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from projects.models import Project
@@ -843,6 +844,18 @@ class _Unchanged(Exception):
 
     def __init__(self, previous: ImportRun | None) -> None:
         self.previous = previous
+
+
+@transaction.atomic
+def credentials_rotate() -> list[str]:
+    """Encrypt every source's stored credentials again with the first of the
+    FIELD_ENCRYPTION_KEY keys, so that the others can be removed. The names of the
+    sources rotated; all or none."""
+    sources = BillingSource.objects.select_for_update().exclude(credentials_token="")
+    for source in sources:
+        source.credentials_token = rotated(source.credentials_token)
+        source.save(update_fields=["credentials_token"])
+    return [source.name for source in sources]
 
 
 def billing_sync_source(*, source_id: int) -> ImportOutcome:

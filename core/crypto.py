@@ -1,26 +1,44 @@
 """Secrets at rest: billing-source credentials are Fernet tokens.
 
-The key is FIELD_ENCRYPTION_KEY, from the environment only.
+The keys are FIELD_ENCRYPTION_KEY, from the environment only: one key, or several
+separated by commas while a key is rotated. The first encrypts; any of them decrypts.
 """
 
 import json
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+UNREADABLE = (
+    "Stored credentials cannot be decrypted: FIELD_ENCRYPTION_KEY has changed "
+    "(while rotating, list the new key first and the old one after it)."
+)
 
-def _fernet() -> Fernet:
-    key = settings.FIELD_ENCRYPTION_KEY
-    if not key:
+
+def field_keys(value: str) -> list[str]:
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def _fernet() -> MultiFernet:
+    keys = field_keys(settings.FIELD_ENCRYPTION_KEY)
+    if not keys:
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEY is not set: it is needed to store credentials."
         )
-    return Fernet(key)
+    return MultiFernet([Fernet(key) for key in keys])
 
 
 def encrypt_json(value: dict) -> str:
     return _fernet().encrypt(json.dumps(value).encode()).decode()
+
+
+def rotated(token: str) -> str:
+    """The token encrypted again with the first key."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(UNREADABLE) from None
 
 
 def decrypt_json(token: str) -> dict:
@@ -29,9 +47,7 @@ def decrypt_json(token: str) -> dict:
     try:
         return json.loads(_fernet().decrypt(token.encode()))
     except InvalidToken:
-        raise ImproperlyConfigured(
-            "Stored credentials cannot be decrypted: FIELD_ENCRYPTION_KEY has changed."
-        ) from None
+        raise ImproperlyConfigured(UNREADABLE) from None
 
 
 def mask(secret: str) -> str:

@@ -2,14 +2,16 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, register
 
+from core.crypto import field_keys
+
 
 @register()
 def configuration_check(app_configs, **kwargs):
     """Name every environment variable that is missing or could not be parsed."""
     problems = list(settings.CONFIG_ERRORS)
-    if settings.FIELD_ENCRYPTION_KEY:
+    for key in field_keys(settings.FIELD_ENCRYPTION_KEY):
         try:
-            Fernet(settings.FIELD_ENCRYPTION_KEY)
+            Fernet(key)
         except ValueError:
             problems.append(
                 (

@@ -55,6 +55,15 @@ def test_a_complete_configuration_passes_the_checks():
             "FIELD_ENCRYPTION_KEY: is not a Fernet key",
         ),
         (
+            {
+                "DJANGO_DEBUG": "true",
+                # while rotating: the new key, then the old one, here mistyped
+                "FIELD_ENCRYPTION_KEY": "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE="
+                ",x",
+            },
+            "FIELD_ENCRYPTION_KEY: is not a Fernet key",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "CHARGEBACK_DEFAULT_COST_CENTRE": "C" * 51},
             "CHARGEBACK_DEFAULT_COST_CENTRE must be one code of at most 50",
         ),

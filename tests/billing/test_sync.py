@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
@@ -131,6 +132,38 @@ def test_credentials_are_stored_encrypted_and_shown_masked(source):
     source.refresh_from_db()
     assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
     assert source.masked_credentials == {"api_key": "sk-…cdef"}
+
+
+def test_credentials_move_to_a_new_key_while_the_old_one_still_reads_them(
+    source, settings
+):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEY = old
+    source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
+    source.save()
+    settings.FIELD_ENCRYPTION_KEY = f"{new}, {old}"
+    source.refresh_from_db()
+    assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
+    out = io.StringIO()
+    call_command("rotate_credentials", stdout=out)
+    assert out.getvalue() == (
+        f"Encrypted the credentials of 1 sources with the first key: {source.name}. "
+        "Keys after the first can now be removed from FIELD_ENCRYPTION_KEY.\n"
+    )
+    settings.FIELD_ENCRYPTION_KEY = new
+    source.refresh_from_db()
+    assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
+
+
+def test_rotating_without_the_key_that_encrypted_them_changes_nothing(source, settings):
+    source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
+    source.save()
+    token = source.credentials_token
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    with pytest.raises(CommandError, match="list the new key first and the old one"):
+        call_command("rotate_credentials")
+    source.refresh_from_db()
+    assert source.credentials_token == token
 
 
 def test_the_same_rows_in_another_order_are_unchanged(source):
