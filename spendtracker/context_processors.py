@@ -2,8 +2,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import Membership
-from budgets.models import Alert
-from budgets.selectors import alerts_visible_to
+from budgets.selectors import alert_counts, alerts_visible_to
 
 
 def portal(request: HttpRequest) -> dict:
@@ -18,7 +17,7 @@ def _open_alerts(user) -> int:
     """Open, not yet acknowledged: what the sidebar counts."""
     if not user.is_authenticated:
         return 0
-    return alerts_visible_to(user).filter(status=Alert.Status.OPEN).count()
+    return alert_counts(alerts_visible_to(user)).open
 
 
 def _role_label(user) -> str:
