@@ -2,6 +2,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import Membership
+from accounts.selectors import organisation_name
 from budgets.selectors import alert_counts, alerts_visible_to
 
 
@@ -10,6 +11,9 @@ def portal(request: HttpRequest) -> dict:
         "reporting_currency": settings.REPORTING_CURRENCY,
         "role_label": _role_label(request.user),
         "open_alert_count": _open_alerts(request.user),
+        "organisation_name": organisation_name()
+        if request.user.is_authenticated
+        else "",
     }
 
 
