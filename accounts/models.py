@@ -146,3 +146,18 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team} ({self.get_role_display()})"
+
+
+class Organisation(models.Model):
+    """The one organisation a deployment serves, named by `manage.py bootstrap`;
+    the portal shows its name. One row at most (its id is always 1)."""
+
+    name = models.CharField(max_length=150)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="one_organisation")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

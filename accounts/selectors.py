@@ -3,7 +3,7 @@
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from accounts.models import Team, User
+from accounts.models import Organisation, Team, User
 from accounts.permissions import visible_to
 
 
@@ -13,3 +13,8 @@ def teams_visible_to(user: User) -> QuerySet[Team]:
 
 def team_get_for_user(user: User, slug: str) -> Team:
     return get_object_or_404(teams_visible_to(user), slug=slug)
+
+
+def organisation_name() -> str:
+    """The name `bootstrap` gave the organisation; empty before (the demo)."""
+    return Organisation.objects.values_list("name", flat=True).first() or ""

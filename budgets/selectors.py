@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Case, Count, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncMonth
 from django.shortcuts import get_object_or_404
 
@@ -25,6 +25,50 @@ def alerts_visible_to(user: User) -> QuerySet[Alert]:
     """Alerts of the projects a user sees; alerts about billing sources are for the
     finance and admin users who run them."""
     return visible_to(user, Alert.objects.all(), team="project__team")
+
+
+@dataclass(frozen=True)
+class AlertCounts:
+    """Active alerts, open (nobody on them yet) and acknowledged apart: every page
+    counts them so, as the alert list's Open and Acknowledged tabs do."""
+
+    open: int = 0
+    acknowledged: int = 0
+
+
+def _counted(alerts: QuerySet[Alert]) -> QuerySet[Alert]:
+    return alerts.filter(
+        status__in=[Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
+    ).order_by()
+
+
+def alert_counts(alerts: QuerySet[Alert]) -> AlertCounts:
+    totals = _counted(alerts).aggregate(
+        open=Count("id", filter=Q(status=Alert.Status.OPEN)),
+        acknowledged=Count("id", filter=Q(status=Alert.Status.ACKNOWLEDGED)),
+    )
+    return AlertCounts(**totals)
+
+
+def alert_counts_by(alerts: QuerySet[Alert], field: str) -> dict[int, AlertCounts]:
+    """The counts per value of `field` (`project`, `project__team`)."""
+    rows = (
+        _counted(alerts)
+        .values_list(field)
+        .annotate(
+            open=Count("id", filter=Q(status=Alert.Status.OPEN)),
+            acknowledged=Count("id", filter=Q(status=Alert.Status.ACKNOWLEDGED)),
+        )
+    )
+    return {key: AlertCounts(open, acknowledged) for key, open, acknowledged in rows}
+
+
+def alerts_worst_first(alerts: QuerySet[Alert]) -> QuerySet[Alert]:
+    """Critical before warning, then the latest first."""
+    critical_first = Case(
+        When(severity=Alert.Severity.CRITICAL, then=Value(0)), default=Value(1)
+    )
+    return alerts.order_by(critical_first, "-fired_at", "-id")
 
 
 def alert_get_for_user(user: User, pk: int) -> Alert:

@@ -4,7 +4,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -88,9 +87,11 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     if project:
         alerts = alerts.filter(project__slug=project)
     page = Paginator(
-        alerts.select_related(
-            "project__team", "training_run", "source", "acknowledged_by"
-        ).order_by("-fired_at", "-id"),
+        selectors.alerts_worst_first(
+            alerts.select_related(
+                "project__team", "training_run", "source", "acknowledged_by"
+            )
+        ),
         50,
     ).get_page(request.GET.get("page"))
     context = {
@@ -249,22 +250,13 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 STATUS_ORDER = {"over": 0, "at_risk": 1, "on_track": 2, "no_budget": 3}
 
 
-def _active_alert_counts(user, projects) -> dict[int, int]:
-    counts = (
-        alerts_visible_to(user)
-        .filter(status__in=ACTIVE, project__in=projects)
-        .values("project")
-        .annotate(count=Count("id"))
-        .order_by()
-    )
-    return {row["project"]: row["count"] for row in counts}
-
-
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
     projects = list(projects_visible_to(request.user).select_related("team"))
-    alert_counts = _active_alert_counts(request.user, projects)
+    alert_counts = selectors.alert_counts_by(
+        alerts_visible_to(request.user).filter(project__in=projects), "project"
+    )
     summaries = sorted(
         project_summaries(projects=projects, as_of=today),
         key=lambda s: (STATUS_ORDER[s.status], s.project.name),
@@ -273,10 +265,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     for summary in summaries:
         counts[summary.status] += 1
     context = {
-        "cards": [(s, alert_counts.get(s.project.pk, 0)) for s in summaries],
+        "cards": [
+            (s, alert_counts.get(s.project.pk, selectors.AlertCounts()))
+            for s in summaries
+        ],
         "summaries": summaries,
         "counts": counts,
-        "open_alerts": sum(alert_counts.values()),
+        "alert_counts": selectors.alert_counts(alerts_visible_to(request.user)),
         "today": today,
         "month_start": today.replace(day=1),
     }
@@ -322,9 +317,12 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "can_approve": user_can_approve_plans(request.user),
         "invoices": project.compute_invoices.all(),
         "unconverted": selectors.unconverted_totals(project=project),
-        "alerts": project.alerts.filter(status__in=ACTIVE).select_related(
-            "training_run", "acknowledged_by"
+        "alerts": selectors.alerts_worst_first(
+            project.alerts.filter(status__in=ACTIVE).select_related(
+                "training_run", "acknowledged_by"
+            )
         ),
+        "alert_counts": selectors.alert_counts(project.alerts.all()),
         "waiting": project_waiting_reason(project),
         "revisions": BudgetRevision.objects.filter(budget__project=project)
         .select_related("proposed_by", "decided_by")

@@ -5,11 +5,9 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from django.db.models import Count
-
 from accounts.models import Team
-from budgets.alerts import ACTIVE
 from budgets.models import Alert
+from budgets.selectors import AlertCounts, alert_counts_by
 from budgets.services import (
     BURN_WINDOW_DAYS,
     DEFAULT_MEASURE,
@@ -28,7 +26,7 @@ class TeamTotals:
     projects: int
     variance: TeamVariance
     month_by_measure: dict[str, Decimal]  # each project's spend in its measure
-    alerts: int  # open or acknowledged
+    alerts: AlertCounts
 
     @property
     def month_actual(self) -> Decimal | None:
@@ -49,11 +47,8 @@ def team_totals(*, as_of: date) -> list[TeamTotals]:
         projects=projects, as_of=as_of, days=BURN_WINDOW_DAYS
     ):
         by_team[summary.project.team_id].append(summary)
-    alerts = dict(
-        Alert.objects.filter(status__in=ACTIVE, project__isnull=False)
-        .values_list("project__team")
-        .annotate(count=Count("id"))
-        .order_by()
+    alerts = alert_counts_by(
+        Alert.objects.filter(project__isnull=False), "project__team"
     )
     return [
         TeamTotals(
@@ -61,7 +56,7 @@ def team_totals(*, as_of: date) -> list[TeamTotals]:
             projects=len(by_team[team.pk]),
             variance=team_variance(by_team[team.pk]),
             month_by_measure=_month_by_measure(by_team[team.pk]),
-            alerts=alerts.get(team.pk, 0),
+            alerts=alerts.get(team.pk, AlertCounts()),
         )
         for team in Team.objects.all()
     ]

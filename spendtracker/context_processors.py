@@ -2,8 +2,8 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import Membership
-from budgets.models import Alert
-from budgets.selectors import alerts_visible_to
+from accounts.selectors import organisation_name
+from budgets.selectors import alert_counts, alerts_visible_to
 
 
 def portal(request: HttpRequest) -> dict:
@@ -11,6 +11,9 @@ def portal(request: HttpRequest) -> dict:
         "reporting_currency": settings.REPORTING_CURRENCY,
         "role_label": _role_label(request.user),
         "open_alert_count": _open_alerts(request.user),
+        "organisation_name": organisation_name()
+        if request.user.is_authenticated
+        else "",
     }
 
 
@@ -18,7 +21,7 @@ def _open_alerts(user) -> int:
     """Open, not yet acknowledged: what the sidebar counts."""
     if not user.is_authenticated:
         return 0
-    return alerts_visible_to(user).filter(status=Alert.Status.OPEN).count()
+    return alert_counts(alerts_visible_to(user)).open
 
 
 def _role_label(user) -> str:

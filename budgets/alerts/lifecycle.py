@@ -2,8 +2,11 @@
 
 - an alert fires at the highest threshold crossed, once per rule, scope, period and
   threshold: the database refuses a second one (see `Alert.Meta.constraints`);
-- crossing a higher threshold escalates it: the new alert replaces the open one and
-  notifies again; nothing else re-notifies;
+- spend rising past a higher threshold escalates it: the new alert replaces the open
+  one and notifies again; nothing else re-notifies;
+- a change of the rule's thresholds (a project's override, the budget's tolerance,
+  the rule switched off) moves the active alert to the highest threshold now in force
+  that the level reaches, or resolves it, quietly: it is not news about spend;
 - it resolves when the level falls a margin under its threshold, so that it does not
   flap, or when its period ends.
 
@@ -90,6 +93,7 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
     reached = _highest_reached(observations)
     to_fire: list[Alert] = []
     replacing: dict[int, Alert] = {}  # an active alert's id -> the alert after it
+    moved: set[int] = set()  # of those, the ones whose rule changed its thresholds
     quietly: list[Alert] = []  # reopened (or created) without an email
     to_resolve: dict[int, str] = {}
     to_refresh: list[Alert] = []
@@ -108,10 +112,14 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
             if crossed is not None:
                 alert = _new_alert(observation, crossed, now)
                 (to_fire if news else quietly).append(alert)
+        elif current.threshold not in observation.thresholds:
+            if crossed is None:
+                to_resolve[current.pk] = _rule_changed(observation)
+            else:
+                replacing[current.pk] = _after(current, observation, crossed, news, now)
+                moved.add(current.pk)
         elif crossed is not None and crossed > current.threshold:
-            replacing[current.pk] = _new_alert(
-                observation, crossed, now, escalated_from=current if news else None
-            )
+            replacing[current.pk] = _after(current, observation, crossed, news, now)
         elif observation.value < current.threshold - RESOLVE_MARGIN[observation.kind]:
             to_resolve[current.pk] = (
                 f"Back to {observation.value:.0f} under the "
@@ -126,7 +134,13 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
     outcome.resolved = len(_resolve(to_resolve, now))
     # A replacement goes ahead only if this pass closed the alert it replaces: of two
     # workers evaluating at once, one does.
-    closed = _resolve(dict.fromkeys(replacing, "Escalated"), now)
+    closed = _resolve(
+        {
+            pk: _moved(alert) if pk in moved else "Escalated"
+            for pk, alert in replacing.items()
+        },
+        now,
+    )
     escalations = [replacing[pk] for pk in closed if replacing[pk].escalated_from_id]
     quietly += [replacing[pk] for pk in closed if not replacing[pk].escalated_from_id]
     fired = _insert(to_fire)
@@ -203,6 +217,39 @@ def _reopen(alerts: list[Alert], now: datetime) -> None:
 def _shown(alert: Alert) -> tuple:
     """What an alert tells its readers; rewritten only when the figures move."""
     return (alert.value, alert.subject, alert.reason, alert.severity, alert.waiting_for)
+
+
+def _after(
+    current: Alert,
+    observation: Observation,
+    crossed: Decimal,
+    news: bool,
+    now: datetime,
+) -> Alert:
+    """The alert that replaces an active one. Escalated means spend got worse: the
+    last reading was short of the threshold reached now; a threshold moved under the
+    level by a change of the rule is no news."""
+    worse = news and not observation.reaches(current.value, crossed)
+    return _new_alert(
+        observation, crossed, now, escalated_from=current if worse else None
+    )
+
+
+def _rule_changed(observation: Observation) -> str:
+    if not observation.thresholds:
+        return "The rule was switched off"
+    return (
+        f"The rule's thresholds changed: {_number(observation.value)} is under the "
+        f"{_number(min(observation.thresholds))} now in force"
+    )
+
+
+def _moved(alert: Alert) -> str:
+    return f"The rule's thresholds changed: now at {_number(alert.threshold)}"
+
+
+def _number(value: Decimal) -> str:
+    return f"{value.normalize():f}"
 
 
 def _ended(alert: Alert, as_of: date) -> str:

@@ -69,27 +69,31 @@ class Observation:
 
     def crossed(self) -> Decimal | None:
         """The highest threshold the level reaches."""
-        reached = [
-            t
-            for t in self.thresholds
-            if self.value > t or (not self.strict and self.value == t)
-        ]
+        reached = [t for t in self.thresholds if self.reaches(self.value, t)]
         return max(reached, default=None)
+
+    def reaches(self, value: Decimal, threshold: Decimal) -> bool:
+        return value > threshold or (not self.strict and value == threshold)
 
 
 @dataclass
 class Texts:
-    """Words for an observation at a threshold: a subject line, a reason, and the
-    severity that threshold carries."""
+    """Words for an observation at a threshold: a subject line, a reason that names
+    the threshold in force, and the severity that threshold carries."""
 
     subject: str
     reason: str
     critical_from: Decimal | None = None  # the threshold from which it is critical
+    unit: str = "%"
+    tolerance: Decimal | None = None  # the budget's, when it is the default threshold
 
     def __call__(self, threshold: Decimal) -> tuple[str, str, str]:
         critical = self.critical_from is not None and threshold >= self.critical_from
         severity = Alert.Severity.CRITICAL if critical else Alert.Severity.WARNING
-        return self.subject, self.reason, severity
+        named = f"{threshold.normalize():f}{self.unit}"
+        if threshold == self.tolerance:
+            named += ", the budget's tolerance"
+        return self.subject, f"{self.reason} (threshold: {named})", severity
 
 
 class Rules:
@@ -195,6 +199,7 @@ def _project_observations(
                         f"{money(variance.actual_to_date, currency)} is spent so far"
                     ),
                     critical_from=ZERO if variance.status == Status.OVER else None,
+                    tolerance=tolerance,
                 ),
                 **scope,
             )
@@ -239,7 +244,8 @@ def _variance_observation(
                 subject=f"{project.name}: {_pct(over)} over the {month:%B} plan, "
                 f"{money(summary.month_actual, currency)} spent",
                 reason=f"Project {project.name} is {_pct(over)} over its plan this "
-                f"month, beyond its {_pct(budget.tolerance_percent)} tolerance: {text}",
+                f"month: {text}",
+                tolerance=budget.tolerance_percent,
             ),
             **scope,
         )
@@ -284,6 +290,7 @@ def _anomaly_observations(
                     f"{day:%-d %B %Y}, {times:.1f} times its usual "
                     f"{money(usual, currency)} a day (the median of the 14 days "
                     f"before)",
+                    unit="×",
                 ),
                 **scope,
             )
@@ -354,6 +361,7 @@ def _source_observations(
                     f"{source.last_sync_at:%-d %b %Y %H:%M} UTC, {hours:.0f} hours "
                     f"ago; alerts of the projects it bills wait until it is fresh",
                     critical_from=ZERO,
+                    unit=" hours",
                 ),
                 source_id=source.pk,
             )

@@ -11,6 +11,7 @@ from budgets.services import Status
 from core.currencies import ZERO
 from core.currencies import money as format_money
 from core.exports import spreadsheet_safe as safe_cell
+from spendtracker.setup import setup_steps
 
 register = template.Library()
 
@@ -118,3 +119,9 @@ def linked(context, url: str, text) -> str:
     if context.get("printed"):
         return text
     return format_html('<a href="{}">{}</a>', url, text)
+
+
+@register.inclusion_tag("_next_steps.html", takes_context=True)
+def next_steps(context) -> dict:
+    """On an empty page of an install not set up yet: what to do next."""
+    return {"steps": setup_steps(context["request"].user)}

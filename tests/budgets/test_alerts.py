@@ -22,7 +22,7 @@ from django.urls import reverse
 from accounts.models import User
 from billing.models import BillingSource
 from billing.services import billing_import_file
-from budgets.alerts import alerts_evaluate
+from budgets.alerts import ACTIVE, alerts_evaluate, project_alert_rules_save
 from budgets.models import Alert, AlertKind, AlertRule, Notification
 from budgets.notifications import digests_send, notifications_send_pending
 from tests.billing.importing import read_csv, write_csv
@@ -199,7 +199,7 @@ def test_an_email_sent_late_shows_the_figures_the_alert_fired_with(
     # On the 10th: plan to date 1,000 × 10/31; forecast 550 + 550/7 a day × 80 days.
     assert (
         "Project Timeline has spent $550 in January 2026, 55% of the $1,000 planned "
-        "for the month.\n\n"
+        "for the month (threshold: 50%).\n\n"
         "Project Timeline (Foundation), as of 10 January 2026, when the alert fired:\n"
         "  Budget               $3,000\n"
         "  Actual to date       $550 (18% of budget)\n"
@@ -237,7 +237,7 @@ def test_a_digest_shows_each_alert_as_it_fired(world, timeline, settings):
     assert (
         "- Timeline: $550 spent, 55% of the January plan\n"
         "  As of 10 January 2026: Project Timeline has spent $550 in January 2026, "
-        "55% of the $1,000 planned for the month.\n"
+        "55% of the $1,000 planned for the month (threshold: 50%).\n"
     ) in digest.body
     assert "$700" not in digest.body
     html = digest.alternatives[0][0]
@@ -381,7 +381,7 @@ def test_a_run_over_its_gpu_hours_fires_once_for_the_run(world):
     alert = Alert.objects.get(training_run=run)
     assert alert.reason == (
         "Run llama-70b-sft is 38% over plan: 569 of 412 planned GPU-hours used at "
-        "$2.49/GPU-hour"
+        "$2.49/GPU-hour (threshold: 100%)"
     )
     assert evaluate(at(date(2026, 1, 20)))["fired"] == 0
 
@@ -785,3 +785,100 @@ def test_spend_reaching_a_threshold_exactly_fires_it(world, timeline):
     make_spend(timeline, date(2026, 1, 3), "500")  # 50% of January's plan, no more
     assert evaluate(at(date(2026, 1, 5)))["fired"] == 1
     assert Alert.objects.get().threshold == Decimal("50")
+
+
+def set_thresholds(project, kind: str, thresholds: list) -> None:
+    """What the lead's form at /projects/<slug>/alert-rules/ saves."""
+    project_alert_rules_save(project=project, settings={kind: (True, thresholds)})
+
+
+def test_raising_a_threshold_is_quiet_and_the_reason_names_the_one_in_force(
+    world, timeline
+):
+    """The issue's case: the lead raises the variance threshold above the budget's
+    10% tolerance to hear less; that is no escalation, and no email."""
+    only_rule(AlertKind.VARIANCE)
+    make_spend(timeline, date(2026, 1, 9), "400")  # 24% over the plan to the 10th
+    evaluate(at(date(2026, 1, 10)))
+    assert len(sent()) == 2
+    assert Alert.objects.get().reason.endswith(
+        "(threshold: 10%, the budget's tolerance)"
+    )
+
+    set_thresholds(timeline, AlertKind.VARIANCE, [20, 30])
+    result = evaluate(at(date(2026, 1, 10), 12))
+    assert (result["fired"], result["escalated"], result["emails"]) == (0, 0, 0)
+    assert sent() == []
+    alert = Alert.objects.get(status=Alert.Status.OPEN)
+    assert (alert.threshold, alert.escalated_from) == (20, None)
+    assert "(threshold: 20%)" in alert.reason
+    assert "10%" not in alert.reason
+
+    # Spend getting worse past a threshold in force is what escalates.
+    make_spend(timeline, date(2026, 1, 10), "50")  # 450: 40% over
+    result = evaluate(at(date(2026, 1, 10), 13))
+    assert (result["escalated"], result["emails"]) == (1, 2)
+    assert {subject for _to, subject in sent()} == {
+        "[Spendtracker] Escalated: Timeline: 40% over the January plan, $450 spent"
+    }
+    alert = Alert.objects.get(status=Alert.Status.OPEN)
+    assert alert.threshold == 30
+    assert "(threshold: 30%)" in alert.reason
+
+
+def test_raising_thresholds_above_the_level_resolves_the_alert_quietly(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "850")
+    evaluate(at(date(2026, 1, 5)))
+    assert len(sent()) == 2  # 80% fired
+
+    set_thresholds(timeline, AlertKind.BUDGET_USED, [90, 100])
+    result = evaluate(at(date(2026, 1, 5), 12))
+    assert (result["resolved"], result["emails"]) == (1, 0)
+    assert not Alert.objects.filter(status__in=ACTIVE).exists()
+    assert Alert.objects.get().resolution == (
+        "The rule's thresholds changed: 85 is under the 90 now in force"
+    )
+
+    make_spend(timeline, date(2026, 1, 5), "100")  # 95%: spend got worse
+    result = evaluate(at(date(2026, 1, 5), 13))
+    assert (result["fired"], result["emails"]) == (1, 2)
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 90
+    assert (
+        sent()[0][1] == "[Spendtracker] Timeline: $950 spent, 95% of the January plan"
+    )
+
+
+def test_lowering_thresholds_under_an_alert_moves_it_down_quietly(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "780")
+    evaluate(at(date(2026, 1, 5)))
+    assert len(sent()) == 2  # 50% fired; 78% stays in the 80% alert's margin later
+
+    make_spend(timeline, date(2026, 1, 4), "30")  # 81%: escalates to 80
+    evaluate(at(date(2026, 1, 5), 11))
+    assert len(sent()) == 2
+    make_spend(timeline, date(2026, 1, 4), "-30")  # 78%, within the margin of 80
+    evaluate(at(date(2026, 1, 5), 12))
+    assert Alert.objects.get(status=Alert.Status.OPEN).threshold == 80
+
+    set_thresholds(timeline, AlertKind.BUDGET_USED, [60, 70])
+    result = evaluate(at(date(2026, 1, 5), 13))
+    assert (result["fired"], result["escalated"], result["emails"]) == (0, 0, 0)
+    assert sent() == []
+    alert = Alert.objects.get(status=Alert.Status.OPEN)
+    assert alert.threshold == 70
+    assert "(threshold: 70%)" in alert.reason
+
+
+def test_switching_a_rule_off_resolves_its_alert_quietly(world, timeline):
+    only_rule(AlertKind.BUDGET_USED)
+    make_spend(timeline, date(2026, 1, 3), "850")
+    evaluate(at(date(2026, 1, 5)))
+    sent()
+    project_alert_rules_save(
+        project=timeline, settings={AlertKind.BUDGET_USED: (False, [])}
+    )
+    result = evaluate(at(date(2026, 1, 5), 12))
+    assert (result["resolved"], result["emails"]) == (1, 0)
+    assert Alert.objects.get().resolution == "The rule was switched off"

@@ -199,7 +199,7 @@ def test_a_member_reads_the_rules_but_cannot_change_them(client, world):
 def test_the_overview_counts_each_teams_open_alerts(client, world):
     login(client, world.finance)
     page = client.get(reverse("overview")).content.decode()
-    assert f'href="/alerts/?team={world.team.slug}">1</a>' in page
+    assert f'href="/alerts/?status=open&amp;team={world.team.slug}">1</a>' in page
 
 
 def test_nobody_decides_their_own_revision(client, world):
@@ -211,3 +211,47 @@ def test_nobody_decides_their_own_revision(client, world):
     assert "another finance user or admin decides it" in response.content.decode()
     world.revision.refresh_from_db()
     assert world.revision.status == BudgetRevision.Status.PENDING
+
+
+def a_second_alert(world, **extra) -> Alert:
+    fields = {
+        "kind": AlertKind.FORECAST_OVER,
+        "scope_key": f"project:{world.project.pk}",
+        "period": date(2026, 1, 1),
+        "threshold": Decimal("10"),
+        "project": world.project,
+        "severity": Alert.Severity.CRITICAL,
+        "subject": "Llama Sft: forecast $9,000, 50% over its $6,000 budget",
+        "reason": "Project Llama Sft is forecast to finish at $9,000",
+        "value": Decimal("50"),
+        "fired_at": world.alert.fired_at.replace(day=10),
+    }
+    return Alert.objects.create(**(fields | extra))
+
+
+def test_every_page_counts_open_alerts_as_the_lists_open_tab_does(client, world):
+    """One open alert, one acknowledged: the sidebar, the dashboard, the project, the
+    overview and the list's Open tab all say one open; acknowledged ones are named as
+    such."""
+    a_second_alert(world, status=Alert.Status.ACKNOWLEDGED)
+    login(client, world.finance)
+    dashboard = client.get(reverse("dashboard")).content.decode()
+    assert '<span class="nav-count" data-testid="nav-alert-count">1</span>' in dashboard
+    assert ">1 open alert</a>" in dashboard
+    assert ">1 acknowledged</a>" in dashboard
+    assert f'href="/alerts/?status=open&amp;project={world.project.slug}"' in dashboard
+    project = client.get(reverse("project_detail", args=[world.project.slug]))
+    assert ">1 open alert</a>" in project.content.decode()
+    overview = client.get(reverse("overview")).content.decode()
+    assert f'href="/alerts/?status=open&amp;team={world.team.slug}">1</a>' in overview
+    listed = client.get(reverse("alert_list"), {"status": "open"}).content.decode()
+    assert listed.count('data-testid="alert-row"') == 1
+
+
+def test_the_alert_list_puts_critical_alerts_first(client, world):
+    """The warning fired later, yet the critical alert comes first."""
+    critical = a_second_alert(world)
+    assert critical.fired_at < world.alert.fired_at
+    login(client, world.member)
+    page = client.get(reverse("alert_list")).content.decode()
+    assert page.index(critical.subject) < page.index(world.alert.subject)

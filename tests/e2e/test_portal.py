@@ -9,10 +9,12 @@ root.
 
 import re
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -338,4 +340,70 @@ def test_finance_closes_last_month_from_its_report_and_sees_the_snapshot(
     close = MonthClose.objects.get(month=last_month)
     assert close.closed_by.email == "finance@example.com"
     screenshot(page, "month-closed-finance")
+    assert js_errors == []
+
+
+FRESH_ADMIN, FRESH_PASSWORD = "root@acme.example", "correct-horse-battery-staple"
+# Every page of the portal's menu, with what its empty state says.
+EMPTY_PAGES = [
+    ("/", "No projects yet"),
+    ("/overview/", "no teams or billing sources yet"),
+    ("/reports/", "No month has a plan or spend yet"),
+    ("/costs/", "No spend between"),
+    ("/alerts/", "Alerts fire when a project's spend leaves its plan"),
+    ("/teams/", "No teams yet"),
+    ("/billing/sources/", "No billing sources yet"),
+    ("/billing/imports/", "No imports yet"),
+    ("/invoices/", "No compute invoices"),
+]
+SCREENSHOTS = {
+    "/": "fresh-dashboard",
+    "/teams/": "fresh-teams",
+    "/costs/": "fresh-costs",
+}
+
+
+@pytest.fixture
+def fresh_install(browser, transactional_db, live_server, time_machine, monkeypatch):
+    """An empty database set up as an operator does: `manage.py bootstrap`."""
+    time_machine.move_to(datetime(2026, 12, 15, 12, tzinfo=UTC))
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", FRESH_PASSWORD)
+    call_command(
+        "bootstrap",
+        "--organisation",
+        "Acme AI",
+        "--admin-email",
+        FRESH_ADMIN,
+        stdout=StringIO(),
+    )
+
+
+def test_the_bootstrapped_admin_finds_what_to_do_next_on_every_empty_page(
+    browser: Browser, fresh_install, live_server, js_errors
+):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    try:
+        log_in(page, live_server.url, FRESH_ADMIN, FRESH_PASSWORD)
+        expect(page.get_by_test_id("organisation")).to_have_text("Acme AI")
+        for path, says in EMPTY_PAGES:
+            response = page.goto(f"{live_server.url}{path}")
+            assert response is not None and response.status == 200, path
+            expect(page.get_by_test_id("empty-state")).to_contain_text(says)
+            steps = page.get_by_test_id("next-steps")
+            expect(steps).to_contain_text("Connect a billing source")
+            expect(steps.get_by_role("link", name="Create a team")).to_have_attribute(
+                "href", "/admin/accounts/team/add/"
+            )
+            if path in SCREENSHOTS:
+                screenshot(page, SCREENSHOTS[path])
+        page.goto(f"{live_server.url}/")
+        page.get_by_test_id("next-steps").get_by_role(
+            "link", name="Add a billing source"
+        ).click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("billing source")
+    finally:
+        context.close()
     assert js_errors == []

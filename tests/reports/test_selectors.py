@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from budgets.selectors import AlertCounts
 from reports.selectors import team_totals
 from tests.conftest import make_budget, make_project, make_spend
 
@@ -33,6 +34,10 @@ def test_team_totals_add_up_each_teams_projects_and_nobody_elses(world):
     assert foundation.variance.actual_to_date == Decimal("1000")
     assert foundation.month_actual == Decimal("900")
     assert foundation.variance.over == 1  # `second` spent 600 of 500
-    assert foundation.alerts == 1
+    assert foundation.alerts == AlertCounts(open=1, acknowledged=0)
     other = totals["other"]
-    assert (other.projects, other.month_actual, other.alerts) == (1, Decimal("50"), 0)
+    assert (other.projects, other.month_actual, other.alerts) == (
+        1,
+        Decimal("50"),
+        AlertCounts(),
+    )
