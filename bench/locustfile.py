@@ -1,0 +1,85 @@
+"""The people of the load test (bench/load_test.py): team leads and finance, logged in,
+reading the dashboard, a project page, the alerts page and the API.
+
+Each simulated user logs in once through the login form (as a browser does: the CSRF
+cookie, then the POST), then reads pages with a second or so between them. Leads read
+their own team's projects; finance reads any. Every answer other than 200 counts as a
+failure, and so does a page that is not the one asked for (a redirect to the login).
+"""
+
+import itertools
+import os
+import random
+import re
+
+from locust import HttpUser, between, task
+
+PASSWORD = os.environ["LOAD_PASSWORD"]
+TEAMS = int(os.environ.get("LOAD_TEAMS", "5"))
+PROJECTS = int(os.environ.get("LOAD_PROJECTS", "200"))
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+# Users take turns: four leads of different teams for each finance user.
+PERSONAS = itertools.cycle(
+    [f"lead{i % TEAMS}@bench.example" for i in range(4)] + ["finance@bench.example"]
+)
+
+
+class PortalUser(HttpUser):
+    wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        self.email = next(PERSONAS)
+        if self.email.startswith("lead"):
+            team = int(self.email[4 : self.email.index("@")])
+            # The benchmark's projects go to teams in turn: project i to team i % TEAMS.
+            self.slugs = [f"project-{i:03d}" for i in range(team, PROJECTS, TEAMS)]
+        else:
+            self.slugs = [f"project-{i:03d}" for i in range(PROJECTS)]
+        page = self.client.get("/accounts/login/", name="login form")
+        token = CSRF.search(page.text).group(1)
+        with self.client.post(
+            "/accounts/login/",
+            data={
+                "username": self.email,
+                "password": PASSWORD,
+                "csrfmiddlewaretoken": token,
+            },
+            headers={"Referer": f"{self.host}/accounts/login/"},
+            name="login",
+            catch_response=True,
+        ) as answer:
+            if "/accounts/login/" in answer.url:
+                answer.failure(f"{self.email} could not log in")
+
+    def _page(self, url: str, name: str) -> None:
+        with self.client.get(url, name=name, catch_response=True) as answer:
+            if answer.status_code != 200:
+                answer.failure(f"HTTP {answer.status_code}")
+            elif "/accounts/login/" in answer.url:
+                answer.failure("sent to the login page")
+
+    @task(3)
+    def dashboard(self) -> None:
+        self._page("/", "dashboard")
+
+    @task(3)
+    def project(self) -> None:
+        self._page(f"/projects/{random.choice(self.slugs)}/", "project page")
+
+    @task(2)
+    def alerts(self) -> None:
+        self._page("/alerts/", "alerts page")
+
+    @task(1)
+    def api_projects(self) -> None:
+        self._page("/api/v1/projects/", "API projects")
+
+    @task(1)
+    def api_variance(self) -> None:
+        slug = random.choice(self.slugs)
+        self._page(f"/api/v1/projects/{slug}/variance/", "API variance")
+
+    @task(1)
+    def health(self) -> None:
+        # The baseline: gunicorn, the middleware and one query, with no page behind it.
+        self._page("/healthz", "healthz (baseline)")
