@@ -64,6 +64,12 @@ def require_billing_operator(user: User) -> None:
         raise PermissionDenied("Billing sources are managed by finance and admins.")
 
 
+def require_invoice_approver(user: User) -> None:
+    """Approving an invoice makes it cost: finance and admins decide."""
+    if not user.sees_everything:
+        raise PermissionDenied("Compute invoices are approved by finance and admins.")
+
+
 def require_journal_reader(user: User) -> None:
     """The chargeback journal posts every team's spend: finance and admins only."""
     if not user.sees_everything:

@@ -4,7 +4,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.template.response import TemplateResponse
 
-from billing.invoices import compute_invoices_queue_load
+from billing.invoices import compute_invoices_decide, compute_invoices_queue_load
 from billing.models import (
     Accrual,
     BillingSource,
@@ -397,6 +397,7 @@ class ComputeInvoiceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("project", "training_run")
     list_select_related = ("project", "training_run")
     inlines = (ComputeInvoiceLineInline,)
+    readonly_fields = ("decided_by", "decided_at")
     actions = ["approve", "reject"]
 
     def get_queryset(self, request):
@@ -416,11 +417,13 @@ class ComputeInvoiceAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, ComputeInvoice.Status.REJECTED)
 
     def _set_status(self, request, queryset, status: str) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        queryset.update(status=status)
-        compute_invoices_queue_load(invoice_ids=ids)
+        count = compute_invoices_decide(
+            invoice_ids=list(queryset.values_list("pk", flat=True)),
+            status=status,
+            by=request.user,
+        )
         self.message_user(
-            request, f"{len(ids)} invoice(s) {status}; their cost is being restated."
+            request, f"{count} invoice(s) {status}; their cost is being restated."
         )
 
     @admin.display(description="total", ordering="_total")

@@ -19,7 +19,9 @@ from functools import partial
 from dateutil.relativedelta import relativedelta
 from django.db import DatabaseError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
+from accounts.models import User
 from billing.allocation import PROJECT_TAG, RUN_TAG
 from billing.importers import ImportFailure
 from billing.importers.invoice_csv import invoice_line_row
@@ -48,6 +50,27 @@ def compute_invoices_queue_load(*, invoice_ids: list[int]) -> None:
     from billing.tasks import compute_invoices_load_task  # tasks import this module
 
     transaction.on_commit(lambda: compute_invoices_load_task.delay(invoice_ids))
+
+
+def compute_invoices_decide(
+    *, invoice_ids: list[int], status: str, by: User, from_status: str = ""
+) -> int:
+    """Approve or reject invoices, or set them back to draft, noting who and when;
+    their cost is restated in the worker once this commits. Returns how many: the
+    invoices are locked first, so two people deciding at once are taken in turn, and
+    with `from_status` only those still in it, once the first has decided, change."""
+    if status not in ComputeInvoice.Status.values:
+        raise ValueError(f"unknown invoice status {status!r}")
+    with transaction.atomic():
+        invoices = ComputeInvoice.objects.select_for_update().filter(pk__in=invoice_ids)
+        if from_status:
+            invoices = invoices.filter(status=from_status)
+        ids = list(invoices.values_list("pk", flat=True))
+        ComputeInvoice.objects.filter(pk__in=ids).update(
+            status=status, decided_by=by, decided_at=timezone.now()
+        )
+        compute_invoices_queue_load(invoice_ids=ids)
+    return len(ids)
 
 
 def compute_invoices_load(*, invoice_ids: list[int] | None = None) -> ImportRun:

@@ -546,6 +546,15 @@ class ComputeInvoice(models.Model):
         related_name="compute_invoices",
     )
     notes = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who last approved, rejected or set it back to draft.",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-issued_on", "vendor"]

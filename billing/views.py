@@ -3,18 +3,20 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
+from django.views.decorators.http import require_POST
 
-from accounts.permissions import require_billing_operator
+from accounts.permissions import require_billing_operator, require_invoice_approver
 from billing.explorer import (
     DRILL_DOWN,
     MEASURES,
@@ -25,6 +27,7 @@ from billing.explorer import (
     records_in_range,
 )
 from billing.forms import ExplorerForm, UploadForm
+from billing.invoices import compute_invoices_decide
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import invoice_get_for_user, invoices_visible_to
 from billing.services import billing_upload_accept, import_progress
@@ -54,8 +57,60 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "billing/invoice_detail.html",
-        {"invoice": invoice, "lines": invoice.lines.all()},
+        {
+            "invoice": invoice,
+            "lines": invoice.lines.all(),
+            "decisions": INVOICE_DECISIONS[Invoice(invoice.status)],
+        },
     )
+
+
+# What finance can do to an invoice in each status: (status it goes to, button).
+Invoice = ComputeInvoice.Status
+INVOICE_DECISIONS = {
+    Invoice.DRAFT: [(Invoice.APPROVED, "Approve"), (Invoice.REJECTED, "Reject")],
+    Invoice.APPROVED: [(Invoice.DRAFT, "Set back to draft")],
+    Invoice.REJECTED: [(Invoice.DRAFT, "Set back to draft")],
+}
+DECIDED = {
+    Invoice.APPROVED: "approved: it counts as cost",
+    Invoice.REJECTED: "rejected: it adds no cost",
+    Invoice.DRAFT: "set back to draft: it adds no cost until approved",
+}
+
+
+@login_required
+@require_POST
+def invoice_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    invoice = invoice_get_for_user(request.user, pk)
+    require_invoice_approver(request.user)
+    status = request.POST.get("status", "")
+    allowed = dict(INVOICE_DECISIONS[Invoice(invoice.status)])
+    if status not in allowed:
+        messages.error(
+            request,
+            f"{invoice.invoice_number} is {invoice.get_status_display().lower()}: "
+            "it cannot go from there to what was asked (the page was out of date?).",
+        )
+    elif not compute_invoices_decide(
+        invoice_ids=[invoice.pk],
+        status=status,
+        by=request.user,
+        from_status=invoice.status,
+    ):
+        messages.error(
+            request,
+            f"Someone else decided on {invoice.invoice_number} meanwhile; "
+            "here is where it stands now.",
+        )
+    else:
+        messages.success(
+            request,
+            f"{invoice.vendor} {invoice.invoice_number} is "
+            f"{DECIDED[Invoice(status)]}. The figures of its month are "
+            "being restated in the background.",
+        )
+    return redirect(invoice)
 
 
 @login_required

@@ -131,6 +131,11 @@ urlpatterns = [
     ),
     path("invoices/", billing_views.invoice_list, name="invoice_list"),
     path("invoices/<int:pk>/", billing_views.invoice_detail, name="invoice_detail"),
+    path(
+        "invoices/<int:pk>/decision/",
+        billing_views.invoice_decide,
+        name="invoice_decide",
+    ),
     path("billing/sources/", billing_views.source_list, name="source_list"),
     path(
         "billing/sources/<int:pk>/", billing_views.source_detail, name="source_detail"

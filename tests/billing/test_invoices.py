@@ -1,14 +1,20 @@
 """Approved compute invoices become cost through the loader: exactly their lines, on
 their project, replaced when they change and gone when they are no longer approved."""
 
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection, transaction
 from django.urls import reverse
 
-from billing.invoices import SOURCE_NAME, compute_invoices_load
+from billing.invoices import (
+    SOURCE_NAME,
+    compute_invoices_decide,
+    compute_invoices_load,
+)
 from billing.models import (
     BillingSource,
     ComputeInvoice,
@@ -239,3 +245,123 @@ def test_approving_in_the_admin_puts_the_invoice_into_cost(
         )
     assert CostRecord.objects.get().billed_cost == Decimal("1234.50000000000")
     assert CostRecord.objects.get().project == world.project
+
+
+def decide(client, user, invoice, status):
+    client.force_login(user)
+    return client.post(
+        reverse("invoice_decide", args=[invoice.pk]), {"status": status}, follow=True
+    )
+
+
+def test_finance_approves_in_the_portal_and_the_invoice_becomes_cost(
+    client, world, django_capture_on_commit_callbacks, eager_tasks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        page = decide(client, world.finance, world.invoice, Status.APPROVED)
+    world.invoice.refresh_from_db()
+    assert (world.invoice.status, world.invoice.decided_by) == (
+        Status.APPROVED,
+        world.finance,
+    )
+    assert world.invoice.decided_at == datetime(2026, 2, 10, 9, tzinfo=UTC)
+    assert CostRecord.objects.get().billed_cost == Decimal("1234.50000000000")
+    text = page.content.decode()
+    assert "Lambda INV-1 is approved: it counts as cost." in text
+    assert "Approved by finance@test.example on 10 Feb 2026, 09:00." in text
+    assert "Set back to draft" in text
+
+
+def test_finance_rejects_then_sets_back_to_draft_and_no_cost_is_added(
+    client, world, django_capture_on_commit_callbacks, eager_tasks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        decide(client, world.finance, world.invoice, Status.APPROVED)
+        decide(client, world.finance, world.invoice, Status.DRAFT)
+        page = decide(client, world.admin, world.invoice, Status.REJECTED)
+    world.invoice.refresh_from_db()
+    assert (world.invoice.status, world.invoice.decided_by) == (
+        Status.REJECTED,
+        world.admin,
+    )
+    assert not CostRecord.objects.exists()
+    assert "It adds no cost." in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("persona", "code"), [("lead", 403), ("member", 403), ("outsider", 404)]
+)
+def test_only_finance_and_admins_decide_on_an_invoice(client, world, persona, code):
+    client.force_login(getattr(world, persona))
+    answer = client.post(
+        reverse("invoice_decide", args=[world.invoice.pk]), {"status": "approved"}
+    )
+    assert answer.status_code == code
+    world.invoice.refresh_from_db()
+    assert (world.invoice.status, world.invoice.decided_by) == (Status.DRAFT, None)
+
+
+def test_the_lead_sees_the_status_but_no_decision_buttons(client, world):
+    client.force_login(world.lead)
+    page = client.get(world.invoice.get_absolute_url()).content.decode()
+    assert "A draft adds no cost until finance approves it." in page
+    assert "invoice_decide" not in page and 'value="approved"' not in page
+
+
+def test_a_decision_from_an_out_of_date_page_changes_nothing(client, world):
+    set_status(world.invoice, Status.APPROVED)
+    page = decide(client, world.finance, world.invoice, Status.REJECTED)
+    world.invoice.refresh_from_db()
+    assert world.invoice.status == Status.APPROVED
+    assert "INV-1 is approved: it cannot go from there" in page.content.decode()
+
+
+def test_two_people_deciding_at_once_are_taken_in_turn(world):
+    """Finance approves while an admin, from the same draft page, rejects: the first
+    holds the invoice until it commits, and the second then finds it decided."""
+    decided, commit = threading.Event(), threading.Event()
+
+    def approve_and_hold():
+        try:
+            with transaction.atomic():
+                compute_invoices_decide(
+                    invoice_ids=[world.invoice.pk],
+                    status=Status.APPROVED,
+                    by=world.finance,
+                )
+                decided.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=approve_and_hold)
+    first.start()
+    assert decided.wait(10)
+    second: list[int] = []
+
+    def reject_the_draft():
+        try:
+            second.append(
+                compute_invoices_decide(
+                    invoice_ids=[world.invoice.pk],
+                    status=Status.REJECTED,
+                    by=world.admin,
+                    from_status=Status.DRAFT,
+                )
+            )
+        finally:
+            connection.close()
+
+    rival = threading.Thread(target=reject_the_draft)
+    rival.start()
+    rival.join(1)
+    assert rival.is_alive()  # waiting for the first decision
+    commit.set()
+    first.join(10)
+    rival.join(10)
+    assert second == [0]
+    world.invoice.refresh_from_db()
+    assert (world.invoice.status, world.invoice.decided_by) == (
+        Status.APPROVED,
+        world.finance,
+    )

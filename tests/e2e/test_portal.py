@@ -9,15 +9,19 @@ root.
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
+from django.db.models import Sum
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from billing.invoices import SOURCE_NAME as INVOICES
+from billing.models import CostRecord
 from reports.models import MonthClose
 from spendtracker.celery import app
 from spendtracker.demo import DEMO_PASSWORD, demo_seed
@@ -287,6 +291,32 @@ def test_a_lead_previews_a_plan_change_and_finance_approves_the_revision(
         )
     finally:
         context.close()
+    assert js_errors == []
+
+
+def test_finance_approves_a_draft_invoice_and_its_cost_is_counted(
+    page: Page, live_server, js_errors, tasks_in_process
+):
+    invoices = CostRecord.objects.filter(source__name=INVOICES)
+    before = invoices.aggregate(total=Sum("billed_cost", default=0))["total"]
+    log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/invoices/?status=draft")
+    page.get_by_role("link", name="LMB-2107").click()
+    expect(page.get_by_test_id("invoice-decision")).to_contain_text(
+        "A draft adds no cost until finance approves it."
+    )
+    page.get_by_role("button", name="Approve").click()
+
+    expect(page.locator(".messages")).to_contain_text(
+        "Lambda LMB-2107 is approved: it counts as cost."
+    )
+    expect(page.get_by_test_id("invoice-status")).to_have_text("Approved")
+    expect(page.get_by_test_id("invoice-decision")).to_contain_text(
+        "Approved by Fatima Noor on"
+    )
+    screenshot(page, "invoice-approved")
+    after = invoices.aggregate(total=Sum("billed_cost", default=0))["total"]
+    assert after - before == Decimal("5654.05")  # 2,795 GPU-hours at $1.99, and $92
     assert js_errors == []
 
 
