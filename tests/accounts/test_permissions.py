@@ -41,6 +41,12 @@ PAGES = {
     "overview": (lambda w: {}, FINANCE_ONLY),
     "invoice_list": (lambda w: {}, SIGNED_IN),
     "invoice_detail": (lambda w: {"pk": w.invoice.pk}, TEAM_ONLY),
+    # Finance decides on an invoice (POST only; every persona's POST:
+    # tests/billing/test_invoices.py).
+    "invoice_decide": (
+        lambda w: {"pk": w.invoice.pk},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},
+    ),
     "login": (lambda w: {}, ANONYMOUS_ONLY),
     "logout": (lambda w: {}, dict.fromkeys(PERSONAS, 405)),  # POST only
     "password_reset": (lambda w: {}, OPEN),
