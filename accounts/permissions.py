@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 
-from accounts.models import Membership, User
+from accounts.models import Membership, Team, User
 
 M = TypeVar("M", bound=Model)
 
@@ -51,6 +51,25 @@ def user_can_edit_plan(user: User, project: TeamOwned) -> bool:
 def require_plan_editor(user: User, project: TeamOwned) -> None:
     if not user_can_edit_plan(user, project):
         raise PermissionDenied("Only the team's leads can change this plan.")
+
+
+def teams_user_can_create_projects_for(user: User) -> QuerySet[Team]:
+    """Leads create projects for the teams they lead; finance and admins for any."""
+    if user.sees_everything:
+        return Team.objects.all()
+    return Team.objects.filter(
+        memberships__user=user, memberships__role=Membership.Role.LEAD
+    )
+
+
+def require_project_creator(user: User, team: Team | None = None) -> None:
+    """Refuses who may create no project (or none for `team`); call it after the team
+    was read through `team_get_for_user`, so that outsiders get 404 first."""
+    teams = teams_user_can_create_projects_for(user)
+    if team is not None:
+        teams = teams.filter(pk=team.pk)
+    if not teams.exists():
+        raise PermissionDenied("Team leads, finance and admins create projects.")
 
 
 def require_organisation_view(user: User) -> None:

@@ -8,6 +8,8 @@ training scripts that name their project need no rule; anything else stays unall
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from django.db.models import Q
+
 from projects.models import AllocationRule, Project, TrainingRun
 
 
@@ -93,3 +95,14 @@ def _rule_matches(rule: AllocationRule, record: Mapping, tags: Mapping) -> bool:
         case AllocationRule.MatchOn.SERVICE:
             return record.get("service_name") == rule.value
     return False
+
+
+def rule_candidates(rule: AllocationRule) -> Q:
+    """Cost records the rule may match, as a filter: a superset the database narrows
+    fast, which the allocator then decides exactly (a tag's value may not be text)."""
+    match rule.match_on:
+        case AllocationRule.MatchOn.TAG:
+            return Q(tags__has_key=rule.tag_key)
+        case AllocationRule.MatchOn.RESOURCE_PREFIX:
+            return Q(resource_id__startswith=rule.value)
+    return Q(**{RULE_INPUTS[AllocationRule.MatchOn(rule.match_on)]: rule.value})

@@ -36,7 +36,7 @@ from django.db.models import (
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
-from billing.allocation import INPUTS, Allocator
+from billing.allocation import INPUTS, Allocator, rule_candidates
 from billing.deliveries import Delivery, delivery_label, delivery_open
 from billing.importers import ImportFailure, importer_for
 from billing.importers.base import Fetcher, Importer, ProviderError
@@ -65,7 +65,7 @@ from billing.sync import fetcher_for
 from core.crypto import rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
-from projects.models import Project
+from projects.models import AllocationRule, Project
 
 # The columns allocation rules read.
 ALLOCATION_INPUTS = ["tags", *INPUTS]
@@ -148,6 +148,26 @@ def cost_records_reallocate(
     end = max(_last_moment(r.charge_period_end) for r in changed).date() + ONE_DAY
     daily_costs_rebuild(start=start, end=end)
     return start, end
+
+
+def unallocated_costs_queue_allocation(*, rule: AllocationRule) -> None:
+    """Once the new rule is committed, a worker gives it the stored costs it matches
+    that are still unallocated: a scan of history has no place in a web request."""
+    from billing.tasks import unallocated_costs_allocate_task  # tasks import this
+
+    transaction.on_commit(lambda: unallocated_costs_allocate_task.delay(rule.pk))
+
+
+def unallocated_costs_allocate(*, rule_id: int) -> tuple[date, date] | None:
+    """Re-apply the rules to the unallocated costs this rule may match: first match
+    wins, so an earlier rule keeps what it matches. Safe to run twice: what is
+    allocated is no longer unallocated. Returns the dates rebuilt, as
+    `cost_records_reallocate` does."""
+    rule = AllocationRule.objects.filter(pk=rule_id, is_active=True).first()
+    if rule is None:
+        return None
+    unallocated = CostRecord.objects.filter(project__isnull=True)
+    return cost_records_reallocate(queryset=unallocated.filter(rule_candidates(rule)))
 
 
 class FxTable:

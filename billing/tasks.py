@@ -12,6 +12,7 @@ from billing.services import (
     billing_sync_source,
     daily_costs_rebuild,
     import_run_execute,
+    unallocated_costs_allocate,
 )
 from billing.sync import sources_to_sync
 
@@ -43,6 +44,12 @@ def rollup_rebuild_for_rates(changed: list[list[str]]) -> int:
 def compute_invoices_load_task(invoice_ids: list[int] | None = None) -> str:
     """Restate approved invoices' cost: after an approval, and nightly for all."""
     return compute_invoices_load(invoice_ids=invoice_ids).status
+
+
+@shared_task
+def unallocated_costs_allocate_task(rule_id: int) -> bool:
+    """Give a new rule the unallocated costs it matches; True when any moved."""
+    return unallocated_costs_allocate(rule_id=rule_id) is not None
 
 
 @shared_task

@@ -3,11 +3,13 @@ from decimal import Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
+from accounts.models import Team, User
 from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine
 from core.currencies import ZERO
-from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
+from projects.models import RUN_PLAN_FIELDS, AllocationRule, Project, TrainingRun
 
 
 class MonthField(forms.DateField):
@@ -101,6 +103,86 @@ BudgetLineFormSet = inlineformset_factory(
     extra=2,
     can_delete=True,
 )
+
+
+class NewPlanLineFormSet(BudgetLineFormSet):
+    """The monthly plan of a new project: room for most of a year at once."""
+
+    extra = 6
+
+
+class ProjectForm(forms.ModelForm):
+    """A new project, for one of the teams the user may create projects for."""
+
+    class Meta:
+        model = Project
+        fields = ["team", "name", "kind", "start_date", "end_date", "owner"]
+        fields += ["description"]
+        widgets = {
+            "start_date": forms.DateInput(attrs={"type": "date"}),
+            "end_date": forms.DateInput(attrs={"type": "date"}),
+            "description": forms.Textarea(attrs={"rows": 2}),
+        }
+
+    def __init__(self, *args, teams: QuerySet[Team], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams
+        self.fields["owner"].queryset = User.objects.filter(
+            memberships__team__in=teams, is_active=True
+        ).distinct()
+        self.fields["owner"].help_text = "A member of the team, who answers for it."
+
+    def clean(self):
+        cleaned = super().clean()
+        team, owner = cleaned.get("team"), cleaned.get("owner")
+        if team and owner and not owner.memberships.filter(team=team).exists():
+            self.add_error("owner", f"{owner} is not a member of {team}.")
+        return cleaned
+
+
+class NewBudgetForm(BudgetForm):
+    """The first budget of a new project: it runs over the project's dates."""
+
+    class Meta(BudgetForm.Meta):
+        fields = [f for f in PLAN_FIELDS if f not in ("start_date", "end_date")]
+
+
+RECOGNISED_BY = [
+    (kind, label)
+    for kind, label in AllocationRule.MatchOn.choices
+    if kind != AllocationRule.MatchOn.SERVICE  # a whole service is never one project's
+]
+
+
+class RecognitionForm(forms.Form):
+    """How the new project's costs are recognised: its first allocation rule."""
+
+    match_on = forms.ChoiceField(
+        label="Costs are recognised by",
+        choices=RECOGNISED_BY,
+        initial=AllocationRule.MatchOn.TAG,
+        widget=forms.RadioSelect,
+    )
+    tag_key = forms.CharField(
+        label="Tag key", max_length=200, required=False, initial="project"
+    )
+    value = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="The tag's value, the account id or the resource id prefix; for "
+        "a tag, empty means the project's slug (made from its name).",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        tag = cleaned.get("match_on") == AllocationRule.MatchOn.TAG
+        cleaned["tag_key"] = cleaned.get("tag_key", "").strip() if tag else ""
+        cleaned["value"] = cleaned.get("value", "").strip()
+        if tag and not cleaned["tag_key"]:
+            self.add_error("tag_key", "A tag rule needs the tag key.")
+        if not tag and not cleaned["value"]:
+            self.add_error("value", "Give the account id or the resource id prefix.")
+        return cleaned
 
 
 class PlannedRunForm(forms.ModelForm):

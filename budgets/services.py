@@ -15,18 +15,21 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import NamedTuple, cast
 
 from django.conf import settings
-from django.db import models, transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
+from django.utils.text import slugify
 
 from accounts.models import User
-from billing.services import FxTable
+from accounts.permissions import teams_user_can_create_projects_for
+from billing.services import FxTable, unallocated_costs_queue_allocation
 from budgets import selectors
 from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision, CostMeasure
 from budgets.selectors import SpendFigures
 from core.currencies import ZERO, money
 from core.dates import month_start, next_month
-from projects.models import RUN_PLAN_FIELDS, Project, TrainingRun
+from projects.models import RUN_PLAN_FIELDS, AllocationRule, Project, TrainingRun
 
 HUNDRED = Decimal("100")
 BURN_WINDOW_DAYS = 7
@@ -958,6 +961,96 @@ def budget_approve(*, budget: Budget, user: User) -> Budget:
     budget.approved_at = timezone.now()
     budget.save(update_fields=["status", "approved_by", "approved_at"])
     return budget
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """How a project's costs are recognised: the fields of its allocation rule. An
+    empty value of a tag rule stands for the project's slug."""
+
+    match_on: str
+    tag_key: str
+    value: str
+
+
+# Paths under /projects/ that are pages, not projects.
+RESERVED_SLUGS = {"new"}
+SLUG_ATTEMPTS = 20
+
+
+@transaction.atomic
+def project_create(
+    *,
+    project: Project,
+    budget: Budget,
+    lines: Sequence[dict],
+    recognition: Recognition,
+    user: User,
+) -> Project:
+    """Create a project with its first budget (a draft that finance approves) and the
+    allocation rule that recognises its costs, or none of them.
+
+    `project` and `budget` carry validated fields, unsaved; the budget runs over the
+    project's dates. Once committed, a worker gives the new rule the unallocated costs
+    already imported that it matches. A name the team already uses, in any case, is
+    refused as a ValidationError on `name`, also when two people create it at once.
+    """
+    if not teams_user_can_create_projects_for(user).filter(pk=project.team_id).exists():
+        raise PermissionDenied("Team leads, finance and admins create projects.")
+    _project_insert(project)
+    rule = AllocationRule(
+        project=project,
+        match_on=recognition.match_on,
+        tag_key=recognition.tag_key,
+        value=recognition.value or project.slug,
+    )
+    _refuse_a_rule_that_would_never_win(rule)
+    rule.save()
+    budget.project = project
+    budget.start_date, budget.end_date = project.start_date, project.end_date
+    budget.status = Budget.Status.DRAFT
+    budget_save_plan(budget=budget, lines=lines, runs=[], user=user)
+    unallocated_costs_queue_allocation(rule=rule)
+    return project
+
+
+def _project_insert(project: Project) -> None:
+    """Save under a free slug made from the name; the database decides races."""
+    base = slugify(project.name)[:100] or "project"
+    for attempt in range(SLUG_ATTEMPTS):
+        project.slug = base if attempt == 0 else f"{base}-{attempt + 1}"
+        if project.slug in RESERVED_SLUGS:
+            continue
+        try:
+            with transaction.atomic():
+                project.save()
+            return
+        except IntegrityError:
+            # Unique violations wait for the other transaction: its row is visible now.
+            if Project.objects.filter(
+                team_id=project.team_id, name__iexact=project.name
+            ).exists():
+                raise ValidationError(
+                    {"name": "This team already has a project of that name."}
+                ) from None
+    raise ValidationError({"name": "Too many projects have this name: choose another."})
+
+
+def _refuse_a_rule_that_would_never_win(rule: AllocationRule) -> None:
+    same = AllocationRule.objects.filter(
+        is_active=True,
+        match_on=rule.match_on,
+        tag_key=rule.tag_key,
+        value=rule.value,
+        priority__lte=rule.priority,
+    ).select_related("project")
+    if earlier := same.first():
+        raise ValidationError(
+            {
+                "value": f"These costs already go to {earlier.project} by its rule "
+                f"({earlier.describe()}): choose what recognises this project."
+            }
+        )
 
 
 class RevisionRefused(Exception):

@@ -3,7 +3,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -12,6 +14,8 @@ from django.views.decorators.http import require_POST
 from accounts.permissions import (
     require_plan_approver,
     require_plan_editor,
+    require_project_creator,
+    teams_user_can_create_projects_for,
     user_can_approve_plans,
     user_can_edit_plan,
 )
@@ -30,7 +34,11 @@ from budgets.forms import (
     AlertRuleForm,
     BudgetForm,
     BudgetLineFormSet,
+    NewBudgetForm,
+    NewPlanLineFormSet,
     PlannedRunFormSet,
+    ProjectForm,
+    RecognitionForm,
     RevisionDecisionForm,
     RunProgressForm,
 )
@@ -41,11 +49,13 @@ from budgets.selectors import (
     revision_get_for_user,
 )
 from budgets.services import (
+    Recognition,
     RevisionRefused,
     budget_approve,
     budget_preview,
     budget_revision_decide,
     budget_save_plan,
+    project_create,
     project_cumulative_by_month,
     project_months,
     project_summaries,
@@ -60,6 +70,7 @@ from projects.selectors import (
     projects_visible_to,
     run_get_for_user,
 )
+from projects.services import project_archive, project_unarchive
 
 STATUS_FILTERS = {
     "active": ("Open and acknowledged", [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]),
@@ -233,10 +244,15 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     team = team_get_for_user(request.user, slug)
     today = timezone.now().date()
     summaries = project_summaries(
-        projects=team.projects.select_related("owner"), as_of=today
+        projects=team.projects.filter(archived_at__isnull=True).select_related("owner"),
+        as_of=today,
     )
     context = {
         "team": team,
+        "archived": team.projects.filter(archived_at__isnull=False),
+        "can_create_project": teams_user_can_create_projects_for(request.user)
+        .filter(pk=team.pk)
+        .exists(),
         "summaries": summaries,
         "totals": team_variance(summaries),
         "memberships": team.memberships.select_related("user").order_by("role"),
@@ -253,7 +269,13 @@ STATUS_ORDER = {"over": 0, "at_risk": 1, "on_track": 2, "no_budget": 3}
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
-    projects = list(projects_visible_to(request.user).select_related("team"))
+    # Archived projects leave the dashboard; the filter shows them, and only them.
+    archived = request.GET.get("archived") == "1"
+    projects = list(
+        projects_visible_to(request.user)
+        .filter(archived_at__isnull=not archived)
+        .select_related("team")
+    )
     alert_counts = selectors.alert_counts_by(
         alerts_visible_to(request.user).filter(project__in=projects), "project"
     )
@@ -274,6 +296,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "alert_counts": selectors.alert_counts(alerts_visible_to(request.user)),
         "today": today,
         "month_start": today.replace(day=1),
+        "archived": archived,
+        "can_create_project": teams_user_can_create_projects_for(request.user).exists(),
     }
     if request.user.sees_everything:
         context["unallocated_month"] = selectors.actual_between(
@@ -432,3 +456,88 @@ def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
         "pending": pending,
     }
     return render(request, "projects/budget_edit.html", context)
+
+
+@login_required
+def project_new(request: HttpRequest) -> HttpResponse:
+    """A lead creates a project for a team they lead (finance and admins for any):
+    its first budget, a draft for finance to approve, and how its costs are
+    recognised."""
+    team = None
+    if slug := request.GET.get("team"):
+        team = team_get_for_user(request.user, slug)
+    require_project_creator(request.user, team)
+    teams = teams_user_can_create_projects_for(request.user)
+    data = request.POST or None
+    form = ProjectForm(
+        data,
+        teams=teams,
+        initial={"team": team or teams.first(), "owner": request.user},
+    )
+    budget_form = NewBudgetForm(
+        data, prefix="budget", initial={"currency": settings.REPORTING_CURRENCY}
+    )
+    lines = NewPlanLineFormSet(data, instance=budget_form.instance, prefix="lines")
+    recognition = RecognitionForm(data, prefix="recognition")
+    forms = [form, budget_form, lines, recognition]
+    if data is not None and all([f.is_valid() for f in forms]):
+        try:
+            project = project_create(
+                project=form.instance,
+                budget=budget_form.instance,
+                lines=lines.kept_lines(),
+                recognition=Recognition(**recognition.cleaned_data),
+                user=request.user,
+            )
+        except ValidationError as error:
+            _add_errors(error, [form, recognition])
+        else:
+            messages.success(
+                request,
+                f"{project.name} is created. Its budget waits for finance's "
+                "approval; costs already imported that its rule matches are being "
+                "allocated to it.",
+            )
+            return redirect(project)
+    context = {
+        "form": form,
+        "budget_form": budget_form,
+        "lines": lines,
+        "recognition": recognition,
+    }
+    return render(request, "projects/project_new.html", context)
+
+
+def _add_errors(error: ValidationError, forms: list[Form]) -> None:
+    """Show a service's refusal on the form that has the field it names."""
+    for field, messages_ in error.message_dict.items():
+        form = next((f for f in forms if field in f.fields), forms[0])
+        form.add_error(field if field in form.fields else None, messages_)
+
+
+@login_required
+@require_POST
+def project_archive_view(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    require_plan_editor(request.user, project)
+    if project_archive(project=project):
+        messages.success(
+            request,
+            f"{project.name} is archived: it has left the dashboard and its alerts; "
+            "its pages and reports stay.",
+        )
+    else:
+        messages.info(request, f"{project.name} was already archived.")
+    return redirect(project)
+
+
+@login_required
+@require_POST
+def project_unarchive_view(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    require_plan_editor(request.user, project)
+    if project_unarchive(project=project):
+        messages.success(request, f"{project.name} is back on the dashboard.")
+    else:
+        messages.info(request, f"{project.name} was not archived.")
+    return redirect(project)

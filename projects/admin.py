@@ -62,7 +62,12 @@ class ProjectAdmin(admin.ModelAdmin):
         "end_date",
         "budget_total",
     )
-    list_filter = ("status", "kind", "team")
+    list_filter = (
+        "status",
+        "kind",
+        "team",
+        ("archived_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("name", "slug", "description", "team__name", "owner__email")
     ordering = ("name",)
     date_hierarchy = "start_date"

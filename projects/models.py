@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from core.currencies import validate_currency_code
@@ -41,6 +42,9 @@ class Project(models.Model):
     description = models.TextField(blank=True)
     start_date = models.DateField()
     end_date = models.DateField()
+    # An archived project keeps its pages, spend and reports, but leaves the dashboard
+    # and is no longer evaluated for alerts.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -48,6 +52,12 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(end_date__gte=F("start_date")),
                 name="project_ends_after_it_starts",
+            ),
+            models.UniqueConstraint(
+                Lower("name"),
+                "team",
+                name="project_name_unique_in_team",
+                violation_error_message="This team already has a project of that name.",
             ),
         ]
 
@@ -60,6 +70,10 @@ class Project(models.Model):
     def clean(self) -> None:
         if self.start_date and self.end_date and self.end_date < self.start_date:
             raise ValidationError({"end_date": "The project must end after it starts."})
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
 
 class TrainingRun(models.Model):

@@ -317,6 +317,8 @@ CELERY_TASK_ROUTES = {
         "compute_invoices_load_task",
         "daily_costs_rebuild_recent",
         "rollup_rebuild_for_rates",
+        # Rebuilds the rollup where a new project's rule takes unallocated costs.
+        "unallocated_costs_allocate_task",
     )
 }
 CELERY_BEAT_SCHEDULE = {

@@ -49,7 +49,18 @@ auth_urls = [
 urlpatterns = [
     path("", budget_views.dashboard, name="dashboard"),
     path("accounts/", include(auth_urls)),
+    path("projects/new/", budget_views.project_new, name="project_new"),
     path("projects/<slug:slug>/", budget_views.project_detail, name="project_detail"),
+    path(
+        "projects/<slug:slug>/archive/",
+        budget_views.project_archive_view,
+        name="project_archive",
+    ),
+    path(
+        "projects/<slug:slug>/unarchive/",
+        budget_views.project_unarchive_view,
+        name="project_unarchive",
+    ),
     path("projects/<slug:slug>/plan/", budget_views.budget_edit, name="budget_edit"),
     path(
         "projects/<slug:slug>/approve/",

@@ -85,6 +85,7 @@ IMPORT_TASKS = {
     "billing.tasks.compute_invoices_load_task",
     "billing.tasks.daily_costs_rebuild_recent",
     "billing.tasks.rollup_rebuild_for_rates",
+    "billing.tasks.unallocated_costs_allocate_task",
 }
 
 

@@ -495,7 +495,9 @@ def project_alert_rules_save(
 def observe(now: datetime, as_of: date) -> list[Observation]:
     rules = Rules()
     projects = list(
-        Project.objects.exclude(status=Project.Status.CANCELLED).select_related("team")
+        Project.objects.exclude(status=Project.Status.CANCELLED)
+        .filter(archived_at__isnull=True)
+        .select_related("team")
     )
     summaries = project_summaries(projects=projects, as_of=as_of)
     runs = TrainingRun.objects.filter(project__in=projects).exclude(

@@ -23,6 +23,10 @@ API_SIGNED_IN = {**SIGNED_IN, "anonymous": 403}
 API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 403}
 ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
 DRAWN_BY_A_WORKER = {**dict.fromkeys(PERSONAS, 302)}
+# Leads create projects for the teams they lead (the outsider leads another team;
+# their 404 for this team's: tests/projects/test_project_create.py).
+PROJECT_CREATORS = {**SIGNED_IN, "member": 403}
+POST_ONLY = {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN}
 OWNER = {**dict.fromkeys(PERSONAS, 404), "anonymous": LOGIN, "lead": 200}
 
 
@@ -35,6 +39,10 @@ def pdf_of(user) -> int:
 PAGES = {
     "dashboard": (lambda w: {}, SIGNED_IN),
     "project_detail": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
+    "project_new": (lambda w: {}, PROJECT_CREATORS),
+    # Every persona's POST: tests/projects/test_project_archive.py.
+    "project_archive": (lambda w: {"slug": w.project.slug}, POST_ONLY),
+    "project_unarchive": (lambda w: {"slug": w.project.slug}, POST_ONLY),
     "budget_edit": (lambda w: {"slug": w.project.slug}, PLAN_EDITORS),
     "team_list": (lambda w: {}, SIGNED_IN),
     "team_detail": (lambda w: {"slug": w.team.slug}, TEAM_ONLY),

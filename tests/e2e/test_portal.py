@@ -437,3 +437,44 @@ def test_the_bootstrapped_admin_finds_what_to_do_next_on_every_empty_page(
     finally:
         context.close()
     assert js_errors == []
+
+
+def test_a_lead_creates_a_project_then_archives_it_when_it_is_finished(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+    page.get_by_test_id("new-project").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("New project")
+    page.get_by_label("Team").select_option(label="Foundation Models")
+    page.get_by_label("Name", exact=True).fill("Whisper eval sweep")
+    page.get_by_label("Kind").select_option(label="Evaluation")
+    page.get_by_label("Start date").fill("2026-12-01")
+    page.get_by_label("End date").fill("2027-01-31")
+    page.get_by_label("Owner").select_option(label="Lena Ortiz")
+    page.get_by_label("Total", exact=True).fill("5000")
+    page.get_by_label("Month 1").fill("2026-12")
+    page.get_by_label("Amount 1").fill("2000")
+    page.get_by_label("Month 2").fill("2027-01")
+    page.get_by_label("Amount 2").fill("3000")
+    page.get_by_label("Tag key = value").check()
+    page.get_by_label("Tag key", exact=True).fill("eval")
+    page.get_by_label("Value", exact=True).fill("whisper")
+    screenshot(page, "project-new")
+    page.get_by_role("button", name="Create the project").click()
+
+    expect(page).to_have_url(f"{live_server.url}/projects/whisper-eval-sweep/")
+    expect(page.locator(".messages")).to_contain_text("waits for finance")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Whisper eval sweep")
+    expect(page.get_by_text("tag eval = whisper")).to_be_visible()
+
+    page.get_by_role("button", name="Archive").click()
+    expect(page.get_by_test_id("archived-badge")).to_be_visible()
+    expect(page.get_by_test_id("archived-notice")).to_contain_text("history")
+    screenshot(page, "project-archived")
+    page.goto(f"{live_server.url}/")
+    cards = page.get_by_test_id("project-cards")
+    expect(cards.locator('article[data-project="whisper-eval-sweep"]')).to_have_count(0)
+    page.get_by_test_id("show-archived").click()
+    archived = page.locator('article[data-project="whisper-eval-sweep"]')
+    expect(archived).to_contain_text("Archived")
+    assert js_errors == []
