@@ -2,12 +2,12 @@
 
 On a database of its own it seeds the report benchmark's organisation (5 teams, 200
 projects with 24 months of plan, the given number of cost records over thousands of
-resources, rolled up), moves every plan a year further so the projects are live today,
-gives the leads and finance a password and evaluates the alerts. Then it serves the
-portal with gunicorn as the Dockerfile does (DEBUG off, collected static files, 3
-workers) on a loopback port and runs locust headless against it: team leads and finance
-logged in, reading the dashboard, a project page, the alerts page and the API
-(bench/locustfile.py), first a warm-up that is not counted, then the measured run.
+resources, rolled up), moves every plan a year further so the projects are live today
+and evaluates the alerts. Then it serves the portal with gunicorn as the Dockerfile
+does (DEBUG off, collected static files, 3 workers) on a loopback port and runs locust
+headless against it: team leads and finance, signed in, reading the dashboard, a
+project page, the alerts page and the API (bench/locustfile.py), first a warm-up that
+is not counted, then the measured run.
 
 The figures are locust's: requests per second and p50/p95/p99 per page, and failures.
 The baseline, in the same run and server, is `/healthz`: what a request costs through
@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_benchmark as seeding  # noqa: E402
 
 ROOT = seeding.ROOT
-PASSWORD = "load-test-password-1"
 TARGET_P95_MS = 250
 EXTRA_MONTHS = 12
 PAGES = ["dashboard", "project page", "alerts page", "API projects", "API variance"]
@@ -86,15 +85,28 @@ def extend_plans() -> None:
 
 
 def prepare() -> dict:
-    from django.contrib.auth.hashers import make_password
-
-    from accounts.models import User
     from budgets.alerts import alerts_evaluate
 
     extend_plans()
-    User.objects.update(password=make_password(PASSWORD))
     outcome = alerts_evaluate(send_later=False).as_json()
     return {"alerts": outcome}
+
+
+def sessions() -> dict[str, str]:
+    """A signed-in session for each person of the locustfile, as a browser that
+    logged in carries it: logging in is left out of the test, since its cost is the
+    password hasher's by design (a fifth of a second of CPU here, on purpose)."""
+    from django.conf import settings
+    from django.test import Client
+
+    from accounts.models import User
+
+    cookies = {}
+    for user in User.objects.filter(email__endswith="@bench.example"):
+        client = Client()
+        client.force_login(user)
+        cookies[user.email] = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return cookies
 
 
 def free_port() -> int:
@@ -146,7 +158,7 @@ def locust(env: dict, host: str, users: int, seconds: int, prefix: Path) -> None
 
 
 def figures(prefix: Path) -> dict:
-    """Locust's own summary: per page and in all, with the login left out."""
+    """Locust's own summary: per page and in all."""
     rows = {}
     with open(f"{prefix}_stats.csv", newline="") as stats:
         for row in csv.DictReader(stats):
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             seeding.log("rolling up")
             seeding.roll_up()
             seeded.update(prepare())
+        signed_in = sessions()
         connection.close()
         seeding.log("collecting static files")
         subprocess.run(
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         load_env = {
             **env,
-            "LOAD_PASSWORD": PASSWORD,
+            "LOAD_SESSIONS": json.dumps(signed_in),
             "LOAD_TEAMS": str(args.teams),
             "LOAD_PROJECTS": str(args.projects),
         }
