@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
 
     try:
+        seeding.log("migrating")  # a reused database too, to today's models
+        call_command("migrate", verbosity=0)
         if not args.reuse_db:
-            seeding.log("migrating")
-            call_command("migrate", verbosity=0)
             seeding.log(f"seeding {args.projects} projects in {args.teams} teams")
             organisation = seeding.seed_organisation(args.projects, args.teams)
             seeding.log(f"seeding {args.records:,} cost records")
