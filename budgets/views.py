@@ -266,6 +266,9 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 STATUS_ORDER = {"over": 0, "at_risk": 1, "on_track": 2, "no_budget": 3}
 
 
+DASHBOARD_CARDS = 24
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
@@ -286,11 +289,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     counts = {status: 0 for status in STATUS_ORDER}
     for summary in summaries:
         counts[summary.status] += 1
+    # Worst first, a page at a time: the first page is what needs attention, and an
+    # organisation's hundreds of cards are not drawn at once.
+    page = Paginator(summaries, DASHBOARD_CARDS).get_page(request.GET.get("page"))
     context = {
         "cards": [
             (s, alert_counts.get(s.project.pk, selectors.AlertCounts()))
-            for s in summaries
+            for s in page.object_list
         ],
+        "page": page,
         "summaries": summaries,
         "counts": counts,
         "alert_counts": selectors.alert_counts(alerts_visible_to(request.user)),

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core import mail
 from django.urls import reverse
 
-from tests.conftest import make_spend
+from budgets.views import DASHBOARD_CARDS
+from tests.conftest import make_budget, make_project, make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +26,32 @@ def test_just_after_midnight_on_the_first_the_dashboard_shows_the_new_month(
     assert summary.month_plan == Decimal("2000.00")  # February's line
     assert summary.month_actual == Decimal("70")
     assert summary.variance.actual_to_date == Decimal("570")
+
+
+@time_machine.travel(datetime(2026, 1, 20, 12, tzinfo=UTC), tick=False)
+def test_a_dashboard_of_many_projects_shows_them_a_page_at_a_time_worst_first(
+    client, world
+):
+    """The counts are the whole organisation's; the cards, 24 at a time, worst first:
+    the one project over its plan to date leads the first page, whatever its name."""
+    for number in range(DASHBOARD_CARDS + 5):
+        project = make_project(world.team, world.lead, f"a-{number:02d}")
+        make_budget(project, {date(2026, 1, 1): "1000.00"})
+    make_spend(world.project, date(2026, 1, 10), "1500")  # llama-sft: at risk
+    client.force_login(world.finance)
+    first = client.get(reverse("dashboard"))
+    assert first.context["counts"] == {
+        "over": 0,
+        "at_risk": 1,
+        "on_track": DASHBOARD_CARDS + 5,
+        "no_budget": 1,  # the other team's
+    }
+    slugs = [s.project.slug for s, _ in first.context["cards"]]
+    assert len(slugs) == DASHBOARD_CARDS and slugs[0] == "llama-sft"
+    assert "Projects 1–24 of 31, worst first" in first.content.decode()
+    last = client.get(reverse("dashboard"), {"page": 2})
+    rest = [s.project.slug for s, _ in last.context["cards"]]
+    assert len(rest) == 7 and not set(rest) & set(slugs)
 
 
 @time_machine.travel(datetime(2026, 1, 31, 23, 59, tzinfo=UTC), tick=False)
