@@ -17,6 +17,7 @@ from django.utils.text import slugify
 
 from accounts.models import Membership, Team, User
 from billing.allocation import Allocator
+from billing.invoices import compute_invoices_load
 from billing.models import (
     BillingSource,
     ComputeInvoice,
@@ -326,6 +327,7 @@ def demo_seed(*, today: date) -> dict[str, int]:
         first_day = min(first_day, oldest.date())
     daily_costs_rebuild(start=first_day, end=today + timedelta(days=1))
     _invoices(Project.objects.get(slug="support-bot-lora"), today)
+    compute_invoices_load()  # the approved one counts, as it would once approved
     finance = users["finance@example.com"]
     finance.watched_teams.set(teams.values())
     alerts_evaluate(now=datetime.combine(today, time(6), tzinfo=UTC))

@@ -6,7 +6,8 @@ from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing.models import CostRecord, DailyCost
+from billing.invoices import SOURCE_NAME as INVOICES
+from billing.models import ComputeInvoice, CostRecord, DailyCost
 from billing.services import daily_costs_rebuild
 from budgets.services import Status, project_variance
 from projects.models import Project
@@ -31,7 +32,11 @@ def test_seed_demo_twice_duplicates_nothing(db):
     call_command("seed_demo", "--force")
     first = row_counts()
     call_command("seed_demo", "--force")
-    assert row_counts() == first
+    second = row_counts()
+    # The approved invoice loads as it would in use, a run each time; the second
+    # replaces the first's rows (its lines were written again), adding none.
+    assert second.pop("billing.ImportRun") == first.pop("billing.ImportRun") + 1
+    assert second == first
     assert first["projects.Project"] == 8
     assert first["accounts.Team"] == 3
 
@@ -49,6 +54,15 @@ def test_the_demo_tells_its_story(db):
     assert statuses["chat-inference"] == Status.ON_TRACK
     assert statuses["model-evals"] == Status.AT_RISK
     assert DailyCost.objects.filter(project__isnull=True).exists()  # unallocated
+
+
+@time_machine.travel(SEEDED_ON, tick=False)
+def test_the_demos_approved_invoice_counts_as_cost_and_the_draft_does_not(db):
+    call_command("seed_demo", "--force")
+    approved = ComputeInvoice.objects.get(status=ComputeInvoice.Status.APPROVED)
+    billed = CostRecord.objects.filter(source__name=INVOICES)
+    assert sum(r.billed_cost for r in billed) == approved.total
+    assert {r.project.slug for r in billed} == {"support-bot-lora"}
 
 
 def test_seed_demo_refuses_to_create_known_logins_in_production(db, settings):
