@@ -19,9 +19,16 @@ from typing import IO
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import (
     BooleanField,
     Count,
@@ -38,7 +45,7 @@ from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator
 from billing.deliveries import Delivery, delivery_label, delivery_open
-from billing.importers import ImportFailure, importer_for
+from billing.importers import IMPORTERS, ImportFailure, importer_for
 from billing.importers.base import Fetcher, Importer, ProviderError
 from billing.loader import (
     COST_QUANTUM,
@@ -632,21 +639,38 @@ def _given_name(path: Path) -> str:
     return f"{path.name}/" if path.is_dir() else path.name
 
 
+@dataclass(frozen=True)
+class NewSource:
+    """A source an upload creates on purpose: its name and kind."""
+
+    name: str
+    kind: str
+
+
 def billing_upload_accept(
     *,
     uploaded: list[UploadedFile],
-    source_name: str,
+    source: BillingSource | NewSource,
     file_format: str = "auto",
+    period: date | None = None,
+    currency: str = "",
     allow_overlap: bool = False,
 ) -> ImportRun:
     """Keep an uploaded delivery (several files: as a zip of them) with a new
-    ImportRun, and queue its import."""
+    ImportRun for an existing source, or for a new one created now, and queue its
+    import. A new source is created on purpose, so it stays when its first import
+    fails (finance may delete a source that holds no data)."""
+    if isinstance(source, NewSource):
+        source = _upload_source_create(source)
     names = [file.name or "" for file in uploaded]
     run = ImportRun.objects.create(
-        source=BillingSource.objects.filter(name=source_name).first(),
-        source_name=source_name,
+        source=source,
+        source_name=source.name,
         file_name=delivery_label(names),
+        upload_name=names[0] if len(names) == 1 else "",
         file_format=file_format,
+        period=period,
+        currency=currency,
         allow_overlap=allow_overlap,
     )
     _upload_keep(run, uploaded)
@@ -654,6 +678,25 @@ def billing_upload_accept(
 
     transaction.on_commit(lambda: import_upload.delay(run.pk))
     return run
+
+
+def _upload_source_create(new: NewSource) -> BillingSource:
+    """A source named unlike any other, ignoring case: "AWS" and "aws" would be
+    two sources of the same bills."""
+    taken = BillingSource.objects.filter(name__iexact=new.name).first()
+    if taken is not None:
+        raise ValidationError(_taken(taken.name))
+    if new.kind not in IMPORTERS:
+        raise ValidationError(f"{new.kind!r} sources cannot be uploaded.")
+    try:
+        with transaction.atomic():
+            return BillingSource.objects.create(name=new.name, kind=new.kind)
+    except IntegrityError as exc:  # created meanwhile by another upload
+        raise ValidationError(_taken(new.name)) from exc
+
+
+def _taken(name: str) -> str:
+    return f"A source named “{name}” exists already: choose it from the list."
 
 
 UPLOADED_DELIVERY = "delivery.zip"
@@ -677,13 +720,16 @@ def _upload_keep(run: ImportRun, uploaded: list[UploadedFile]) -> None:
         run.upload.save(UPLOADED_DELIVERY, File(spool))
 
 
-def import_run_execute(*, run: ImportRun, paths: list[Path]) -> ImportOutcome:
+def import_run_execute(
+    *, run: ImportRun, paths: list[Path], names: list[str] | None = None
+) -> ImportOutcome:
     """Run the import that `run` stands for: the delivery to the database, or a
     failure. The source is created in the import's transaction, when it is new, so
-    that a failed import leaves no source behind."""
+    that a failed import leaves no source behind. `names`: what each path is called
+    by the person importing (delivery_open), e.g. an upload's own file name."""
     source_before = run.source
     try:
-        with delivery_open(paths) as delivery:
+        with delivery_open(paths, names=names) as delivery:
             run.files, run.checksum = delivery.as_json(), delivery.checksum
             run.save(update_fields=["files", "checksum"])
             importer = _delivery_importer(delivery, run)

@@ -4,6 +4,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Sum
@@ -121,29 +122,34 @@ def import_status(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 def upload(request: HttpRequest) -> HttpResponse:
     require_billing_operator(request.user)
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(
+        request.POST or None,
+        request.FILES or None,
+        initial={"source": request.GET.get("source", "")},
+    )
     if request.method == "POST":
         if not form.is_valid():
             return JsonResponse({"errors": form.errors}, status=400)
-        with transaction.atomic():
-            run = billing_upload_accept(
-                uploaded=form.cleaned_data["file"],
-                source_name=form.cleaned_data["source"],
-                file_format=form.cleaned_data["file_format"],
-                allow_overlap=form.cleaned_data["allow_overlap"],
+        try:
+            with transaction.atomic():
+                run = billing_upload_accept(
+                    uploaded=form.cleaned_data["file"],
+                    source=form.upload_source(),
+                    file_format=form.cleaned_data["file_format"],
+                    period=form.cleaned_data["period"],
+                    currency=form.cleaned_data["currency"],
+                    allow_overlap=form.cleaned_data["allow_overlap"],
+                )
+        except ValidationError as refused:
+            # A new source named meanwhile by another upload.
+            return JsonResponse(
+                {"errors": {"new_source_name": refused.messages}}, status=400
             )
         return JsonResponse(
             {"run": run.pk, "status_url": reverse("import_status", args=[run.pk])},
             status=202,
         )
-    return render(
-        request,
-        "billing/upload.html",
-        {
-            "form": form,
-            "source_names": BillingSource.objects.values_list("name", flat=True),
-        },
-    )
+    return render(request, "billing/upload.html", {"form": form})
 
 
 def _explorer_form(request: HttpRequest) -> ExplorerForm:

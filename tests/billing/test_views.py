@@ -34,7 +34,8 @@ def upload(
 
 
 def upload_files(client, files: dict[str, bytes], source: str = "FOCUS", **fields):
-    """Post a delivery as the upload page does: several files in one field."""
+    """Post a delivery as the upload page does: several files in one field, to the
+    source of that name chosen from the list, or to a new FOCUS source of that name."""
     return client.post(
         reverse("upload"),
         {
@@ -42,12 +43,19 @@ def upload_files(client, files: dict[str, bytes], source: str = "FOCUS", **field
                 SimpleUploadedFile(name, content, content_type="text/csv")
                 for name, content in files.items()
             ],
-            "source": source,
+            **source_fields(source),
             "file_format": "auto",
             **fields,
         },
         HTTP_ACCEPT="application/json",
     )
+
+
+def source_fields(name: str) -> dict[str, str]:
+    existing = BillingSource.objects.filter(name=name).first()
+    if existing:
+        return {"source": str(existing.pk)}
+    return {"source": "new", "new_source_name": name, "new_source_kind": "focus"}
 
 
 LINES = SAMPLE.read_bytes().splitlines(keepends=True)
@@ -83,16 +91,16 @@ def test_an_unrecognised_file_fails_at_once_with_the_reason(
     status = finance_client.get(response.json()["status_url"]).json()
     assert status["status"] == "failed"
     assert "odd.csv: the format could not be detected" in status["error"]
-    # The source the upload named was new: a failed import does not create it.
-    assert not BillingSource.objects.filter(name="FOCUS").exists()
+    # The new source was created on purpose: it stays, saying what went wrong.
+    source = BillingSource.objects.get(name="FOCUS")
+    assert "odd.csv: the format could not be detected" in source.last_error
     page = finance_client.get(status["url"]).content.decode()
     assert "odd.csv: the format could not be detected" in page
-    assert "not created: the import failed" in page
 
 
 def test_an_upload_without_a_file_is_refused_with_the_field_named(finance_client):
     response = finance_client.post(
-        reverse("upload"), {"source": "x", "file_format": "auto"}
+        reverse("upload"), {**source_fields("x"), "file_format": "auto"}
     )
     assert response.status_code == 400
     assert "file" in response.json()["errors"]
@@ -147,7 +155,7 @@ def test_the_same_file_chosen_twice_is_refused_before_upload(finance_client):
         reverse("upload"),
         {
             "file": [SimpleUploadedFile("a.csv", PART_1) for _ in range(2)],
-            "source": "FOCUS",
+            **source_fields("FOCUS"),
             "file_format": "auto",
         },
     )
@@ -181,7 +189,7 @@ def test_an_overlap_is_refused_unless_the_box_is_ticked(
     status = finance_client.get(refused.json()["status_url"]).json()
     assert status["status"] == "failed"
     assert "already imported into the source 'AWS FOCUS'" in status["error"]
-    assert not BillingSource.objects.filter(name="Copy").exists()
+    assert not CostRecord.objects.filter(source__name="Copy").exists()
     page = finance_client.get(reverse("upload")).content.decode()
     assert 'name="allow_overlap"' in page
     with django_capture_on_commit_callbacks(execute=True):
@@ -190,3 +198,86 @@ def test_an_overlap_is_refused_unless_the_box_is_ticked(
         )
     status = finance_client.get(allowed.json()["status_url"]).json()
     assert (status["status"], status["rows"]) == ("imported", 1000)
+
+
+def test_an_upload_goes_to_the_source_chosen_from_the_list(
+    finance_client, world, django_capture_on_commit_callbacks
+):
+    sources_before = BillingSource.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(finance_client, SAMPLE.read_bytes(), source="AWS export")
+    assert response.status_code == 202
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert (run.source, run.status) == (world.source, ImportRun.Status.IMPORTED)
+    assert BillingSource.objects.count() == sources_before
+    assert CostRecord.objects.filter(source=world.source, import_run=run).count()
+    # The source page's button opens the upload with that source chosen.
+    page = finance_client.get(f"{reverse('upload')}?source={world.source.pk}")
+    assert f'<option value="{world.source.pk}" selected>' in page.content.decode()
+
+
+def test_a_typed_name_never_creates_a_source(finance_client, world):
+    sources_before = BillingSource.objects.count()
+    typo = finance_client.post(
+        reverse("upload"),
+        {
+            "file": SimpleUploadedFile("focus.csv", SAMPLE.read_bytes()),
+            "source": "AWS exprot",  # what the old free-text field took
+            "file_format": "auto",
+        },
+    )
+    assert typo.status_code == 400
+    assert "source" in typo.json()["errors"]
+    assert BillingSource.objects.count() == sources_before
+    assert not ImportRun.objects.exclude(pk=world.import_run.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"new_source_kind": "focus"}, "new_source_name", "Name the new source."),
+        ({"new_source_name": "GPU cloud"}, "new_source_kind", "Choose what kind"),
+        (
+            {"new_source_name": " aws EXPORT ", "new_source_kind": "focus"},
+            "new_source_name",
+            "A source named “AWS export” exists already: choose it from the list.",
+        ),
+    ],
+)
+def test_a_new_source_needs_a_name_of_its_own_and_a_kind(
+    finance_client, world, fields, field, message
+):
+    sources_before = BillingSource.objects.count()
+    response = finance_client.post(
+        reverse("upload"),
+        {
+            "file": SimpleUploadedFile("focus.csv", SAMPLE.read_bytes()),
+            "source": "new",
+            "file_format": "auto",
+            **fields,
+        },
+    )
+    assert response.status_code == 400
+    assert message in " ".join(response.json()["errors"][field])
+    assert BillingSource.objects.count() == sources_before
+
+
+def test_a_new_source_is_created_with_its_name_and_kind_and_imported_into(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = finance_client.post(
+            reverse("upload"),
+            {
+                "file": SimpleUploadedFile("focus.csv", SAMPLE.read_bytes()),
+                "source": "new",
+                "new_source_name": " GPU cloud ",
+                "new_source_kind": "focus",
+                "file_format": "auto",
+            },
+        )
+    assert response.status_code == 202
+    source = BillingSource.objects.get(name="GPU cloud")
+    assert source.kind == "focus"
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert (run.source, run.status, run.rows_loaded) == (source, "imported", 1000)
