@@ -892,6 +892,46 @@ class _Unchanged(Exception):
         self.previous = previous
 
 
+class SourceHoldsData(Exception):
+    """A source that holds data, or is being imported into, is never deleted."""
+
+
+def source_delete_refusal(source: BillingSource) -> str | None:
+    """Why the source may not be deleted, in a sentence, or None when it holds no
+    data. Its history of failed imports goes with it."""
+    name = f"“{source.name}”"
+    if CostRecord.objects.filter(source=source).exists():
+        return f"{name} holds cost data, which reports and budgets count."
+    loaded = source.import_runs.filter(
+        status__in=[ImportRun.Status.IMPORTED, ImportRun.Status.UNCHANGED]
+    ).count()
+    if loaded:
+        return (
+            f"{name} has {loaded:,} import{'s' if loaded != 1 else ''} that loaded "
+            "data, whose history is kept."
+        )
+    if source.import_runs.filter(status=ImportRun.Status.RUNNING).exists():
+        return f"An import into {name} is waiting or under way."
+    if source.provider_invoices.exists():
+        return f"Provider invoices are reconciled against {name}."
+    return None
+
+
+@transaction.atomic
+def billing_source_delete(*, source: BillingSource) -> None:
+    """Delete a source that holds no data, with its failed imports and their kept
+    uploads; refuse one that does (SourceHoldsData says why). The source's row is
+    locked first, so an import that is loading into it is waited for, then seen."""
+    with waiting_for(f"an import of {source.name} has been running"):
+        BillingSource.objects.select_for_update().get(pk=source.pk)
+    refusal = source_delete_refusal(source)
+    if refusal:
+        raise SourceHoldsData(refusal)
+    uploads = [run.upload for run in source.import_runs.exclude(upload="")]
+    source.delete()
+    transaction.on_commit(lambda: [upload.delete(save=False) for upload in uploads])
+
+
 @transaction.atomic
 def credentials_rotate() -> list[str]:
     """Encrypt every source's stored credentials again with the first of the

@@ -3,6 +3,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -28,7 +29,14 @@ from billing.explorer import (
 from billing.forms import ExplorerForm, UploadForm
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import invoice_get_for_user, invoices_visible_to
-from billing.services import billing_upload_accept, import_progress
+from billing.services import (
+    LockWaitTimeout,
+    SourceHoldsData,
+    billing_source_delete,
+    billing_upload_accept,
+    import_progress,
+    source_delete_refusal,
+)
 from core.exports import csv_response
 
 
@@ -84,6 +92,28 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
             else {},
         },
     )
+
+
+@login_required
+def source_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Finance deletes a source that holds no data (one a typo created): the page
+    asks to confirm, or says why it may not."""
+    require_billing_operator(request.user)
+    source = get_object_or_404(BillingSource, pk=pk)
+    if request.method == "POST":
+        try:
+            billing_source_delete(source=source)
+        except (SourceHoldsData, LockWaitTimeout) as refused:
+            context = {"source": source, "refusal": str(refused)}
+            return render(request, "billing/source_delete.html", context, status=409)
+        messages.success(request, f"The source “{source.name}” was deleted.")
+        return redirect("source_list")
+    context = {
+        "source": source,
+        "refusal": source_delete_refusal(source),
+        "failed_imports": source.import_runs.count(),
+    }
+    return render(request, "billing/source_delete.html", context)
 
 
 @login_required

@@ -2,13 +2,16 @@
 
 import html
 import zipfile
+from datetime import date
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from billing.models import BillingSource, CostRecord, ImportRun
+from tests.conftest import make_cost_record
 from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
@@ -281,3 +284,95 @@ def test_a_new_source_is_created_with_its_name_and_kind_and_imported_into(
     assert source.kind == "focus"
     run = ImportRun.objects.get(pk=response.json()["run"])
     assert (run.source, run.status, run.rows_loaded) == (source, "imported", 1000)
+
+
+def typo_source(failed_upload: bytes | None = None) -> BillingSource:
+    """A source a typo created, whose only import failed."""
+    source = BillingSource.objects.create(name="AWS exprot", kind="focus")
+    run = ImportRun.objects.create(
+        source=source, status=ImportRun.Status.FAILED, error="focus.csv: bad"
+    )
+    if failed_upload is not None:
+        run.upload.save("focus.csv", ContentFile(failed_upload))
+    return source
+
+
+def test_finance_deletes_a_source_that_holds_no_data_with_its_failed_imports(
+    finance_client, django_capture_on_commit_callbacks
+):
+    source = typo_source(failed_upload=b"date,amount\n")
+    kept = Path(ImportRun.objects.get(source=source).upload.path)
+    page = finance_client.get(reverse("source_delete", args=[source.pk]))
+    assert page.status_code == 200
+    assert "Its 1 failed import and its uploaded file are deleted" in (
+        page.content.decode()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = finance_client.post(reverse("source_delete", args=[source.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("source_list")
+    assert not BillingSource.objects.filter(pk=source.pk).exists()
+    assert not ImportRun.objects.filter(source_name="AWS exprot").exists()
+    assert not kept.exists()
+    listing = finance_client.get(response["Location"]).content.decode()
+    assert "The source “AWS exprot” was deleted." in listing
+
+
+def loaded_import(source: BillingSource) -> None:
+    ImportRun.objects.create(
+        source=source, status=ImportRun.Status.IMPORTED, billing_periods=["2026-01"]
+    )
+
+
+def cost_lines(source: BillingSource) -> None:
+    make_cost_record(date(2026, 1, 5), "1.25", source=source)
+
+
+def running_import(source: BillingSource) -> None:
+    ImportRun.objects.create(source=source)
+
+
+@pytest.mark.parametrize(
+    ("holding", "reason"),
+    [
+        (cost_lines, "“AWS exprot” holds cost data"),
+        (loaded_import, "“AWS exprot” has 1 import that loaded data"),
+        (running_import, "An import into “AWS exprot” is waiting or under way."),
+    ],
+)
+def test_a_source_that_holds_data_is_never_deleted_and_says_why(
+    finance_client, holding, reason
+):
+    source = typo_source()
+    holding(source)
+    page = finance_client.get(reverse("source_delete", args=[source.pk]))
+    assert reason in page.content.decode()
+    assert "<form" not in page.content.decode().split("<main")[-1]
+    response = finance_client.post(reverse("source_delete", args=[source.pk]))
+    assert response.status_code == 409
+    assert f"This source cannot be deleted: {reason}" in response.content.decode()
+    assert BillingSource.objects.filter(pk=source.pk).exists()
+    assert ImportRun.objects.filter(source=source).count() >= 1
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [
+        ("anonymous", 302),
+        ("lead", 403),
+        ("member", 403),
+        ("outsider", 403),
+        ("finance", 302),
+        ("admin", 302),
+    ],
+)
+def test_only_finance_and_admins_delete_a_source(client, world, persona, status):
+    source = typo_source()
+    if persona != "anonymous":
+        client.force_login(getattr(world, persona))
+    response = client.post(reverse("source_delete", args=[source.pk]))
+    assert response.status_code == status
+    deleted = not BillingSource.objects.filter(pk=source.pk).exists()
+    assert deleted == (persona in ("finance", "admin"))
+    if persona == "anonymous":
+        assert response["Location"].startswith(reverse("login"))
