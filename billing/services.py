@@ -32,6 +32,7 @@ from django.db import (
 from django.db.models import (
     BooleanField,
     Count,
+    Exists,
     ExpressionWrapper,
     F,
     Max,
@@ -977,9 +978,6 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         run.refresh_from_db()
         run.checksum = digest.hexdigest()
         _finish(run, ImportRun.Status.UNCHANGED, previous=unchanged.previous)
-        BillingSource.objects.filter(pk=source.pk).update(
-            last_sync_at=timezone.now(), last_error=""
-        )
     except ImportFailure as failure:
         _fail(run, source, failure)
     except (DatabaseError, ValueError, ArithmeticError) as exc:
@@ -1147,12 +1145,11 @@ def _replace_periods(
     run.warnings = [*run.warnings, *removed.warnings(kept=stats.account_periods)]
     _finish(run, ImportRun.Status.IMPORTED)
     closed = [p for p in restated if p < month_start(started)]
-    source.last_sync_at, source.last_error = timezone.now(), ""
     if closed:
         complete = max(closed) + relativedelta(months=1)
         if not source.data_complete_through or complete > source.data_complete_through:
             source.data_complete_through = complete
-    source.save(update_fields=["last_sync_at", "last_error", "data_complete_through"])
+            source.save(update_fields=["data_complete_through"])
     transaction.on_commit(lambda: import_finished.send(sender=ImportRun, run=run))
 
 
@@ -1318,12 +1315,17 @@ def _still_held(run: ImportRun) -> bool:
 
 
 def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> None:
+    """Record a successful import (imported, or unchanged); its source's status is
+    its latest import, so a success clears the error of an earlier one."""
     if previous:
         run.rows_read, run.rows_loaded = previous.rows_read, previous.rows_loaded
         run.billing_periods, run.totals = previous.billing_periods, previous.totals
     run.status = status
     run.finished_at = timezone.now()
     run.save()
+    BillingSource.objects.filter(pk=run.source_id).update(
+        last_sync_at=run.finished_at, last_error=""
+    )
 
 
 def _fail(
@@ -1341,8 +1343,17 @@ def _fail(
     run.rows_loaded = 0
     run.save()
     if source is not None and not isinstance(error, LockWaitTimeout):
-        source.last_error = str(error)
-        source.save(update_fields=["last_error"])
+        # The source's status is its latest import: an import that started after
+        # this one and has succeeded already says how the source is.
+        succeeded_since = ImportRun.objects.filter(
+            Q(started_at__gt=run.started_at)
+            | Q(started_at=run.started_at, pk__gt=run.pk),
+            source=source,
+            status__in=[ImportRun.Status.IMPORTED, ImportRun.Status.UNCHANGED],
+        )
+        BillingSource.objects.filter(pk=source.pk).exclude(
+            Exists(succeeded_since)
+        ).update(last_error=str(error))
 
 
 def _strings(amounts: Mapping[str, Decimal]) -> dict[str, str]:

@@ -7,7 +7,7 @@ import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -232,6 +232,46 @@ def test_the_next_good_import_works_after_a_failure(tmp_path):
     code, result = run_import(FOCUS_REAL)
     assert (code, result["status"], result["rows"]) == (0, "imported", 1000)
     assert BillingSource.objects.get(name="focus").last_error == ""
+
+
+def test_an_unchanged_import_after_a_failure_clears_the_sources_error(tmp_path):
+    run_import(FOCUS_REAL)
+    code, failed = run_import(
+        write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row())
+    )
+    assert code == 1
+    assert "bad.csv" in BillingSource.objects.get(name="focus").last_error
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"]) == (0, "unchanged")
+    source = BillingSource.objects.get(name="focus")
+    assert source.last_error == ""
+    latest = source.import_runs.order_by("-started_at", "-pk").first()
+    assert source.last_sync_at == latest.finished_at
+
+
+def test_a_failure_that_ends_after_a_later_success_leaves_the_source_healthy(
+    tmp_path, time_machine
+):
+    """A source's status is its latest import: a slow bad import that started
+    first and fails last does not paint red a source whose next import worked."""
+    time_machine.move_to(datetime(2026, 12, 1, 9, tzinfo=UTC), tick=False)
+    run_import(FOCUS_REAL)
+    source = BillingSource.objects.get(name="focus")
+    slow = ImportRun.objects.create(source=source, file_name="bad.csv")
+    time_machine.move_to(datetime(2026, 12, 1, 9, 5, tzinfo=UTC), tick=False)
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"]) == (0, "unchanged")
+    bad = write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row())
+    services.import_run_execute(run=slow, paths=[bad])
+    slow.refresh_from_db()
+    assert slow.status == ImportRun.Status.FAILED
+    assert BillingSource.objects.get(pk=source.pk).last_error == ""
+    # With no success since it began, the same failure paints the source.
+    time_machine.move_to(datetime(2026, 12, 1, 9, 10, tzinfo=UTC), tick=False)
+    services.import_run_execute(
+        run=ImportRun.objects.create(source=source, file_name="bad.csv"), paths=[bad]
+    )
+    assert "bad.csv" in BillingSource.objects.get(pk=source.pk).last_error
 
 
 def test_a_wrong_format_on_a_new_source_leaves_no_source_behind():
