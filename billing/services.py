@@ -761,8 +761,8 @@ def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> No
         )
         raise ImportFailure(
             f"{found}, but source {source.name!r} takes "
-            f"{BillingSource.Kind(source.kind).label} files: import this file under "
-            "another source name",
+            f"{BillingSource.Kind(source.kind).label} files: import it into another "
+            "source",
             file=delivery.files[0].name,
         )
     source_lock(source)
@@ -821,9 +821,11 @@ def _kind_named(kind: str) -> str:
     return f"{'an' if label[0] in 'AEIOU' else 'a'} {label} file"
 
 
+# Messages name a setting as a person knows it, never a command-line flag: the
+# portal shows them (its form and billing_import's options carry the same names).
 OVERLAP_HINT = (
     "importing it here too would count it twice; to import it anyway, allow the "
-    "overlap (billing_import --allow-overlap, or the portal's checkbox)"
+    "overlap (import even if another source holds the same data)"
 )
 
 
@@ -1114,7 +1116,7 @@ def _replace_periods(
     if not stats.rows and not periods:
         raise ImportFailure(
             "has a header but no cost rows; if it is a month without charges, give "
-            "its billing period (--period YYYY-MM)",
+            "its billing month",
             file=run.file_name,
         )
     loaded(stats)

@@ -299,7 +299,7 @@ def test_a_file_of_another_kind_than_its_source_says_what_was_found_or_declared(
     assert code == 1
     assert result["error"] == (
         f"{AWS_CUR_LEGACY.name}: {found}, but source 'focus' takes FOCUS export "
-        "files: import this file under another source name"
+        "files: import it into another source"
     )
     assert BillingSource.objects.get(name="focus").kind == "focus"
 

@@ -376,3 +376,52 @@ def test_only_finance_and_admins_delete_a_source(client, world, persona, status)
     assert deleted == (persona in ("finance", "admin"))
     if persona == "anonymous":
         assert response["Location"].startswith(reverse("login"))
+
+
+def test_an_uploads_errors_name_its_own_file_and_no_command_line_flags(
+    finance_client, django_capture_on_commit_callbacks
+):
+    # Storage would keep this file as my_costs_Dec.csv; its owner knows it so.
+    name = "my costs (Dec).csv"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(finance_client, b"date,amount\n2026-01-01,5\n", name)
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert Path(run.upload.path).name != name
+    assert run.error == (
+        f"{name}: the format could not be detected from the header: choose its format"
+    )
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    assert html.escape(run.error) in page
+
+
+def test_a_header_only_upload_asks_for_its_billing_month_in_the_forms_words(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        refused = upload(finance_client, LINES[0], "empty month.csv")
+    run = ImportRun.objects.get(pk=refused.json()["run"])
+    assert run.error == (
+        "empty month.csv: has a header but no cost rows; if it is a month without "
+        "charges, give its billing month"
+    )
+    assert "--" not in run.error
+    form = finance_client.get(reverse("upload")).content.decode()
+    assert "Billing month" in form
+    with django_capture_on_commit_callbacks(execute=True):
+        given = upload(finance_client, LINES[0], "empty month.csv", period="2024-09")
+    run = ImportRun.objects.get(pk=given.json()["run"])
+    assert (run.status, run.billing_periods) == ("imported", ["2024-09"])
+
+
+def test_a_file_of_several_uploaded_is_named_alone_not_as_a_member_of_a_zip(
+    finance_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload_files(
+            finance_client, {"part-1.csv": PART_1, "part 2.csv": b"date,amount\n"}
+        )
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert run.status == "failed"
+    assert run.error.startswith("part 2.csv: ")
+    assert "delivery.zip" not in run.error
+    assert [file["name"] for file in run.files] == ["part 2.csv", "part-1.csv"]
