@@ -41,6 +41,7 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
+from django.db.models.fields.files import FieldFile
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
@@ -932,7 +933,12 @@ def billing_source_delete(*, source: BillingSource) -> None:
         raise SourceHoldsData(refusal)
     uploads = [run.upload for run in source.import_runs.exclude(upload="")]
     source.delete()
-    transaction.on_commit(lambda: [upload.delete(save=False) for upload in uploads])
+    transaction.on_commit(partial(_uploads_delete, uploads))
+
+
+def _uploads_delete(uploads: list[FieldFile]) -> None:
+    for upload in uploads:
+        upload.delete(save=False)
 
 
 @transaction.atomic
@@ -1325,9 +1331,10 @@ def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> N
     run.status = status
     run.finished_at = timezone.now()
     run.save()
-    BillingSource.objects.filter(pk=run.source_id).update(
-        last_sync_at=run.finished_at, last_error=""
-    )
+    if run.source_id is not None:
+        BillingSource.objects.filter(pk=run.source_id).update(
+            last_sync_at=run.finished_at, last_error=""
+        )
 
 
 def _fail(

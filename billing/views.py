@@ -1,8 +1,9 @@
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -28,7 +29,12 @@ from billing.explorer import (
 )
 from billing.forms import ExplorerForm, UploadForm
 from billing.models import BillingSource, ComputeInvoice, ImportRun
-from billing.selectors import invoice_get_for_user, invoices_visible_to
+from billing.selectors import (
+    import_destinations,
+    import_months,
+    invoice_get_for_user,
+    invoices_visible_to,
+)
 from billing.services import (
     LockWaitTimeout,
     SourceHoldsData,
@@ -37,6 +43,7 @@ from billing.services import (
     import_progress,
     source_delete_refusal,
 )
+from core.dates import next_month
 from core.exports import csv_response
 
 
@@ -127,10 +134,18 @@ def import_list(request: HttpRequest) -> HttpResponse:
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     require_billing_operator(request.user)
     run = get_object_or_404(ImportRun.objects.select_related("source"), pk=pk)
+    months = import_months(run)
     return render(
         request,
         "billing/import_detail.html",
-        {"run": run, "progress": import_progress(run)},
+        {
+            "run": run,
+            "progress": import_progress(run),
+            "months": months,
+            "last_day": next_month(months[-1]) - timedelta(days=1) if months else None,
+            "destinations": import_destinations(run),
+            "reporting_currency": settings.REPORTING_CURRENCY,
+        },
     )
 
 

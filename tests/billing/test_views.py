@@ -1,8 +1,11 @@
 """The billing pages finance and admins use: upload with progress, history, sources."""
 
+import csv
 import html
+import io
 import zipfile
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,8 +13,11 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from billing.explorer import explorer_url
 from billing.models import BillingSource, CostRecord, ImportRun
-from tests.conftest import make_cost_record
+from core.currencies import money
+from projects.models import AllocationRule
+from tests.conftest import make_budget, make_cost_record
 from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
@@ -178,7 +184,8 @@ def test_the_page_of_an_import_says_what_it_replaced_and_warns(
     page = finance_client.get(run.get_absolute_url()).content.decode()
     assert "Warnings" in page
     assert html.escape(warning) in page
-    assert run.replaced["billed"]["USD"] in page  # the money removed
+    removed = Decimal(run.replaced["billed"]["USD"])
+    assert f"{removed.normalize():f} USD" in page  # the money removed, its currency
     history = finance_client.get(reverse("import_list")).content.decode()
     assert "1 warning" in history
 
@@ -425,3 +432,74 @@ def test_a_file_of_several_uploaded_is_named_alone_not_as_a_member_of_a_zip(
     assert run.error.startswith("part 2.csv: ")
     assert "delivery.zip" not in run.error
     assert [file["name"] for file in run.files] == ["part 2.csv", "part-1.csv"]
+
+
+def file_effective_cost(*, service: str | None = None, other: bool = False) -> Decimal:
+    """The file's effective cost of one service's rows (or of every other row)."""
+    rows = csv.DictReader(io.StringIO(SAMPLE.read_text()))
+    return sum(
+        (
+            Decimal(row["EffectiveCost"])
+            for row in rows
+            if service is None or (row["ServiceName"] == service) != other
+        ),
+        Decimal(0),
+    )
+
+
+EC2 = "Amazon Elastic Compute Cloud"
+
+
+def test_the_import_page_links_to_where_the_data_went_with_money_in_its_currency(
+    finance_client, world, django_capture_on_commit_callbacks, time_machine
+):
+    time_machine.move_to(datetime(2026, 1, 15, 12, tzinfo=UTC))
+    AllocationRule.objects.create(
+        project=world.project, priority=1, match_on="service", value=EC2
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(finance_client, SAMPLE.read_bytes(), source="AWS export")
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    assert run.billing_periods == ["2024-09", "2024-10"]
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    for month in (date(2024, 9, 1), date(2024, 10, 1)):
+        assert reverse("report_detail", args=[month]) in page
+        explorer = explorer_url(month=month, source=world.source, group_by="project")
+        assert html.escape(explorer) in page
+    where = page.split('data-testid="import-destinations"')[1].split("</section>")[0]
+    # Amounts computed from the file itself: EC2 went to the project, the rest not.
+    project_row = (
+        f'<a href="{world.project.get_absolute_url()}">{world.project.name}</a></td>'
+        f'<td class="num">{money(file_effective_cost(service=EC2), "USD", places=2)}'
+    )
+    assert project_row in where
+    unallocated = money(file_effective_cost(service=EC2, other=True), "USD", places=2)
+    assert f'>Unallocated</a></td><td class="num">{unallocated}<' in where
+    assert "project=%28none%29" in where
+    assert "20.52022672899 USD" in page  # the exact billed total, with its currency
+
+
+def test_the_import_page_warns_of_the_months_no_budget_covers(
+    finance_client, world, django_capture_on_commit_callbacks, time_machine
+):
+    time_machine.move_to(datetime(2026, 1, 15, 12, tzinfo=UTC))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(finance_client, SAMPLE.read_bytes(), source="AWS export")
+    run = ImportRun.objects.get(pk=response.json()["run"])
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    # The world's only budget plans 2026: both months of the file are bare.
+    assert "Months no budget covers:</strong> September 2024, October 2024." in page
+    world.other_project.start_date = date(2024, 9, 1)
+    world.other_project.end_date = date(2024, 9, 30)
+    world.other_project.save()
+    make_budget(world.other_project, {date(2024, 9, 1): "500.00"})
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    assert "Months no budget covers:</strong> October 2024." in page
+    world.other_project.budget.end_date = date(2024, 10, 1)
+    world.other_project.budget.save()
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    assert "Months no budget covers" not in page
+    world.other_project.status = "cancelled"
+    world.other_project.save()
+    page = finance_client.get(run.get_absolute_url()).content.decode()
+    assert "September 2024, October 2024." in page
