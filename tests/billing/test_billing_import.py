@@ -28,7 +28,7 @@ from projects.models import AllocationRule
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, total
 from tests.budgets.test_alert_workers import database_url
-from tests.conftest import make_project
+from tests.conftest import make_cost_record, make_project
 from tests.data import AWS_CUR_LEGACY, FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -476,3 +476,33 @@ def test_an_import_that_waits_too_long_for_another_of_its_source_says_why(
     waited = ImportRun.objects.latest("started_at")
     assert (waited.status, waited.error) == (ImportRun.Status.FAILED, result["error"])
     assert BillingSource.objects.get(name="focus").last_error == ""  # not its fault
+
+
+def test_deleting_a_source_waits_for_an_import_loading_into_it_then_refuses():
+    """The delete locks the source's row first: an import holding it is waited for,
+    and the rows it committed are seen, so a source is never deleted under them."""
+    source = BillingSource.objects.create(name="typo", kind="focus")
+    loading, release = threading.Event(), threading.Event()
+
+    def other_import() -> None:
+        try:
+            with transaction.atomic():
+                services.source_lock(source)
+                make_cost_record(date(2026, 1, 5), "1.25", source=source)
+                loading.set()
+                release.wait(30)
+        finally:
+            connection.close()  # this thread's
+
+    thread = threading.Thread(target=other_import)
+    thread.start()
+    try:
+        assert loading.wait(10), "the other import never took its lock"
+        threading.Timer(1.0, release.set).start()
+        with pytest.raises(services.SourceHoldsData, match="“typo” holds cost data"):
+            services.billing_source_delete(source=source)
+    finally:
+        release.set()
+        thread.join()
+    assert BillingSource.objects.filter(pk=source.pk).exists()
+    assert CostRecord.objects.filter(source=source).count() == 1
