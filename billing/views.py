@@ -186,7 +186,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                     allow_overlap=form.cleaned_data["allow_overlap"],
                 )
         except ValidationError as refused:
-            # A new source named meanwhile by another upload.
+            # The new source's name is another source's, in any letters.
             return JsonResponse(
                 {"errors": {"new_source_name": refused.messages}}, status=400
             )
