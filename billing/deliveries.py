@@ -58,17 +58,27 @@ class Delivery:
 
 
 @contextmanager
-def delivery_open(paths: list[Path]) -> Iterator[Delivery]:
+def delivery_open(
+    paths: list[Path], *, names: list[str] | None = None
+) -> Iterator[Delivery]:
     """The delivery's files, zip archives extracted to a temporary folder that is
     removed on leaving. Refuses a path that does not exist, a folder or zip without
-    export files, and a file given twice."""
+    export files, and a file given twice.
+
+    `names` are what the paths are called by the person importing, where it is not
+    the path's own name (an upload, renamed by storage): each such file is read
+    through a link of that name, so every message names it as its owner knows it. An
+    empty name is a zip of loose files (several uploaded): its members are named
+    alone."""
     with tempfile.TemporaryDirectory(prefix="spendtracker-delivery-") as scratch:
         files: list[DeliveryFile] = []
-        for path in paths:
+        for path, name in zip(paths, names or [None] * len(paths), strict=True):
+            if name:
+                path = _named_link(path, name, Path(scratch))
             if path.is_dir():
                 files += _folder_files(path)
             elif zipfile.is_zipfile(path):
-                files += _zip_files(path, Path(scratch))
+                files += _zip_files(path, Path(scratch), loose=name == "")
             elif path.is_file():
                 files.append(_delivery_file(path, path.name))
             else:
@@ -103,7 +113,18 @@ def _folder_files(folder: Path) -> list[DeliveryFile]:
     return [_delivery_file(path, f"{folder.name}/{path.name}") for path in paths]
 
 
-def _zip_files(archive: Path, scratch: Path) -> list[DeliveryFile]:
+def _named_link(path: Path, name: str, scratch: Path) -> Path:
+    """`path` as `name`: a link in a folder of its own, so that names never clash."""
+    if not path.exists():
+        raise ImportFailure("the uploaded file is missing from storage", file=name)
+    link = Path(tempfile.mkdtemp(dir=scratch)) / PurePosixPath(name).name
+    link.symlink_to(path.resolve())
+    return link
+
+
+def _zip_files(
+    archive: Path, scratch: Path, *, loose: bool = False
+) -> list[DeliveryFile]:
     files = []
     with zipfile.ZipFile(archive) as opened:
         members = [
@@ -117,15 +138,13 @@ def _zip_files(archive: Path, scratch: Path) -> list[DeliveryFile]:
             raise _no_exports(archive.name)
         folder = Path(tempfile.mkdtemp(dir=scratch))
         for member in sorted(members, key=lambda member: member.filename):
+            name = member.filename if loose else f"{archive.name}/{member.filename}"
             try:
                 # ZipFile.extract keeps the path inside `folder` (no "..", no root).
                 path = Path(opened.extract(member, folder))
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ImportFailure(
-                    f"cannot be extracted ({exc})",
-                    file=f"{archive.name}/{member.filename}",
-                ) from exc
-            files.append(_delivery_file(path, f"{archive.name}/{member.filename}"))
+                raise ImportFailure(f"cannot be extracted ({exc})", file=name) from exc
+            files.append(_delivery_file(path, name))
     return files
 
 

@@ -17,6 +17,8 @@ from billing.explorer import (
 )
 from billing.importers import IMPORTERS
 from billing.models import BillingSource
+from billing.services import NewSource
+from core.currencies import validate_currency_code
 from core.dates import month_start
 from projects.models import TrainingRun
 from projects.selectors import projects_visible_to
@@ -48,19 +50,44 @@ class MultipleFileField(forms.FileField):
         return [clean_one(file, initial) for file in files or [None]]
 
 
+NEW_SOURCE = "new"
+# The kinds a file can be imported as: those with an importer.
+UPLOAD_KINDS = [
+    (kind.value, kind.label) for kind in BillingSource.Kind if kind in IMPORTERS
+]
+
+
 class UploadForm(forms.Form):
+    """An upload goes to a source chosen from the list, or to a new one created on
+    purpose with its name and kind: a typed name never creates a source by mistake."""
+
     file = MultipleFileField(
         label="Files",
         help_text="One delivery: every file of the period (CSV, CSV.gz, Parquet or "
         "JSON, as the provider exports them), or a zip of them.",
     )
-    source = forms.CharField(
-        max_length=100,
-        help_text="An existing source, or a new name to create one.",
-        widget=forms.TextInput(attrs={"list": "source-names", "autocomplete": "off"}),
+    source = forms.ChoiceField(label="Source")
+    new_source_name = forms.CharField(
+        label="Name of the new source", max_length=100, required=False
+    )
+    new_source_kind = forms.ChoiceField(
+        label="Kind of the new source", choices=UPLOAD_KINDS, required=False
     )
     file_format = forms.ChoiceField(
         choices=FORMAT_CHOICES, initial="auto", label="Format"
+    )
+    period = forms.DateField(
+        label="Billing month",
+        required=False,
+        input_formats=["%Y-%m"],
+        widget=forms.DateInput(attrs={"type": "month"}, format="%Y-%m"),
+        help_text="Only for a month without charges: its delivery has no cost rows.",
+    )
+    currency = forms.CharField(
+        label="Currency",
+        max_length=3,
+        required=False,
+        help_text="Only for a FOCUS file without a BillingCurrency column, e.g. USD.",
     )
     allow_overlap = forms.BooleanField(
         required=False,
@@ -69,8 +96,52 @@ class UploadForm(forms.Form):
         "source already holds is refused, so that nothing counts twice.",
     )
 
-    def clean_source(self) -> str:
-        return self.cleaned_data["source"].strip()
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["source"].choices = [
+            ("", "Choose a source…"),
+            *(
+                (str(pk), name)
+                for pk, name in BillingSource.objects.values_list("pk", "name")
+            ),
+            (NEW_SOURCE, "A new source…"),
+        ]
+
+    def clean_source(self) -> BillingSource | str:
+        chosen = self.cleaned_data["source"]
+        if chosen == NEW_SOURCE:
+            return NEW_SOURCE
+        source = BillingSource.objects.filter(pk=chosen).first()
+        if source is None:  # deleted since the page was drawn
+            raise forms.ValidationError("That source no longer exists: choose another.")
+        return source
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"].strip().upper()
+        if currency:
+            validate_currency_code(currency)
+        return currency
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("source") != NEW_SOURCE:
+            return cleaned
+        name = cleaned.get("new_source_name", "").strip()
+        if not name:
+            self.add_error("new_source_name", "Name the new source.")
+        if not cleaned.get("new_source_kind"):
+            self.add_error("new_source_kind", "Choose what kind of source it is.")
+        return cleaned
+
+    def upload_source(self) -> BillingSource | NewSource:
+        """The chosen source, or the new one to create."""
+        source = self.cleaned_data["source"]
+        if source != NEW_SOURCE:
+            return source
+        return NewSource(
+            name=self.cleaned_data["new_source_name"].strip(),
+            kind=self.cleaned_data["new_source_kind"],
+        )
 
     def clean_file(self) -> list:
         files = self.cleaned_data["file"]

@@ -117,6 +117,12 @@ class ImportRun(models.Model):
         help_text="The delivery as uploaded in the portal (several files: a zip of "
         "them), kept for audit.",
     )
+    upload_name = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The uploaded file's own name, as its owner knows it (storage may "
+        "rename it); empty for several files, kept as a zip of them.",
+    )
     file_format = models.CharField(max_length=20, default="auto")
     period = models.DateField(
         null=True,

@@ -19,12 +19,20 @@ from typing import IO
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import (
     BooleanField,
     Count,
+    Exists,
     ExpressionWrapper,
     F,
     Max,
@@ -33,12 +41,13 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
+from django.db.models.fields.files import FieldFile
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator, rule_candidates
 from billing.deliveries import Delivery, delivery_label, delivery_open
-from billing.importers import ImportFailure, importer_for
+from billing.importers import IMPORTERS, ImportFailure, importer_for
 from billing.importers.base import Fetcher, Importer, ProviderError
 from billing.loader import (
     COST_QUANTUM,
@@ -652,21 +661,38 @@ def _given_name(path: Path) -> str:
     return f"{path.name}/" if path.is_dir() else path.name
 
 
+@dataclass(frozen=True)
+class NewSource:
+    """A source an upload creates on purpose: its name and kind."""
+
+    name: str
+    kind: str
+
+
 def billing_upload_accept(
     *,
     uploaded: list[UploadedFile],
-    source_name: str,
+    source: BillingSource | NewSource,
     file_format: str = "auto",
+    period: date | None = None,
+    currency: str = "",
     allow_overlap: bool = False,
 ) -> ImportRun:
     """Keep an uploaded delivery (several files: as a zip of them) with a new
-    ImportRun, and queue its import."""
+    ImportRun for an existing source, or for a new one created now, and queue its
+    import. A new source is created on purpose, so it stays when its first import
+    fails (finance may delete a source that holds no data)."""
+    if isinstance(source, NewSource):
+        source = _upload_source_create(source)
     names = [file.name or "" for file in uploaded]
     run = ImportRun.objects.create(
-        source=BillingSource.objects.filter(name=source_name).first(),
-        source_name=source_name,
+        source=source,
+        source_name=source.name,
         file_name=delivery_label(names),
+        upload_name=names[0] if len(names) == 1 else "",
         file_format=file_format,
+        period=period,
+        currency=currency,
         allow_overlap=allow_overlap,
     )
     _upload_keep(run, uploaded)
@@ -674,6 +700,25 @@ def billing_upload_accept(
 
     transaction.on_commit(lambda: import_upload.delay(run.pk))
     return run
+
+
+def _upload_source_create(new: NewSource) -> BillingSource:
+    """A source named unlike any other, ignoring case: "AWS" and "aws" would be
+    two sources of the same bills."""
+    taken = BillingSource.objects.filter(name__iexact=new.name).first()
+    if taken is not None:
+        raise ValidationError(_taken(taken.name))
+    if new.kind not in IMPORTERS:
+        raise ValidationError(f"{new.kind!r} sources cannot be uploaded.")
+    try:
+        with transaction.atomic():
+            return BillingSource.objects.create(name=new.name, kind=new.kind)
+    except IntegrityError as exc:  # created meanwhile by another upload
+        raise ValidationError(_taken(new.name)) from exc
+
+
+def _taken(name: str) -> str:
+    return f"A source named “{name}” exists already: choose it from the list."
 
 
 UPLOADED_DELIVERY = "delivery.zip"
@@ -697,13 +742,16 @@ def _upload_keep(run: ImportRun, uploaded: list[UploadedFile]) -> None:
         run.upload.save(UPLOADED_DELIVERY, File(spool))
 
 
-def import_run_execute(*, run: ImportRun, paths: list[Path]) -> ImportOutcome:
+def import_run_execute(
+    *, run: ImportRun, paths: list[Path], names: list[str] | None = None
+) -> ImportOutcome:
     """Run the import that `run` stands for: the delivery to the database, or a
     failure. The source is created in the import's transaction, when it is new, so
-    that a failed import leaves no source behind."""
+    that a failed import leaves no source behind. `names`: what each path is called
+    by the person importing (delivery_open), e.g. an upload's own file name."""
     source_before = run.source
     try:
-        with delivery_open(paths) as delivery:
+        with delivery_open(paths, names=names) as delivery:
             run.files, run.checksum = delivery.as_json(), delivery.checksum
             run.save(update_fields=["files", "checksum"])
             importer = _delivery_importer(delivery, run)
@@ -734,8 +782,8 @@ def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> No
         )
         raise ImportFailure(
             f"{found}, but source {source.name!r} takes "
-            f"{BillingSource.Kind(source.kind).label} files: import this file under "
-            "another source name",
+            f"{BillingSource.Kind(source.kind).label} files: import it into another "
+            "source",
             file=delivery.files[0].name,
         )
     source_lock(source)
@@ -794,9 +842,11 @@ def _kind_named(kind: str) -> str:
     return f"{'an' if label[0] in 'AEIOU' else 'a'} {label} file"
 
 
+# Messages name a setting as a person knows it, never a command-line flag: the
+# portal shows them (its form and billing_import's options carry the same names).
 OVERLAP_HINT = (
     "importing it here too would count it twice; to import it anyway, allow the "
-    "overlap (billing_import --allow-overlap, or the portal's checkbox)"
+    "overlap (import even if another source holds the same data)"
 )
 
 
@@ -866,6 +916,51 @@ class _Unchanged(Exception):
         self.previous = previous
 
 
+class SourceHoldsData(Exception):
+    """A source that holds data, or is being imported into, is never deleted."""
+
+
+def source_delete_refusal(source: BillingSource) -> str | None:
+    """Why the source may not be deleted, in a sentence, or None when it holds no
+    data. Its history of failed imports goes with it."""
+    name = f"“{source.name}”"
+    if CostRecord.objects.filter(source=source).exists():
+        return f"{name} holds cost data, which reports and budgets count."
+    loaded = source.import_runs.filter(
+        status__in=[ImportRun.Status.IMPORTED, ImportRun.Status.UNCHANGED]
+    ).count()
+    if loaded:
+        return (
+            f"{name} has {loaded:,} import{'s' if loaded != 1 else ''} that loaded "
+            "data, whose history is kept."
+        )
+    if source.import_runs.filter(status=ImportRun.Status.RUNNING).exists():
+        return f"An import into {name} is waiting or under way."
+    if source.provider_invoices.exists():
+        return f"Provider invoices are reconciled against {name}."
+    return None
+
+
+@transaction.atomic
+def billing_source_delete(*, source: BillingSource) -> None:
+    """Delete a source that holds no data, with its failed imports and their kept
+    uploads; refuse one that does (SourceHoldsData says why). The source's row is
+    locked first, so an import that is loading into it is waited for, then seen."""
+    with waiting_for(f"an import of {source.name} has been running"):
+        BillingSource.objects.select_for_update().get(pk=source.pk)
+    refusal = source_delete_refusal(source)
+    if refusal:
+        raise SourceHoldsData(refusal)
+    uploads = [run.upload for run in source.import_runs.exclude(upload="")]
+    source.delete()
+    transaction.on_commit(partial(_uploads_delete, uploads))
+
+
+def _uploads_delete(uploads: list[FieldFile]) -> None:
+    for upload in uploads:
+        upload.delete(save=False)
+
+
 @transaction.atomic
 def credentials_rotate() -> list[str]:
     """Encrypt every source's stored credentials again with the first of the
@@ -911,9 +1006,6 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         run.refresh_from_db()
         run.checksum = digest.hexdigest()
         _finish(run, ImportRun.Status.UNCHANGED, previous=unchanged.previous)
-        BillingSource.objects.filter(pk=source.pk).update(
-            last_sync_at=timezone.now(), last_error=""
-        )
     except ImportFailure as failure:
         _fail(run, source, failure)
     except (DatabaseError, ValueError, ArithmeticError) as exc:
@@ -1050,7 +1142,7 @@ def _replace_periods(
     if not stats.rows and not periods:
         raise ImportFailure(
             "has a header but no cost rows; if it is a month without charges, give "
-            "its billing period (--period YYYY-MM)",
+            "its billing month",
             file=run.file_name,
         )
     loaded(stats)
@@ -1081,12 +1173,11 @@ def _replace_periods(
     run.warnings = [*run.warnings, *removed.warnings(kept=stats.account_periods)]
     _finish(run, ImportRun.Status.IMPORTED)
     closed = [p for p in restated if p < month_start(started)]
-    source.last_sync_at, source.last_error = timezone.now(), ""
     if closed:
         complete = max(closed) + relativedelta(months=1)
         if not source.data_complete_through or complete > source.data_complete_through:
             source.data_complete_through = complete
-    source.save(update_fields=["last_sync_at", "last_error", "data_complete_through"])
+            source.save(update_fields=["data_complete_through"])
     transaction.on_commit(lambda: import_finished.send(sender=ImportRun, run=run))
 
 
@@ -1252,12 +1343,18 @@ def _still_held(run: ImportRun) -> bool:
 
 
 def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> None:
+    """Record a successful import (imported, or unchanged); its source's status is
+    its latest import, so a success clears the error of an earlier one."""
     if previous:
         run.rows_read, run.rows_loaded = previous.rows_read, previous.rows_loaded
         run.billing_periods, run.totals = previous.billing_periods, previous.totals
     run.status = status
     run.finished_at = timezone.now()
     run.save()
+    if run.source_id is not None:
+        BillingSource.objects.filter(pk=run.source_id).update(
+            last_sync_at=run.finished_at, last_error=""
+        )
 
 
 def _fail(
@@ -1275,8 +1372,17 @@ def _fail(
     run.rows_loaded = 0
     run.save()
     if source is not None and not isinstance(error, LockWaitTimeout):
-        source.last_error = str(error)
-        source.save(update_fields=["last_error"])
+        # The source's status is its latest import: an import that started after
+        # this one and has succeeded already says how the source is.
+        succeeded_since = ImportRun.objects.filter(
+            Q(started_at__gt=run.started_at)
+            | Q(started_at=run.started_at, pk__gt=run.pk),
+            source=source,
+            status__in=[ImportRun.Status.IMPORTED, ImportRun.Status.UNCHANGED],
+        )
+        BillingSource.objects.filter(pk=source.pk).exclude(
+            Exists(succeeded_since)
+        ).update(last_error=str(error))
 
 
 def _strings(amounts: Mapping[str, Decimal]) -> dict[str, str]:

@@ -59,7 +59,9 @@ def import_upload(run_id: int) -> str:
     run = ImportRun.objects.select_related("source").get(pk=run_id)
     if run.status != ImportRun.Status.RUNNING:
         return run.status  # already done: a redelivered message changes nothing
-    return import_run_execute(run=run, paths=[Path(run.upload.path)]).run.status
+    return import_run_execute(
+        run=run, paths=[Path(run.upload.path)], names=[run.upload_name]
+    ).run.status
 
 
 @shared_task(

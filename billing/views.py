@@ -1,10 +1,12 @@
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Sum
@@ -29,8 +31,21 @@ from billing.explorer import (
 from billing.forms import ExplorerForm, UploadForm
 from billing.invoices import compute_invoices_decide
 from billing.models import BillingSource, ComputeInvoice, ImportRun
-from billing.selectors import invoice_get_for_user, invoices_visible_to
-from billing.services import billing_upload_accept, import_progress
+from billing.selectors import (
+    import_destinations,
+    import_months,
+    invoice_get_for_user,
+    invoices_visible_to,
+)
+from billing.services import (
+    LockWaitTimeout,
+    SourceHoldsData,
+    billing_source_delete,
+    billing_upload_accept,
+    import_progress,
+    source_delete_refusal,
+)
+from core.dates import next_month
 from core.exports import csv_response
 
 
@@ -141,6 +156,28 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+def source_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Finance deletes a source that holds no data (one a typo created): the page
+    asks to confirm, or says why it may not."""
+    require_billing_operator(request.user)
+    source = get_object_or_404(BillingSource, pk=pk)
+    if request.method == "POST":
+        try:
+            billing_source_delete(source=source)
+        except (SourceHoldsData, LockWaitTimeout) as refused:
+            context = {"source": source, "refusal": str(refused)}
+            return render(request, "billing/source_delete.html", context, status=409)
+        messages.success(request, f"The source “{source.name}” was deleted.")
+        return redirect("source_list")
+    context = {
+        "source": source,
+        "refusal": source_delete_refusal(source),
+        "failed_imports": source.import_runs.count(),
+    }
+    return render(request, "billing/source_delete.html", context)
+
+
+@login_required
 def import_list(request: HttpRequest) -> HttpResponse:
     require_billing_operator(request.user)
     runs = ImportRun.objects.select_related("source")[:200]
@@ -151,10 +188,18 @@ def import_list(request: HttpRequest) -> HttpResponse:
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     require_billing_operator(request.user)
     run = get_object_or_404(ImportRun.objects.select_related("source"), pk=pk)
+    months = import_months(run)
     return render(
         request,
         "billing/import_detail.html",
-        {"run": run, "progress": import_progress(run)},
+        {
+            "run": run,
+            "progress": import_progress(run),
+            "months": months,
+            "last_day": next_month(months[-1]) - timedelta(days=1) if months else None,
+            "destinations": import_destinations(run),
+            "reporting_currency": settings.REPORTING_CURRENCY,
+        },
     )
 
 
@@ -176,29 +221,34 @@ def import_status(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 def upload(request: HttpRequest) -> HttpResponse:
     require_billing_operator(request.user)
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(
+        request.POST or None,
+        request.FILES or None,
+        initial={"source": request.GET.get("source", "")},
+    )
     if request.method == "POST":
         if not form.is_valid():
             return JsonResponse({"errors": form.errors}, status=400)
-        with transaction.atomic():
-            run = billing_upload_accept(
-                uploaded=form.cleaned_data["file"],
-                source_name=form.cleaned_data["source"],
-                file_format=form.cleaned_data["file_format"],
-                allow_overlap=form.cleaned_data["allow_overlap"],
+        try:
+            with transaction.atomic():
+                run = billing_upload_accept(
+                    uploaded=form.cleaned_data["file"],
+                    source=form.upload_source(),
+                    file_format=form.cleaned_data["file_format"],
+                    period=form.cleaned_data["period"],
+                    currency=form.cleaned_data["currency"],
+                    allow_overlap=form.cleaned_data["allow_overlap"],
+                )
+        except ValidationError as refused:
+            # The new source's name is another source's, in any letters.
+            return JsonResponse(
+                {"errors": {"new_source_name": refused.messages}}, status=400
             )
         return JsonResponse(
             {"run": run.pk, "status_url": reverse("import_status", args=[run.pk])},
             status=202,
         )
-    return render(
-        request,
-        "billing/upload.html",
-        {
-            "form": form,
-            "source_names": BillingSource.objects.values_list("name", flat=True),
-        },
-    )
+    return render(request, "billing/upload.html", {"form": form})
 
 
 def _explorer_form(request: HttpRequest) -> ExplorerForm:

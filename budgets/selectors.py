@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404
 from accounts.models import User
 from accounts.permissions import visible_to
 from billing.models import COST_COLUMNS, DailyCost, MonthlyCost
-from budgets.models import Alert, BudgetRevision, CostMeasure
+from budgets.models import Alert, Budget, BudgetRevision, CostMeasure
 from core.currencies import ZERO
 from core.dates import next_month
+from projects.models import Project
 from projects.selectors import project_get_for_user
 
 FIGURE_WINDOW_DAYS = 30
@@ -272,3 +273,18 @@ def spend_figures(
             measure: row[measure] for measure in measures
         }
     return figures
+
+
+def months_no_budget_covers(months: Collection[date]) -> list[date]:
+    """Those of `months` (first days) that no budget's dates reach, cancelled
+    projects' aside: spend charged then is compared with no plan."""
+    spans = list(
+        Budget.objects.exclude(project__status=Project.Status.CANCELLED).values_list(
+            "start_date", "end_date"
+        )
+    )
+    return [
+        month
+        for month in months
+        if not any(start < next_month(month) and end >= month for start, end in spans)
+    ]

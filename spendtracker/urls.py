@@ -151,6 +151,11 @@ urlpatterns = [
     path(
         "billing/sources/<int:pk>/", billing_views.source_detail, name="source_detail"
     ),
+    path(
+        "billing/sources/<int:pk>/delete/",
+        billing_views.source_delete,
+        name="source_delete",
+    ),
     path("billing/upload/", billing_views.upload, name="upload"),
     path("billing/imports/", billing_views.import_list, name="import_list"),
     path(

@@ -62,7 +62,7 @@ def _detected(path: Path) -> type[Importer]:
         if importer.accepts(header):
             return importer
     raise ImportFailure(
-        "the format could not be detected from the header; pass --format",
+        "the format could not be detected from the header: choose its format",
         file=path.name,
     )
 

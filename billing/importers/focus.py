@@ -147,7 +147,7 @@ def _checked_header(header: list[str], path: Path, currency: str | None) -> list
     if CURRENCY_COLUMN not in header and currency is None:
         raise ImportFailure(
             f"has no {CURRENCY_COLUMN} column, which FOCUS requires: give the "
-            "currency its costs are in (billing_import --currency) to import it",
+            "currency its costs are in to import it",
             file=path.name,
         )
     return header

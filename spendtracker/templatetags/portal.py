@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils.html import format_html
 
 from billing.explorer import explorer_url
+from budgets.selectors import months_no_budget_covers as uncovered_months
 from budgets.services import Status
 from core.currencies import ZERO
 from core.currencies import money as format_money
@@ -98,6 +99,13 @@ def explore_url(**filters) -> str:
     the cost records behind it: {% explore_url project=project month=month %}.
     The filters are those of billing.explorer.explorer_url."""
     return explorer_url(**filters)
+
+
+@register.simple_tag
+def months_no_budget_covers(months) -> list:
+    """Those of the months no budget covers, for a page of an earlier app (billing)
+    that may not ask budgets itself: {% months_no_budget_covers months as bare %}."""
+    return uncovered_months(months)
 
 
 # A printed report (the PDF) is laid out box by box, hundreds of rows of them: what

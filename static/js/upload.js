@@ -8,8 +8,21 @@
   const label = document.getElementById("progress-label");
   const errorBox = document.getElementById("upload-error");
   const button = document.getElementById("upload-button");
-  const params = new URLSearchParams(window.location.search);
-  if (params.get("source")) form.elements.source.value = params.get("source");
+  const newSource = document.getElementById("new-source");
+  const sourceSelect = form.elements.source;
+
+  // "A new source…" asks for its name and kind; an existing one needs neither.
+  function showNewSource() {
+    newSource.hidden = sourceSelect.value !== "new";
+  }
+  sourceSelect.addEventListener("change", showNewSource);
+  showNewSource();
+
+  // What the page calls a field: its label, not its name in the form.
+  function labelOf(field) {
+    const label = form.querySelector(`label[for="id_${field}"]`);
+    return label ? label.textContent.trim() : "";
+  }
 
   function showError(message) {
     errorBox.textContent = message;
@@ -54,7 +67,10 @@
       try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
       if (request.status === 202) return follow(body.status_url);
       const errors = body.errors
-        ? Object.entries(body.errors).map(([field, messages]) => `${field}: ${messages.join(" ")}`).join(" · ")
+        ? Object.entries(body.errors).map(([field, messages]) => {
+          const label = labelOf(field);
+          return label ? `${label}: ${messages.join(" ")}` : messages.join(" ");
+        }).join(" · ")
         : `The upload failed (HTTP ${request.status}).`;
       box.hidden = true;
       showError(errors);

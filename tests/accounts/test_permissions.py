@@ -64,6 +64,9 @@ PAGES = {
     "health": (lambda w: {}, OPEN),
     "source_list": (lambda w: {}, FINANCE_ONLY),
     "source_detail": (lambda w: {"pk": w.source.pk}, FINANCE_ONLY),
+    # Finance deletes a source without data: GET asks to confirm (every persona's
+    # POST: tests/billing/test_views.py).
+    "source_delete": (lambda w: {"pk": w.source.pk}, FINANCE_ONLY),
     "upload": (lambda w: {}, FINANCE_ONLY),
     "import_list": (lambda w: {}, FINANCE_ONLY),
     "import_detail": (lambda w: {"pk": w.import_run.pk}, FINANCE_ONLY),

@@ -7,7 +7,7 @@ import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -28,7 +28,7 @@ from projects.models import AllocationRule
 from tests.billing import importing
 from tests.billing.importing import as_decimals, column_sums, read_csv, total
 from tests.budgets.test_alert_workers import database_url
-from tests.conftest import make_project
+from tests.conftest import make_cost_record, make_project
 from tests.data import AWS_CUR_LEGACY, FOCUS_REAL, SAMPLES
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,6 +234,46 @@ def test_the_next_good_import_works_after_a_failure(tmp_path):
     assert BillingSource.objects.get(name="focus").last_error == ""
 
 
+def test_an_unchanged_import_after_a_failure_clears_the_sources_error(tmp_path):
+    run_import(FOCUS_REAL)
+    code, failed = run_import(
+        write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row())
+    )
+    assert code == 1
+    assert "bad.csv" in BillingSource.objects.get(name="focus").last_error
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"]) == (0, "unchanged")
+    source = BillingSource.objects.get(name="focus")
+    assert source.last_error == ""
+    latest = source.import_runs.order_by("-started_at", "-pk").first()
+    assert source.last_sync_at == latest.finished_at
+
+
+def test_a_failure_that_ends_after_a_later_success_leaves_the_source_healthy(
+    tmp_path, time_machine
+):
+    """A source's status is its latest import: a slow bad import that started
+    first and fails last does not paint red a source whose next import worked."""
+    time_machine.move_to(datetime(2026, 12, 1, 9, tzinfo=UTC), tick=False)
+    run_import(FOCUS_REAL)
+    source = BillingSource.objects.get(name="focus")
+    slow = ImportRun.objects.create(source=source, file_name="bad.csv")
+    time_machine.move_to(datetime(2026, 12, 1, 9, 5, tzinfo=UTC), tick=False)
+    code, result = run_import(FOCUS_REAL)
+    assert (code, result["status"]) == (0, "unchanged")
+    bad = write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row())
+    services.import_run_execute(run=slow, paths=[bad])
+    slow.refresh_from_db()
+    assert slow.status == ImportRun.Status.FAILED
+    assert BillingSource.objects.get(pk=source.pk).last_error == ""
+    # With no success since it began, the same failure paints the source.
+    time_machine.move_to(datetime(2026, 12, 1, 9, 10, tzinfo=UTC), tick=False)
+    services.import_run_execute(
+        run=ImportRun.objects.create(source=source, file_name="bad.csv"), paths=[bad]
+    )
+    assert "bad.csv" in BillingSource.objects.get(pk=source.pk).last_error
+
+
 def test_a_wrong_format_on_a_new_source_leaves_no_source_behind():
     code, result = run_import(FOCUS_REAL, source="new", format="azure")
     assert code == 1
@@ -259,7 +299,7 @@ def test_a_file_of_another_kind_than_its_source_says_what_was_found_or_declared(
     assert code == 1
     assert result["error"] == (
         f"{AWS_CUR_LEGACY.name}: {found}, but source 'focus' takes FOCUS export "
-        "files: import this file under another source name"
+        "files: import it into another source"
     )
     assert BillingSource.objects.get(name="focus").kind == "focus"
 
@@ -436,3 +476,33 @@ def test_an_import_that_waits_too_long_for_another_of_its_source_says_why(
     waited = ImportRun.objects.latest("started_at")
     assert (waited.status, waited.error) == (ImportRun.Status.FAILED, result["error"])
     assert BillingSource.objects.get(name="focus").last_error == ""  # not its fault
+
+
+def test_deleting_a_source_waits_for_an_import_loading_into_it_then_refuses():
+    """The delete locks the source's row first: an import holding it is waited for,
+    and the rows it committed are seen, so a source is never deleted under them."""
+    source = BillingSource.objects.create(name="typo", kind="focus")
+    loading, release = threading.Event(), threading.Event()
+
+    def other_import() -> None:
+        try:
+            with transaction.atomic():
+                services.source_lock(source)
+                make_cost_record(date(2026, 1, 5), "1.25", source=source)
+                loading.set()
+                release.wait(30)
+        finally:
+            connection.close()  # this thread's
+
+    thread = threading.Thread(target=other_import)
+    thread.start()
+    try:
+        assert loading.wait(10), "the other import never took its lock"
+        threading.Timer(1.0, release.set).start()
+        with pytest.raises(services.SourceHoldsData, match="“typo” holds cost data"):
+            services.billing_source_delete(source=source)
+    finally:
+        release.set()
+        thread.join()
+    assert BillingSource.objects.filter(pk=source.pk).exists()
+    assert CostRecord.objects.filter(source=source).count() == 1

@@ -315,7 +315,8 @@ def test_the_same_file_under_a_second_source_is_refused_unless_allowed():
     assert result["error"].startswith(
         "focus_sample.csv: is already imported into the source 'AWS FOCUS' ("
     )
-    assert "--allow-overlap" in result["error"]
+    assert "allow the overlap (import even if another source holds" in result["error"]
+    assert "--" not in result["error"]
     assert CostRecord.objects.count() == len(ROWS)
     assert not BillingSource.objects.filter(name="Finance copy").exists()
     code, result = run_delivery(FOCUS_REAL, source="Finance copy", allow_overlap=True)
@@ -376,7 +377,7 @@ def test_a_header_only_export_needs_its_period(tmp_path):
     assert code == 1
     assert result["error"] == (
         "empty.csv: has a header but no cost rows; if it is a month without "
-        "charges, give its billing period (--period YYYY-MM)"
+        "charges, give its billing month"
     )
     assert not BillingSource.objects.exists()
 

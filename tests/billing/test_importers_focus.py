@@ -38,7 +38,7 @@ def test_a_file_without_its_billing_currency_column_is_refused_naming_both():
     assert (code, result["status"]) == (1, "failed")
     assert result["error"] == (
         f"{FULLY_USED.name}: has no BillingCurrency column, which FOCUS requires: give "
-        "the currency its costs are in (billing_import --currency) to import it"
+        "the currency its costs are in to import it"
     )
     assert not CostRecord.objects.exists()
 

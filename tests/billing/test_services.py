@@ -4,17 +4,25 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from billing.allocation import Allocation, Allocator
-from billing.models import CostRecord, DailyCost, FxRate
+from billing.models import BillingSource, CostRecord, DailyCost, FxRate, ImportRun
 from billing.services import (
+    NewSource,
+    SourceHoldsData,
     allocation_preview,
+    billing_source_delete,
+    billing_upload_accept,
     cost_records_reallocate,
     daily_costs_rebuild,
+    source_delete_refusal,
 )
 from projects.models import AllocationRule
 from tests.conftest import make_cost_record, make_run
+from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
 
@@ -259,3 +267,42 @@ def test_rebuilding_a_later_range_keeps_the_shares_of_an_earlier_charge(world):
     daily_costs_rebuild(start=date(2026, 3, 20), end=date(2026, 3, 21))
     assert len(daily_amounts()) == 31
     assert set(daily_amounts().values()) == {Decimal("10")}
+
+
+def test_an_upload_to_a_new_source_creates_it_of_its_kind_and_a_taken_name_is_refused(
+    settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    upload = SimpleUploadedFile("focus.csv", FOCUS_REAL.read_bytes())
+    run = billing_upload_accept(
+        uploaded=[upload], source=NewSource(name="GPU cloud", kind="focus")
+    )
+    assert (run.source.name, run.source.kind, run.upload_name) == (
+        "GPU cloud",
+        "focus",
+        "focus.csv",
+    )
+    with pytest.raises(ValidationError, match="“GPU cloud” exists already"):
+        billing_upload_accept(
+            uploaded=[upload], source=NewSource(name="gpu CLOUD", kind="azure")
+        )
+    with pytest.raises(ValidationError, match="cannot be uploaded"):
+        billing_upload_accept(
+            uploaded=[upload], source=NewSource(name="Invoices", kind="compute-invoice")
+        )
+    assert list(BillingSource.objects.values_list("name", flat=True)) == ["GPU cloud"]
+
+
+def test_a_source_without_data_is_deleted_with_its_failed_imports_only():
+    source = BillingSource.objects.create(name="typo", kind="focus")
+    ImportRun.objects.create(source=source, status=ImportRun.Status.FAILED)
+    kept = BillingSource.objects.create(name="kept", kind="focus")
+    ImportRun.objects.create(source=kept, status=ImportRun.Status.FAILED)
+    assert source_delete_refusal(source) is None
+    billing_source_delete(source=source)
+    assert list(BillingSource.objects.values_list("name", flat=True)) == ["kept"]
+    assert ImportRun.objects.get().source == kept
+    make_cost_record(date(2026, 1, 5), "1.00", source=kept)
+    with pytest.raises(SourceHoldsData, match="“kept” holds cost data"):
+        billing_source_delete(source=kept)
+    assert BillingSource.objects.filter(pk=kept.pk).exists()

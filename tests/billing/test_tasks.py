@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import DailyCost, ImportRun
-from billing.services import billing_upload_accept
+from billing.services import NewSource, billing_upload_accept
 from billing.tasks import daily_costs_rebuild_recent
 from spendtracker.celery import app
 from tests.conftest import make_cost_record
@@ -65,7 +65,7 @@ def test_a_worker_imports_an_uploaded_export(worker, settings, tmp_path):
     with transaction.atomic():
         run = billing_upload_accept(
             uploaded=[SimpleUploadedFile("focus.csv", sample.read_bytes())],
-            source_name="uploads",
+            source=NewSource(name="uploads", kind="focus"),
         )
     assert wait_for(
         lambda: ImportRun.objects.get(pk=run.pk).status != ImportRun.Status.RUNNING

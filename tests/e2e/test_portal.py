@@ -201,19 +201,48 @@ def tasks_in_process(settings, tmp_path, eager_tasks):
     settings.MEDIA_ROOT = tmp_path
 
 
-def test_finance_uploads_an_export_and_follows_it_to_its_totals(
+def test_finance_uploads_to_a_new_source_then_to_it_chosen_from_the_list(
     page: Page, live_server, js_errors, tasks_in_process
 ):
     log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/billing/upload/")
-    page.get_by_label("File").set_input_files(SAMPLE)
-    page.get_by_label("Source", exact=True).fill("AWS FOCUS")
+    new_name = page.get_by_label("Name of the new source")
+    expect(new_name).to_be_hidden()
+    page.get_by_label("Files").set_input_files(SAMPLE)
+    page.get_by_label("Source", exact=True).select_option(label="A new source…")
+    expect(new_name).to_be_visible()
+    # A name already taken, in other letters, is refused: no second source of it.
+    new_name.fill("demo focus EXPORT")
+    page.get_by_label("Kind of the new source").select_option(label="FOCUS export")
+    page.get_by_role("button", name="Upload and import").click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "Name of the new source: A source named “Demo FOCUS export” exists already: "
+        "choose it from the list."
+    )
+    new_name.fill("AWS FOCUS")
     page.get_by_role("button", name="Upload and import").click()
 
     page.wait_for_url(re.compile(r"/billing/imports/\d+/$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("Imported")
-    expect(page.locator("table")).to_contain_text("20.52022672899")
+    expect(page.locator("main")).to_contain_text("20.52022672899 USD")
+    expect(page.get_by_test_id("months-without-budget")).to_contain_text(
+        "September 2024, October 2024"
+    )
+    expect(page.get_by_test_id("import-destinations")).to_contain_text("Unallocated")
     screenshot(page, "import-finance")
+
+    # The source's page uploads to it: chosen in the list, nothing to type.
+    page.get_by_role("link", name="AWS FOCUS", exact=True).click()
+    page.get_by_role("link", name="Upload an export").click()
+    expect(page.get_by_label("Source", exact=True)).to_have_value(re.compile(r"^\d+$"))
+    expect(
+        page.get_by_label("Source", exact=True).locator("option:checked")
+    ).to_have_text("AWS FOCUS")
+    expect(page.get_by_label("Name of the new source")).to_be_hidden()
+    page.get_by_label("Files").set_input_files(SAMPLE)
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_url(re.compile(r"/billing/imports/\d+/$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Unchanged")
     assert js_errors == []
 
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0010_monthlycost'),
+        ('billing', '0011_importrun_upload_name'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
