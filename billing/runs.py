@@ -54,11 +54,13 @@ def upload_enqueue(run: ImportRun) -> bool:
 
 @transaction.atomic
 def import_run_claim(*, run_id: int) -> ImportRun | None:
-    """The run for this attempt, counted; None when it is done or a live worker
-    holds it (a second message for it). A run started too often is failed instead:
-    a file that kills its worker each time must not be retried for ever."""
+    """The run for this attempt, counted; None when it is done. An attempt that
+    holds the run (a second message for it) is waited for, and so is the database
+    session of a worker that just died, until the server ends it. A run started too
+    often is failed instead: a file that kills its worker each time must not be
+    retried for ever."""
     run = (
-        ImportRun.objects.select_for_update(skip_locked=True)
+        ImportRun.objects.select_for_update()
         .filter(pk=run_id, status__in=[Status.QUEUED, Status.RUNNING])
         .first()
     )

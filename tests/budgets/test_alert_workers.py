@@ -84,10 +84,15 @@ class Workers:
         return [self.queue, *sorted(routed)]
 
     def start(
-        self, name: str, queues: tuple[str, ...] = ("celery",), **env: str
+        self,
+        name: str,
+        queues: tuple[str, ...] = ("celery",),
+        pool: str = "solo",
+        **env: str,
     ) -> subprocess.Popen:
         """A worker consuming the test's own queues of these names (the project's
-        default queue is `celery`)."""
+        default queue is `celery`); in one process (solo), or a parent with one
+        child process that runs the tasks (prefork, as in production)."""
         log = self.tmp_path / f"{name}.log"
         environment = {
             **os.environ,
@@ -100,7 +105,7 @@ class Workers:
         }
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_worker", "worker",
-            "--pool", "solo",
+            "--pool", pool, "--concurrency", "1",
             "--queues", ",".join(own_queue(queue, self.queue) for queue in queues),
             "--hostname", f"{name}@{self.queue}", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
