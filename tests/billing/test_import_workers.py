@@ -20,11 +20,11 @@ from django.db import connection
 from django.db.models import Sum
 
 from billing.models import BillingSource, CostRecord, ImportRun
-from tests.budgets.test_alert_workers import (  # noqa: F401 (fixtures)
+from tests.budgets.test_alert_workers import (
+    Workers,
     database_url,
     wait_for,
     waiting_for_a_lock,
-    workers,
 )
 from tests.data import FOCUS_REAL
 
@@ -38,6 +38,13 @@ def file_sums(path: Path) -> tuple[int, Decimal, Decimal]:
         sum((Decimal(row["BilledCost"]) for row in rows), Decimal(0)),
         sum((Decimal(row["EffectiveCost"]) for row in rows), Decimal(0)),
     )
+
+
+@pytest.fixture
+def workers(transactional_db, tmp_path):
+    workers = Workers(tmp_path)
+    yield workers
+    workers.stop()
 
 
 @pytest.fixture
@@ -72,7 +79,7 @@ def finished(run: ImportRun) -> bool:
     return ImportRun.objects.filter(pk=run.pk).exclude(status__in=unfinished).exists()
 
 
-def test_an_upload_whose_worker_child_is_killed_mid_import_is_redelivered_and_imported_once(  # noqa: E501
+def test_an_upload_whose_worker_is_killed_mid_import_is_redelivered_and_imported_once(
     workers, held_upload, settings
 ):
     media = {"DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
@@ -129,6 +136,6 @@ def waiting_count() -> int:
         return cursor.fetchone()[0]
 
 
-def both_took_one(workers) -> bool:
-    logs = [(workers.tmp_path / f"{name}.log").read_text() for name in ("one", "two")]
+def both_took_one(started: Workers) -> bool:
+    logs = [(started.tmp_path / f"{name}.log").read_text() for name in ("one", "two")]
     return all("import_upload" in log and "received" in log for log in logs)
