@@ -139,8 +139,9 @@ def test_a_run_whose_import_is_alive_is_left_alone(media, transactional_db):
 
 
 def test_a_command_line_import_needs_only_the_database(
-    queue_down, django_capture_on_commit_callbacks
+    queue_down, django_capture_on_commit_callbacks, monkeypatch
 ):
+    monkeypatch.setattr("billing.loader.PROGRESS_EVERY", 100)  # reports progress
     with django_capture_on_commit_callbacks(execute=True):
         code, result = run_import(FOCUS_REAL, "cli")
 
