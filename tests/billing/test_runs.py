@@ -12,7 +12,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from billing.models import BillingSource, CostRecord, ImportRun
-from billing.runs import QUEUE_DOWN, import_runs_stuck, import_runs_sweep
+from billing.runs import (
+    QUEUE_DOWN,
+    import_run_claim,
+    import_runs_stuck,
+    import_runs_sweep,
+)
 from spendtracker.celery import app
 from tests.billing.importing import run_import
 from tests.budgets.test_alert_workers import database_url
@@ -235,3 +240,14 @@ def test_the_status_of_a_running_import_answers_with_the_cache_down(
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["rows"]) == ("running", 0)
     assert finance_client.get(run.get_absolute_url()).status_code == 200
+
+
+def test_a_fourth_start_of_an_upload_fails_it_instead_of_importing(media):
+    run = left_running(attempts=3, age=timedelta(0))
+
+    assert import_run_claim(run_id=run.pk).status == "failed"
+
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.finished_at) == ("failed", 4, NOW)
+    assert "each of 3 attempts" in run.error
+    assert not CostRecord.objects.exists()
