@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from billing.models import ImportRun
 from billing.runs import import_runs_stuck
-from core.selectors import beat_age
+from core.heartbeat import beat_age
 from spendtracker.celery import app
 
 # Beat sends the heartbeat every minute: three missed beats are worth a look.

@@ -1,3 +1,5 @@
+"""How long ago beat's heartbeat ran: what /healthz reports of beat."""
+
 from datetime import datetime, timedelta
 
 from core.models import BEAT, Heartbeat
