@@ -74,7 +74,8 @@ class Workers:
         self.mail_dir.mkdir()
         self.queue = f"alerts-test-{uuid.uuid4().hex[:8]}"
         self.processes: list[subprocess.Popen] = []
-        self.client = Celery()
+        # Not the current app: the project's tasks in this process keep theirs.
+        self.client = Celery(set_as_current=False)
         self.client.conf.task_default_queue = self.queue
         self.client.conf.task_routes = own_routes(self.queue)
 
