@@ -60,7 +60,7 @@ def import_upload(run_id: int) -> str:
     is left alone."""
     run = import_run_claim(run_id=run_id)
     if run is None or run.status != ImportRun.Status.RUNNING:
-        return "done or held elsewhere" if run is None else run.status
+        return "already done" if run is None else run.status
     return import_run_execute(run=run, paths=[Path(run.upload.path)]).run.status
 
 

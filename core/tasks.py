@@ -47,7 +47,8 @@ class RerunSafeTask(Task):
         effort: without a cache, every delivery counts as the first)."""
         if self.request.id is None or self.request.is_eager:
             return 1
-        key = f"task-deliveries:{self.request.id}"
+        # A retry (autoretry_for) is a new message under the same id: counted apart.
+        key = f"task-deliveries:{self.request.id}:{self.request.retries or 0}"
         try:
             cache.add(key, 0, DELIVERIES_KEPT_SECONDS)
             return cache.incr(key)
