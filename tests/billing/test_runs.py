@@ -2,13 +2,19 @@
 uploads the queue could not take, and imports and uploads while Redis is down (the
 broker and the cache pointed at a closed port: `queue_down`)."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 import time_machine
 from django.core.files import File
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import Sum
 from django.urls import reverse
 
 from billing.models import BillingSource, CostRecord, ImportRun
@@ -20,6 +26,7 @@ from billing.runs import (
 )
 from spendtracker.celery import app
 from tests.billing.importing import run_import
+from tests.billing.test_import_workers import file_sums
 from tests.budgets.test_alert_workers import database_url
 from tests.data import FOCUS_REAL
 
@@ -251,3 +258,32 @@ def test_a_fourth_start_of_an_upload_fails_it_instead_of_importing(media):
     assert (run.status, run.attempts, run.finished_at) == ("failed", 4, NOW)
     assert "each of 3 attempts" in run.error
     assert not CostRecord.objects.exists()
+
+
+def test_billing_import_run_as_a_command_with_redis_stopped_imports(
+    transactional_db, queue_down
+):
+    """The command in a process of its own, as an operator runs it, with the broker
+    and the cache at the closed port: it needs only the database."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "billing_import",
+            str(FOCUS_REAL),
+            "--source",
+            "cli",
+            "--json",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DATABASE_URL": database_url()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "imported"
+    rows, billed, _effective = file_sums(FOCUS_REAL)
+    assert CostRecord.objects.count() == rows
+    assert CostRecord.objects.aggregate(billed=Sum("billed_cost"))["billed"] == billed
+    assert ImportRun.objects.get().announce_due
