@@ -103,9 +103,11 @@ class ImportRunAdmin(ReadOnlyAdmin):
         "file_name",
         "rows_read",
         "rows_loaded",
+        "origin",
+        "attempts",
         "finished_at",
     )
-    list_filter = ("status", "source")
+    list_filter = ("status", "origin", "source")
     search_fields = ("file_name", "checksum", "source__name")
     ordering = ("-started_at",)
     date_hierarchy = "started_at"

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q, Sum
 from django.urls import reverse
+from django.utils import timezone
 
 from core.crypto import decrypt_json, encrypt_json, mask
 from core.currencies import ZERO, validate_currency_code
@@ -86,10 +87,17 @@ class BillingSource(models.Model):
 
 class ImportRun(models.Model):
     class Status(models.TextChoices):
+        # Waiting for the queue (Redis) to take it: the sweep hands it over.
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         IMPORTED = "imported", "Imported"
         UNCHANGED = "unchanged", "Unchanged"
         FAILED = "failed", "Failed"
+
+    class Origin(models.TextChoices):
+        COMMAND = "command", "Command line"
+        UPLOAD = "upload", "Portal upload"
+        SYNC = "sync", "Sync"
 
     # Empty while an import that creates its source runs, and for good when it
     # failed: the source is created in the import's transaction, so a failed import
@@ -153,11 +161,31 @@ class ImportRun(models.Model):
     )
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    origin = models.CharField(max_length=10, choices=Origin, default=Origin.COMMAND)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker started this import."
+    )
+    # When the current attempt was handed to the queue or started: the sweep finds a
+    # run still running a task time limit after it (import_runs_sweep).
+    attempted_at = models.DateTimeField(default=timezone.now)
+    announce_due = models.BooleanField(
+        default=False,
+        help_text="The import is in, but the work it sets off (alert evaluation) "
+        "could not be queued: the sweep queues it again.",
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
+        indexes = [
+            # import_runs_sweep: the few runs queued or running, by age.
+            models.Index(
+                fields=["attempted_at"],
+                name="importrun_unfinished_idx",
+                condition=Q(status__in=["queued", "running"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.source_name} {self.started_at:%Y-%m-%d %H:%M} {self.status}"

@@ -2,6 +2,7 @@
 
 import bisect
 import hashlib
+import logging
 import pickle
 import tempfile
 import zipfile
@@ -69,12 +70,19 @@ from billing.models import (
     ImportRun,
     MonthlyCost,
 )
-from billing.signals import import_finished
+from billing.runs import (
+    Superseded,
+    import_finished_announce,
+    import_run_hold,
+    upload_enqueue,
+)
 from billing.sync import fetcher_for
 from core.crypto import rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from projects.models import AllocationRule, Project
+
+logger = logging.getLogger(__name__)
 
 # The columns allocation rules read.
 ALLOCATION_INPUTS = ["tags", *INPUTS]
@@ -680,8 +688,10 @@ def billing_upload_accept(
 ) -> ImportRun:
     """Keep an uploaded delivery (several files: as a zip of them) with a new
     ImportRun for an existing source, or for a new one created now, and queue its
-    import. A new source is created on purpose, so it stays when its first import
-    fails (finance may delete a source that holds no data)."""
+    import: once the request's transaction commits, `run.status` says whether the
+    queue took it (running) or it waits (queued). A new source is created on purpose,
+    so it stays when its first import fails (finance may delete a source that holds
+    no data)."""
     if isinstance(source, NewSource):
         source = _upload_source_create(source)
     names = [file.name or "" for file in uploaded]
@@ -694,11 +704,11 @@ def billing_upload_accept(
         period=period,
         currency=currency,
         allow_overlap=allow_overlap,
+        origin=ImportRun.Origin.UPLOAD,
     )
     _upload_keep(run, uploaded)
-    from billing.tasks import import_upload  # tasks import this module
-
-    transaction.on_commit(lambda: import_upload.delay(run.pk))
+    # With the queue down, the run is left `queued` for the sweep (and says so).
+    transaction.on_commit(lambda: upload_enqueue(run))
     return run
 
 
@@ -756,7 +766,10 @@ def import_run_execute(
             run.save(update_fields=["files", "checksum"])
             importer = _delivery_importer(delivery, run)
             with transaction.atomic():
+                import_run_hold(run)
                 _load_delivery(run, importer, delivery)
+    except Superseded:
+        run.refresh_from_db()  # another attempt, or the sweep, has it: leave it be
     except ImportFailure as failure:
         _fail(run, source_before, failure)
     except (DatabaseError, ValueError, ArithmeticError) as exc:
@@ -809,7 +822,8 @@ def _loaded_check(
 ) -> None:
     """What an import learns once its rows are in: the importer's warnings, and
     whether another source holds the same accounts and periods."""
-    run.warnings = [str(warning) for warning in getattr(importer, "warnings", [])]
+    found = [str(warning) for warning in getattr(importer, "warnings", [])]
+    run.warnings = [*run.warnings, *found]
     if not run.allow_overlap:
         _refuse_accounts_held_elsewhere(source, run, stats)
 
@@ -901,8 +915,32 @@ def _refuse_accounts_held_elsewhere(
 
 
 def import_progress(run: ImportRun) -> int:
-    """Rows loaded so far by a running import (the worker reports them)."""
-    return cache.get(_progress_key(run.pk), 0)
+    """Rows loaded so far by a running import (the worker reports them); 0 when the
+    cache cannot say (Redis down): progress is best effort, never an error."""
+    try:
+        return cache.get(_progress_key(run.pk), 0)
+    except Exception:
+        logger.warning("import run %s: the cache is down, no progress", run.pk)
+        return 0
+
+
+def _progress_reporter(run_id: int) -> Callable[[int], None]:
+    """What the loader calls with its row count. Best effort: it runs inside the
+    import's transaction, which a cache outage must not break; after the first
+    failure it stops trying, so an unreachable cache costs one timeout."""
+    working = True
+
+    def report(count: int) -> None:
+        nonlocal working
+        if not working:
+            return
+        try:
+            cache.set(_progress_key(run_id), count, 60 * 60)
+        except Exception:
+            working = False
+            logger.warning("import run %s: the cache is down, no progress", run_id)
+
+    return report
 
 
 def _progress_key(run_id: int) -> str:
@@ -934,7 +972,9 @@ def source_delete_refusal(source: BillingSource) -> str | None:
             f"{name} has {loaded:,} import{'s' if loaded != 1 else ''} that loaded "
             "data, whose history is kept."
         )
-    if source.import_runs.filter(status=ImportRun.Status.RUNNING).exists():
+    if source.import_runs.filter(
+        status__in=[ImportRun.Status.QUEUED, ImportRun.Status.RUNNING]
+    ).exists():
         return f"An import into {name} is waiting or under way."
     if source.provider_invoices.exists():
         return f"Provider invoices are reconciled against {name}."
@@ -973,12 +1013,13 @@ def credentials_rotate() -> list[str]:
     return [source.name for source in sources]
 
 
-def billing_sync_source(*, source_id: int) -> ImportOutcome:
+def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
     """Fetch a source's open and previous billing periods from its provider and load
     them like a file import. The provider is read before the import's transaction
     opens, into a temporary file, so a slow provider does not hold the source's lock.
     Provider outages raise ProviderError, for a retry later; identical data reports
-    `unchanged` and leaves the database as it was."""
+    `unchanged` and leaves the database as it was. `attempt` counts the syncs the
+    sweep queued again after their worker stopped."""
     source = BillingSource.objects.get(pk=source_id)
     fetcher = fetcher_for(source)
     if fetcher is None:
@@ -988,7 +1029,11 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         )
     since = month_start(timezone.now()) - relativedelta(months=1)
     run = ImportRun.objects.create(
-        source=source, source_name=source.name, file_name=f"{source.kind} API"
+        source=source,
+        source_name=source.name,
+        file_name=f"{source.kind} API",
+        origin=ImportRun.Origin.SYNC,
+        attempts=attempt,
     )
     digest = RowsFingerprint()
     try:
@@ -996,12 +1041,15 @@ def billing_sync_source(*, source_id: int) -> ImportOutcome:
         # Read to the end before the transaction opens: spooled() enters first.
         with spooled(digest.passing(fetched)) as rows, transaction.atomic():
             source_lock(source)
+            import_run_hold(run)
             _load_fetched(source, run, fetcher, rows, since)
             run.checksum = digest.hexdigest()
             run.save(update_fields=["checksum"])
             previous = _same_data_loaded(run)
             if previous:
                 raise _Unchanged(previous)
+    except Superseded:
+        run.refresh_from_db()  # the sweep found it stopped and queued another sync
     except _Unchanged as unchanged:
         run.refresh_from_db()
         run.checksum = digest.hexdigest()
@@ -1137,7 +1185,7 @@ def _replace_periods(
         source_id=source.pk,
         import_run_id=run.pk,
         now=started,
-        progress=lambda count: cache.set(_progress_key(run.pk), count, 60 * 60),
+        progress=_progress_reporter(run.pk),
     )
     if not stats.rows and not periods:
         raise ImportFailure(
@@ -1178,7 +1226,7 @@ def _replace_periods(
         if not source.data_complete_through or complete > source.data_complete_through:
             source.data_complete_through = complete
             source.save(update_fields=["data_complete_through"])
-    transaction.on_commit(lambda: import_finished.send(sender=ImportRun, run=run))
+    transaction.on_commit(lambda: import_finished_announce(run))
 
 
 @dataclass(frozen=True)

@@ -244,8 +244,15 @@ def upload(request: HttpRequest) -> HttpResponse:
             return JsonResponse(
                 {"errors": {"new_source_name": refused.messages}}, status=400
             )
+        # The run is saved either way: taken by the queue, or left queued (the
+        # queue down) for the sweep to hand over once it is back.
         return JsonResponse(
-            {"run": run.pk, "status_url": reverse("import_status", args=[run.pk])},
+            {
+                "run": run.pk,
+                "status": run.status,
+                "message": run.error or "Importing…",
+                "status_url": reverse("import_status", args=[run.pk]),
+            },
             status=202,
         )
     return render(request, "billing/upload.html", {"form": form})

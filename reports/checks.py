@@ -147,7 +147,11 @@ def records_check_queue(month: date) -> datetime:
     if RecordsCheck.objects.filter(due, month=month).update(requested_at=now):
         from reports.tasks import records_check_task  # tasks import this module
 
-        transaction.on_commit(lambda: records_check_task.delay(month.isoformat()))
+        # Robust: with the queue down, an import or a page view still succeeds; the
+        # check is queued again by the next view after REQUEUE_AFTER.
+        transaction.on_commit(
+            lambda: records_check_task.delay(month.isoformat()), robust=True
+        )
         return now
     requested = RecordsCheck.objects.values_list("requested_at", flat=True)
     return requested.get(month=month) or now

@@ -247,9 +247,16 @@ if CELERY_BROKER_URL == "filesystem://":
     # (runserver, shell, worker) working on a fresh checkout.
     for _folder in ("processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
-else:
+# The longest a task may run before its worker kills it; the sweep marks an import run
+# still running this long after it started as stopped (billing.tasks).
+CELERY_TASK_TIME_LIMIT = _read("CELERY_TASK_TIME_LIMIT", _positive_int, 60 * 60)
+# Time to record the failure before the hard kill: five minutes, or a tenth when short.
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(
+    5 * 60, max(1, CELERY_TASK_TIME_LIMIT // 10)
+)
+if CELERY_BROKER_URL != "filesystem://":
     # Above the longest task, so a late-acked task is not redelivered while it runs.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT}
 # The cache carries import progress from the worker to the portal, so it must be shared
 # between processes: Redis beside a Redis broker, files on one machine otherwise.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -257,6 +264,9 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CELERY_BROKER_URL,
+            # Progress and delivery counts are best effort: an unreachable Redis
+            # costs a request or an import a second or two, never a hang.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:
@@ -296,8 +306,6 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = "UTC"
-CELERY_TASK_TIME_LIMIT = 60 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", _strict_bool, False)
 # Imports, syncs and rollup rebuilds, which may take most of an hour, have a queue and
@@ -322,6 +330,19 @@ CELERY_TASK_ROUTES = {
     )
 }
 CELERY_BEAT_SCHEDULE = {
+    "beat-heartbeat": {
+        # /healthz reports how long ago this last ran: beat and a worker are alive.
+        "task": "core.tasks.beat_heartbeat",
+        "schedule": crontab(),
+        "options": {"expires": 50},
+    },
+    "sweep-import-runs": {
+        # Runs whose worker stopped, and uploads waiting for the queue to come back;
+        # on the default queue, so it never waits behind the imports it looks for.
+        "task": "billing.tasks.import_runs_sweep_task",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
     "billing-sync-due": {
         # Each source has its own interval; this only looks for the ones that are due.
         "task": "billing.tasks.billing_sync_due",

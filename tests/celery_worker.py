@@ -31,3 +31,17 @@ if "TEST_CELERY_QUEUE" in os.environ:  # the worker processes, not pytest's impo
     app.conf.task_default_queue = os.environ["TEST_CELERY_QUEUE"]
     app.conf.task_routes = own_routes(os.environ["TEST_CELERY_QUEUE"])
     app.conf.worker_enable_remote_control = False
+
+    from pathlib import Path
+
+    from celery import shared_task
+
+    from core.tasks import RerunSafeTask
+
+    @shared_task(base=RerunSafeTask, name="tests.poison")
+    def poison(starts_file: str) -> None:
+        """A task that kills the process running it, each time: a poison message.
+        Each start is written down first."""
+        with Path(starts_file).open("a") as starts:
+            starts.write("started\n")
+        os.kill(os.getpid(), 9)

@@ -1,7 +1,9 @@
 import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 
@@ -57,6 +59,49 @@ def eager_tasks():
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
+
+
+def _broker_connections_forget() -> None:
+    """Drop the app's pooled broker connections, so the next send connects to the
+    broker the environment names now."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+class QueueDown:
+    """Redis unreachable, as when it is stopped: the broker and the cache point at a
+    local port where nothing listens (the machine's shared Redis is left alone),
+    until back()."""
+
+    def __init__(self, settings) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.settings, self.caches = settings, settings.CACHES
+        self.environment = mock.patch.dict(os.environ, {"CELERY_BROKER_URL": self.url})
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": self.url,
+                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            }
+        }
+        self.environment.start()
+        _broker_connections_forget()
+
+    def back(self) -> None:
+        if self.settings.CACHES is not self.caches:
+            self.settings.CACHES = self.caches
+            self.environment.stop()
+            _broker_connections_forget()
+
+
+@pytest.fixture
+def queue_down(settings):
+    down = QueueDown(settings)
+    yield down
+    down.back()
 
 
 @dataclass

@@ -14,6 +14,8 @@ from spendtracker.celery import app
 NOW = datetime(2026, 1, 20, 9, 30, tzinfo=UTC)
 # What the README's Operations section promises of each entry: how often it runs.
 PROMISED_EVERY = {
+    "beat-heartbeat": timedelta(minutes=1),
+    "sweep-import-runs": timedelta(minutes=5),
     "billing-sync-due": timedelta(minutes=15),
     "load-compute-invoices": timedelta(days=1),
     "rebuild-recent-daily-costs": timedelta(days=1),

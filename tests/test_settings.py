@@ -47,6 +47,10 @@ def test_a_complete_configuration_passes_the_checks():
             "EMAIL_GIVE_UP_AFTER_HOURS must be a whole number above zero, got 0",
         ),
         (
+            {"DJANGO_DEBUG": "true", "CELERY_TASK_TIME_LIMIT": "0"},
+            "CELERY_TASK_TIME_LIMIT must be a whole number above zero, got 0",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "EMAIL_GIVE_UP_AFTER_HOURS": "a day"},
             "EMAIL_GIVE_UP_AFTER_HOURS",
         ),
@@ -82,3 +86,31 @@ def test_a_missing_or_bad_variable_is_named_by_a_system_check(env, named):
     assert result.returncode != 0
     assert "spendtracker.E001" in result.stderr
     assert named in result.stderr
+
+
+def test_the_task_time_limit_sets_the_soft_limit_and_the_visibility_timeout():
+    """Kill at the limit, record the failure 5 minutes before (a tenth when short),
+    and redeliver an unacknowledged message only after twice the limit."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings as s; print(s.CELERY_TASK_TIME_LIMIT,"
+            " s.CELERY_TASK_SOFT_TIME_LIMIT,"
+            " s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'])",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_DEBUG": "true",
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",  # read, never connected
+            "CELERY_TASK_TIME_LIMIT": "7200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    last = shown.stdout.splitlines()[-1]  # after what the shell imported
+    assert last.split() == ["7200", "6900", "14400"], shown.stderr

@@ -30,18 +30,24 @@
     button.disabled = false;
   }
 
-  function follow(statusUrl) {
-    label.textContent = "Importing…";
+  // While the task queue is down, the run waits as "queued" and says so.
+  function describe(state) {
+    if (state.status === "queued") return state.error || "Queued for import…";
+    return state.status === "running"
+      ? `Importing… ${state.rows.toLocaleString()} rows so far`
+      : `Import ${state.status}: ${state.rows.toLocaleString()} rows`;
+  }
+
+  function follow(statusUrl, message) {
+    label.textContent = message || "Importing…";
     bar.style.width = "100%";
     bar.classList.add("pulse");
     const timer = setInterval(async () => {
       const response = await fetch(statusUrl, { headers: { Accept: "application/json" } });
       if (!response.ok) return;
       const state = await response.json();
-      label.textContent = state.status === "running"
-        ? `Importing… ${state.rows.toLocaleString()} rows so far`
-        : `Import ${state.status}: ${state.rows.toLocaleString()} rows`;
-      if (state.status !== "running") {
+      label.textContent = describe(state);
+      if (state.status !== "running" && state.status !== "queued") {
         clearInterval(timer);
         window.location.href = state.url;
       }
@@ -65,7 +71,7 @@
     request.addEventListener("load", () => {
       let body = {};
       try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
-      if (request.status === 202) return follow(body.status_url);
+      if (request.status === 202) return follow(body.status_url, body.message);
       const errors = body.errors
         ? Object.entries(body.errors).map(([field, messages]) => {
           const label = labelOf(field);

@@ -74,7 +74,8 @@ class Workers:
         self.mail_dir.mkdir()
         self.queue = f"alerts-test-{uuid.uuid4().hex[:8]}"
         self.processes: list[subprocess.Popen] = []
-        self.client = Celery()
+        # Not the current app: the project's tasks in this process keep theirs.
+        self.client = Celery(set_as_current=False)
         self.client.conf.task_default_queue = self.queue
         self.client.conf.task_routes = own_routes(self.queue)
 
@@ -84,10 +85,15 @@ class Workers:
         return [self.queue, *sorted(routed)]
 
     def start(
-        self, name: str, queues: tuple[str, ...] = ("celery",), **env: str
+        self,
+        name: str,
+        queues: tuple[str, ...] = ("celery",),
+        pool: str = "solo",
+        **env: str,
     ) -> subprocess.Popen:
         """A worker consuming the test's own queues of these names (the project's
-        default queue is `celery`)."""
+        default queue is `celery`); in one process (solo), or a parent with one
+        child process that runs the tasks (prefork, as in production)."""
         log = self.tmp_path / f"{name}.log"
         environment = {
             **os.environ,
@@ -100,7 +106,7 @@ class Workers:
         }
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_worker", "worker",
-            "--pool", "solo",
+            "--pool", pool, "--concurrency", "1",
             "--queues", ",".join(own_queue(queue, self.queue) for queue in queues),
             "--hostname", f"{name}@{self.queue}", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",

@@ -246,6 +246,32 @@ def test_finance_uploads_to_a_new_source_then_to_it_chosen_from_the_list(
     assert js_errors == []
 
 
+def test_an_upload_while_the_queue_is_down_says_it_is_queued_for_its_return(
+    page: Page, live_server, js_errors, settings, tmp_path, queue_down
+):
+    settings.MEDIA_ROOT = tmp_path
+    log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/billing/upload/")
+    page.get_by_label("File").set_input_files(SAMPLE)
+    page.get_by_label("Source", exact=True).fill("AWS FOCUS")
+    page.get_by_role("button", name="Upload and import").click()
+
+    label = page.locator("#progress-label")
+    expect(label).to_contain_text("Queued for import when the queue is back")
+    page.wait_for_timeout(1500)  # a poll of the status page: still queued, still here
+    expect(label).to_contain_text("Queued for import when the queue is back")
+    expect(page.locator("#upload-error")).to_be_hidden()
+    screenshot(page, "upload-queued")
+    page.goto(f"{live_server.url}/billing/imports/")
+    latest = page.locator("tbody tr").first
+    expect(latest).to_contain_text("Queued")
+    latest.locator("a").first.click()
+    expect(page.get_by_test_id("import-queued")).to_contain_text(
+        "the import starts within minutes of the queue's return"
+    )
+    assert js_errors == []
+
+
 def test_a_lead_acknowledges_an_alert_and_the_project_shows_the_note(
     page: Page, live_server, js_errors
 ):
