@@ -194,7 +194,9 @@ def upload(client):
         reverse("upload"),
         {
             "file": [SimpleUploadedFile("focus.csv", FOCUS_REAL.read_bytes())],
-            "source": "uploads",
+            "source": "new",
+            "new_source_name": "uploads",
+            "new_source_kind": "focus",
             "file_format": "auto",
         },
         HTTP_ACCEPT="application/json",

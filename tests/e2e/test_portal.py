@@ -252,8 +252,8 @@ def test_an_upload_while_the_queue_is_down_says_it_is_queued_for_its_return(
     settings.MEDIA_ROOT = tmp_path
     log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/billing/upload/")
-    page.get_by_label("File").set_input_files(SAMPLE)
-    page.get_by_label("Source", exact=True).fill("AWS FOCUS")
+    page.get_by_label("Files").set_input_files(SAMPLE)
+    page.get_by_label("Source", exact=True).select_option(label="Demo FOCUS export")
     page.get_by_role("button", name="Upload and import").click()
 
     label = page.locator("#progress-label")
