@@ -1,11 +1,14 @@
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from unittest import mock
 
 import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
 
 from accounts.models import Membership, Team, User
 from billing.models import (
@@ -280,3 +283,30 @@ def mail_server(settings):
     settings.EMAIL_TIMEOUT = 5
     yield server
     server.stop()
+
+
+@pytest.fixture
+def worker(transactional_db):
+    """One worker on both queues, as `make run` has it: these tasks go to the imports
+    queue (settings.CELERY_TASK_ROUTES)."""
+    # Earlier tests' imports queue evaluations on the default queue, and uploads on
+    # the imports queue, which only this worker consumes: it must not run them
+    # against this test's data. Only those queues are purged, never the database.
+    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, settings.IMPORTS_QUEUE]
+    with app.connection_for_write() as broker:
+        for queue in queues:
+            broker.default_channel.queue_purge(queue)
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=queues
+    ):
+        yield
+
+
+def wait_for(condition, timeout: float = 60.0) -> bool:
+    """True once `condition()` is, polled every 0.2 s; False after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False

@@ -36,7 +36,7 @@ from budgets.alerts import alerts_evaluate
 from budgets.models import Alert, AlertKind, AlertRule, Notification
 from core.delivery import BREAKER_FAILURES
 from tests.celery_worker import own_queue, own_routes
-from tests.conftest import make_budget, make_project, make_spend
+from tests.conftest import make_budget, make_project, make_spend, wait_for
 from tests.data import FOCUS_REAL
 from tests.smtp_servers import HangingServer
 
@@ -167,15 +167,6 @@ def workers(transactional_db, tmp_path):
     workers = Workers(tmp_path)
     yield workers
     workers.stop()
-
-
-def wait_for(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture

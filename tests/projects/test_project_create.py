@@ -3,13 +3,10 @@
 the costs already imported that a worker then gives it."""
 
 import threading
-import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from celery.contrib.testing.worker import start_worker
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
@@ -19,8 +16,7 @@ from billing.models import CostRecord, DailyCost
 from budgets.models import Budget
 from budgets.services import Recognition, project_create
 from projects.models import AllocationRule, Project
-from spendtracker.celery import app
-from tests.conftest import make_cost_record, make_project, make_spend
+from tests.conftest import make_cost_record, make_project, make_spend, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -329,29 +325,6 @@ def test_two_leads_creating_the_same_name_at_once_make_one_project(
     project = Project.objects.get(name__iexact="mistral lora")
     assert Budget.objects.filter(project=project).count() == 1
     assert AllocationRule.objects.filter(project=project).count() == 1
-
-
-@pytest.fixture
-def worker(transactional_db):
-    """One worker on both queues: the allocation goes to the imports queue. Only the
-    queues it consumes are purged first, never the database."""
-    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, settings.IMPORTS_QUEUE]
-    with app.connection_for_write() as broker:
-        for queue in queues:
-            broker.default_channel.queue_purge(queue)
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=queues
-    ):
-        yield
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_worker_gives_the_new_project_the_unallocated_costs_its_rule_matches(
