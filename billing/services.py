@@ -43,7 +43,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.fields.files import FieldFile
-from django.db.models.functions import TruncDate, TruncMonth
+from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
 from billing.allocation import INPUTS, Allocator, rule_candidates
@@ -782,8 +782,13 @@ def import_run_execute(
 
 
 def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> None:
-    source, _ = BillingSource.objects.get_or_create(
-        name=run.source_name, defaults={"kind": importer.name}
+    # An upload names its source by id (renamed since, it is still that source); a
+    # command-line import by name, creating it.
+    source = (
+        run.source
+        or BillingSource.objects.get_or_create(
+            name=run.source_name, defaults={"kind": importer.name}
+        )[0]
     )
     if source.kind != importer.name:
         # Importing into another kind's source would replace its data with
@@ -1144,14 +1149,23 @@ class RowsFingerprint:
         return f"{self.total:064x}"
 
 
+def _in_load_order(runs: QuerySet[ImportRun]) -> QuerySet[ImportRun]:
+    """Imports with `loaded_at`, when their data went in: a source's imports load
+    one at a time under its lock, each finishing before it commits, but not in the
+    order they started (an upload may wait queued, or be redelivered, for hours)."""
+    return runs.annotate(loaded_at=Coalesce("finished_at", "started_at"))
+
+
 def _latest_import(run: ImportRun) -> ImportRun | None:
-    """The source's latest import before `run`."""
+    """The source's latest import before `run`: the last to have loaded."""
     return (
-        ImportRun.objects.filter(
-            source_id=run.source_id, status=ImportRun.Status.IMPORTED
+        _in_load_order(
+            ImportRun.objects.filter(
+                source_id=run.source_id, status=ImportRun.Status.IMPORTED
+            )
         )
         .exclude(pk=run.pk)
-        .order_by("-started_at", "-pk")
+        .order_by("-loaded_at", "-pk")
         .first()
     )
 
@@ -1374,17 +1388,26 @@ def _same_file_still_loaded(
     loaded = source.import_runs.filter(status=ImportRun.Status.IMPORTED).exclude(
         pk=before.pk
     )
-    same = loaded.filter(checksum=checksum).order_by("-started_at", "-pk").first()
+    same = (
+        _in_load_order(loaded.filter(checksum=checksum))
+        .order_by("-loaded_at", "-pk")
+        .first()
+    )
     return same if same and _still_held(same) else None
 
 
 def _still_held(run: ImportRun) -> bool:
-    """Whether no later import of the run's source restated any of its periods."""
-    later = ImportRun.objects.filter(
-        source_id=run.source_id,
-        status=ImportRun.Status.IMPORTED,
-        started_at__gte=run.started_at,
-    ).exclude(pk=run.pk)
+    """Whether no import of the run's source loaded after it restated any of its
+    periods."""
+    later = (
+        _in_load_order(
+            ImportRun.objects.filter(
+                source_id=run.source_id, status=ImportRun.Status.IMPORTED
+            )
+        )
+        .filter(loaded_at__gte=run.finished_at or run.started_at)
+        .exclude(pk=run.pk)
+    )
     periods = set(run.billing_periods)
     restated = later.values_list("billing_periods", flat=True)
     return not any(periods & set(others) for others in restated)

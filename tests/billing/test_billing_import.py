@@ -227,6 +227,46 @@ def test_the_header_of_a_file_of_one_endless_line_is_read_in_bounded_memory(tmp_
     assert peak < 8 << 20, f"{peak:,} bytes"
 
 
+def test_a_file_is_loaded_again_when_an_import_that_started_before_it_loaded_after(
+    tmp_path,
+):
+    """An upload that waited queued (the queue down) loads after a newer import of
+    another file: that file, imported again, must replace it, not be "unchanged"."""
+    lines = FOCUS_REAL.read_text().splitlines(keepends=True)
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text("".join(lines[:-1]))
+    assert run_import(shorter)[1]["status"] == "imported"
+    assert run_import(FOCUS_REAL)[1]["status"] == "imported"
+    late = ImportRun.objects.latest("finished_at")
+    # It had started before the shorter file's import: it waited queued.
+    late.started_at = ImportRun.objects.earliest("started_at").started_at.replace(
+        year=2020
+    )
+    late.save(update_fields=["started_at"])
+    assert CostRecord.objects.count() == len(lines) - 1
+
+    code, result = run_import(shorter)
+
+    assert (code, result["status"]) == (0, "imported")
+    assert CostRecord.objects.count() == len(lines) - 2
+
+
+def test_an_upload_goes_into_its_source_even_when_renamed_while_it_waited():
+    source = BillingSource.objects.create(name="AWS export", kind="focus")
+    run = ImportRun.objects.create(
+        source=source, source_name=source.name, file_name="focus.csv"
+    )
+    BillingSource.objects.filter(pk=source.pk).update(name="AWS (production)")
+
+    outcome = services.import_run_execute(run=run, paths=[FOCUS_REAL])
+
+    assert outcome.run.status == ImportRun.Status.IMPORTED
+    assert list(BillingSource.objects.values_list("name", flat=True)) == [
+        "AWS (production)"
+    ]
+    assert CostRecord.objects.filter(source=source).count() == 1000
+
+
 def test_the_next_good_import_works_after_a_failure(tmp_path):
     run_import(write(tmp_path, "bad.csv", HEADER + b"\n" + bad_cost_row()))
     code, result = run_import(FOCUS_REAL)
