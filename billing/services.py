@@ -1149,23 +1149,20 @@ class RowsFingerprint:
         return f"{self.total:064x}"
 
 
-def _in_load_order(runs: QuerySet[ImportRun]) -> QuerySet[ImportRun]:
-    """Imports with `loaded_at`, when their data went in: a source's imports load
-    one at a time under its lock, each finishing before it commits, but not in the
-    order they started (an upload may wait queued, or be redelivered, for hours)."""
-    return runs.annotate(loaded_at=Coalesce("finished_at", "started_at"))
+# When an import's data went in: a source's imports load one at a time under its lock,
+# each finishing before it commits, but not in the order they started (an upload may
+# wait queued, or be redelivered, for hours).
+LOADED_AT = Coalesce("finished_at", "started_at")
 
 
 def _latest_import(run: ImportRun) -> ImportRun | None:
     """The source's latest import before `run`: the last to have loaded."""
     return (
-        _in_load_order(
-            ImportRun.objects.filter(
-                source_id=run.source_id, status=ImportRun.Status.IMPORTED
-            )
+        ImportRun.objects.filter(
+            source_id=run.source_id, status=ImportRun.Status.IMPORTED
         )
         .exclude(pk=run.pk)
-        .order_by("-loaded_at", "-pk")
+        .order_by(LOADED_AT.desc(), "-pk")
         .first()
     )
 
@@ -1388,11 +1385,7 @@ def _same_file_still_loaded(
     loaded = source.import_runs.filter(status=ImportRun.Status.IMPORTED).exclude(
         pk=before.pk
     )
-    same = (
-        _in_load_order(loaded.filter(checksum=checksum))
-        .order_by("-loaded_at", "-pk")
-        .first()
-    )
+    same = loaded.filter(checksum=checksum).order_by(LOADED_AT.desc(), "-pk").first()
     return same if same and _still_held(same) else None
 
 
@@ -1400,11 +1393,10 @@ def _still_held(run: ImportRun) -> bool:
     """Whether no import of the run's source loaded after it restated any of its
     periods."""
     later = (
-        _in_load_order(
-            ImportRun.objects.filter(
-                source_id=run.source_id, status=ImportRun.Status.IMPORTED
-            )
+        ImportRun.objects.filter(
+            source_id=run.source_id, status=ImportRun.Status.IMPORTED
         )
+        .annotate(loaded_at=LOADED_AT)
         .filter(loaded_at__gte=run.finished_at or run.started_at)
         .exclude(pk=run.pk)
     )
