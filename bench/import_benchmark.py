@@ -402,7 +402,10 @@ def code_version(app_dir: Path, label: str = "") -> dict:
             return ""
 
     return {
-        "app_dir": str(app_dir),
+        # Which code ran, never a path of the machine (results are committed).
+        "app_dir": "this checkout"
+        if app_dir.resolve() == BENCH_DIR.parent
+        else "another checkout (--app-dir)",
         "label": label,
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_in_billing": git("status", "--porcelain", "--", "billing"),
