@@ -20,6 +20,11 @@ from core.tasks import MAX_DELIVERIES
 logger = logging.getLogger(__name__)
 
 Status = ImportRun.Status
+GAVE_UP = (
+    f"The worker stopped during each of {MAX_DELIVERIES} attempts at this import "
+    "(it may run out of memory on this file): not queued again. Look at the "
+    "import worker's log, then upload the file again."
+)
 QUEUE_DOWN = (
     "Queued for import when the queue is back: the task queue (Redis) could not be "
     "reached. Nothing to do: the import starts within minutes of the queue's return."
@@ -68,14 +73,11 @@ def import_run_claim(*, run_id: int) -> ImportRun | None:
         return None
     run.attempts += 1
     run.attempted_at = timezone.now()
-    if run.error and run.error != QUEUE_DOWN:
-        # What the sweep said of an earlier attempt, kept as the run's history.
-        run.warnings = [*run.warnings, run.error]
     run.error = ""
     run.status = Status.RUNNING
     if run.attempts > MAX_DELIVERIES:
         run.status, run.finished_at = Status.FAILED, run.attempted_at
-        run.error = _gave_up(run)
+        run.error = GAVE_UP
     run.save()
     return run
 
@@ -87,7 +89,7 @@ def import_run_give_up(*, run_id: int) -> None:
     ).update(
         status=Status.FAILED,
         finished_at=timezone.now(),
-        error=_gave_up(ImportRun(attempts=MAX_DELIVERIES)),
+        error=GAVE_UP,
     )
 
 
@@ -100,14 +102,6 @@ def import_run_hold(run: ImportRun) -> None:
     )
     if not owned.exists():
         raise Superseded
-
-
-def _gave_up(run: ImportRun) -> str:
-    return (
-        f"The worker stopped during each of {MAX_DELIVERIES} attempts at this import "
-        "(it may run out of memory on this file): not queued again. Look at the "
-        "import worker's log, then upload the file again."
-    )
 
 
 def import_finished_announce(run: ImportRun) -> None:
@@ -195,7 +189,7 @@ def _stopped_message(run: ImportRun, again: bool) -> str:
     if not again:
         if run.origin == ImportRun.Origin.COMMAND:
             return f"{what}. Run the import again."
-        return _gave_up(run)
+        return GAVE_UP
     if run.origin == ImportRun.Origin.SYNC:
         return f"{what}. A new sync of the source was queued."
     attempt = f"attempt {run.attempts + 1} of {MAX_DELIVERIES}"
@@ -204,16 +198,17 @@ def _stopped_message(run: ImportRun, again: bool) -> str:
 
 def _queued_take() -> list[ImportRun]:
     """Uploads waiting for the queue, marked as handed over (upload_enqueue puts
-    back any the queue still refuses)."""
+    back any the queue still refuses). What the sweep said of an earlier attempt
+    moves to the run's warnings, its history: a run handed over is no error."""
     with transaction.atomic():
         runs = list(
             ImportRun.objects.select_for_update(skip_locked=True).filter(
                 status=Status.QUEUED, origin=ImportRun.Origin.UPLOAD
             )
         )
-        ImportRun.objects.filter(pk__in=[run.pk for run in runs]).update(
-            status=Status.RUNNING, attempted_at=timezone.now()
-        )
-    for run in runs:
-        run.status = Status.RUNNING
+        for run in runs:
+            if run.error and run.error != QUEUE_DOWN:
+                run.warnings = [*run.warnings, run.error]
+            run.status, run.error, run.attempted_at = Status.RUNNING, "", timezone.now()
+            run.save(update_fields=["status", "error", "warnings", "attempted_at"])
     return runs
