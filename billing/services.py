@@ -80,6 +80,7 @@ from billing.sync import fetcher_for
 from core.crypto import rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
+from core.tasks import enqueue_after_commit
 from projects.models import AllocationRule, Project
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def unallocated_costs_queue_allocation(*, rule: AllocationRule) -> None:
     that are still unallocated: a scan of history has no place in a web request."""
     from billing.tasks import unallocated_costs_allocate_task  # tasks import this
 
-    transaction.on_commit(lambda: unallocated_costs_allocate_task.delay(rule.pk))
+    enqueue_after_commit(unallocated_costs_allocate_task, rule.pk)
 
 
 def unallocated_costs_allocate(*, rule_id: int) -> tuple[date, date] | None:

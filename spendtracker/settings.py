@@ -343,6 +343,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
+    "send-unsent-tasks": {
+        # Tasks that committed changes queued while the broker was down.
+        "task": "core.tasks.unsent_tasks_send",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
     "billing-sync-due": {
         # Each source has its own interval; this only looks for the ones that are due.
         "task": "billing.tasks.billing_sync_due",
