@@ -328,6 +328,10 @@ CELERY_TASK_ROUTES = {
         # Rebuilds the rollup where a new project's rule takes unallocated costs.
         "unallocated_costs_allocate_task",
     )
+} | {
+    # Runs' estimates rebuild the rollup of their days.
+    f"budgets.tasks.{name}": {"queue": IMPORTS_QUEUE}
+    for name in ("run_estimates_restate_task", "run_estimates_restate_after_import")
 }
 CELERY_BEAT_SCHEDULE = {
     "beat-heartbeat": {
