@@ -21,7 +21,7 @@ from itertools import pairwise
 
 from dateutil.relativedelta import relativedelta
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -330,3 +330,36 @@ def run_estimate_accuracy(run: TrainingRun) -> list[DayAccuracy]:
         for day, estimate in sorted(estimated_by_day(list(run.events.all())).items())
         if day in billed
     ]
+
+
+@dataclass(frozen=True)
+class RunTelemetry:
+    """What the run page shows of a run's own reports."""
+
+    last_event: RunEvent | None
+    estimated: Decimal  # the estimate lines still counted: days not billed yet
+    estimated_days: int
+    accuracy: list[DayAccuracy]
+
+    @property
+    def compared(self) -> DayAccuracy | None:
+        """Every billed day together, as one comparison."""
+        if not self.accuracy:
+            return None
+        return DayAccuracy(
+            day=self.accuracy[-1].day,
+            estimate=sum((day.estimate for day in self.accuracy), ZERO),
+            billed=sum((day.billed for day in self.accuracy), ZERO),
+        )
+
+
+def run_telemetry(run: TrainingRun) -> RunTelemetry:
+    counted = CostRecord.objects.filter(
+        training_run=run, source__kind=BillingSource.Kind.TELEMETRY
+    ).aggregate(cost=Sum("effective_cost"), days=Count("pk"))
+    return RunTelemetry(
+        last_event=run.events.order_by("at", "pk").last(),
+        estimated=counted["cost"] or ZERO,
+        estimated_days=counted["days"],
+        accuracy=run_estimate_accuracy(run),
+    )

@@ -11,7 +11,8 @@ from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from billing.models import BillingSource, CostRecord, DailyCost
+from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
+from billing.runs import import_finished_announce
 from budgets.models import RunEvent
 from budgets.telemetry import (
     estimated_by_day,
@@ -169,20 +170,14 @@ def test_billing_data_for_a_day_replaces_its_estimate_and_is_never_added_to_it(
     assert accuracy.off_percent == Decimal("-9.09")  # the estimate was 9 % low
 
 
-def test_an_import_that_reaches_a_reporting_run_is_found_for_its_restatement(
-    world, run
-):
+def test_only_runs_that_report_are_restated_after_an_import(world, run):
     report_a_night(client_for(world.lead), run)
-    other = make_run(world.project, name="Quiet", external_id="quiet")
-    imported = make_cost_record(
-        date(2026, 1, 14), "44", project=world.project, training_run=run
-    )
-    make_cost_record(date(2026, 1, 14), "9", project=world.project, training_run=other)
-    assert imported.import_run is None
-    CostRecord.objects.filter(training_run__isnull=False).update(
-        import_run=imported.source.import_runs.create(source_name="Test export")
-    )
-    assert runs_reached_by_import(CostRecord.objects.first().import_run_id) == [run.pk]
+    quiet = make_run(world.project, name="Quiet", external_id="quiet")
+    make_cost_record(date(2026, 1, 14), "44", project=world.project, training_run=run)
+    make_cost_record(date(2026, 1, 14), "9", project=world.project, training_run=quiet)
+    imported = ImportRun.objects.create(source_name="Test export")
+    CostRecord.objects.update(import_run=imported)
+    assert runs_reached_by_import(imported.pk) == [run.pk]
 
 
 def test_a_real_worker_turns_a_heartbeat_into_an_estimate_within_moments(
@@ -287,6 +282,7 @@ def test_who_may_report_a_run(world, run):
     event = {"kind": "start", "idempotency_key": "k", "gpu_count": 8}
     assert post(client_for(world.outsider), run, **event).status_code == 404
     assert post(client_for(world.member), run, **event).status_code == 403
+    assert post(client_for(world.finance), run, **event).status_code == 403
     assert post(APIClient(), run, **event).status_code in (401, 403)
     assert not RunEvent.objects.exists()
     assert (
@@ -327,3 +323,41 @@ def test_the_same_key_sent_twice_at_once_is_one_event(world, run):
         thread.join(30)
     assert sorted(codes) == [201, 409]
     assert RunEvent.objects.count() == 1
+
+
+def test_an_import_reaching_the_run_replaces_its_estimates_once_announced(
+    world, run, eager_tasks, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report_a_night(client_for(world.lead), run)
+    billed = make_cost_record(
+        date(2026, 1, 15), "130", project=world.project, training_run=run
+    )
+    imported = ImportRun.objects.create(source=billed.source, source_name="Test export")
+    CostRecord.objects.filter(pk=billed.pk).update(import_run=imported)
+
+    import_finished_announce(imported)
+
+    estimated = CostRecord.objects.filter(source__kind=BillingSource.Kind.TELEMETRY)
+    assert [line.charge_period_start.date() for line in estimated] == [
+        date(2026, 1, 14)
+    ]
+
+
+def test_the_run_page_shows_the_estimate_and_how_far_it_was_off(
+    client, world, run, eager_tasks, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report_a_night(client_for(world.lead), run)
+    make_cost_record(date(2026, 1, 14), "50", project=world.project, training_run=run)
+    run_estimates_restate(run_id=run.pk)
+    client.force_login(world.member)
+
+    page = client.get(reverse("run_detail", args=[world.project.slug, run.pk]))
+
+    text = " ".join(page.content.decode().split())
+    assert "Last report: <strong>stop</strong> at 15 Jan 04:00 UTC, 16 × H100" in text
+    assert "<strong>$120</strong> of the actual to date is estimated" in text
+    assert "over 1 day no billing data covers yet" in text
+    # 40 estimated against 50 billed on the 14th.
+    assert "the estimates came to $40 against $50 billed (−20%)" in text
