@@ -8,6 +8,7 @@ from accounts import views as account_views
 from billing import views as billing_views
 from budgets import views as budget_views
 from core.converters import MonthConverter
+from projects import views as project_views
 from reports import views as report_views
 from spendtracker import views as site_views
 
@@ -88,6 +89,12 @@ urlpatterns = [
         "account/notifications/",
         account_views.notification_settings,
         name="notification_settings",
+    ),
+    path("account/tokens/", project_views.api_tokens, name="api_tokens"),
+    path(
+        "account/tokens/<int:pk>/revoke/",
+        project_views.api_token_revoke_view,
+        name="api_token_revoke",
     ),
     path("teams/", account_views.team_list, name="team_list"),
     path("teams/<slug:slug>/", budget_views.team_detail, name="team_detail"),
