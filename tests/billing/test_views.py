@@ -19,7 +19,7 @@ from billing.models import BillingSource, CostRecord, ImportRun
 from core.currencies import money
 from projects.models import AllocationRule
 from tests.conftest import make_budget, make_cost_record
-from tests.data import FOCUS_REAL
+from tests.data import AWS_CUR_LEGACY, FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
 
@@ -570,3 +570,43 @@ def test_without_a_key_new_credentials_are_refused_with_the_reason(
     assert response.context["adminform"].form.errors["new_credentials"] == [
         "FIELD_ENCRYPTION_KEY is not set: it is needed to store credentials."
     ]
+
+
+@pytest.mark.parametrize("file_format", ["auto", "aws-cur"])
+def test_an_upload_of_another_kind_never_changes_the_kind_of_its_source(
+    finance_client, world, django_capture_on_commit_callbacks, file_format
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(
+            finance_client,
+            AWS_CUR_LEGACY.read_bytes(),
+            AWS_CUR_LEGACY.name,
+            source="AWS export",  # a FOCUS source
+            file_format=file_format,
+        )
+    status = finance_client.get(response.json()["status_url"]).json()
+    assert status["status"] == "failed"
+    assert (
+        "but source 'AWS export' takes FOCUS export files: import it into "
+        in (status["error"])
+    )
+    world.source.refresh_from_db()
+    assert world.source.kind == BillingSource.Kind.FOCUS
+    assert not CostRecord.objects.filter(import_run__pk=response.json()["run"])
+
+
+def test_a_new_source_named_like_one_of_another_kind_is_refused(finance_client, world):
+    response = upload(
+        finance_client,
+        AWS_CUR_LEGACY.read_bytes(),
+        AWS_CUR_LEGACY.name,
+        source="new",
+        new_source_name="AWS EXPORT",
+        new_source_kind="aws-cur",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"]["new_source_name"] == [
+        "A source named “AWS export” exists already: choose it from the list."
+    ]
+    world.source.refresh_from_db()
+    assert world.source.kind == BillingSource.Kind.FOCUS
