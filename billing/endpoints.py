@@ -16,14 +16,17 @@ from billing.models import BillingSource
 
 @dataclass(frozen=True)
 class ProviderHosts:
-    """The config key that holds a kind's endpoint, and the hosts it may name: an
-    exact host, or every host under a domain written with a leading dot."""
+    """The config key that holds a kind's endpoint ("" when the credentials name
+    it), and the hosts it may name: an exact host, or every host under a domain
+    written with a leading dot."""
 
     config_key: str
     hosts: tuple[str, ...]
 
 
 ENDPOINTS = {
+    # A service-account key names the address it asks for tokens: its token_uri.
+    BillingSource.Kind.GCP: ProviderHosts("", ("oauth2.googleapis.com",)),
     BillingSource.Kind.OPENAI: ProviderHosts("base_url", ("api.openai.com",)),
     BillingSource.Kind.ANTHROPIC: ProviderHosts("base_url", ("api.anthropic.com",)),
     BillingSource.Kind.AWS_CUR: ProviderHosts(
@@ -47,7 +50,7 @@ class EndpointRefused(ValueError):
 def endpoint_config_key(kind: str) -> str | None:
     """The config key that names the kind's endpoint; None for kinds without one."""
     provider = ENDPOINTS.get(BillingSource.Kind(kind)) if kind else None
-    return provider.config_key if provider else None
+    return provider.config_key if provider and provider.config_key else None
 
 
 def configured_endpoint(kind: str, config: object) -> str:

@@ -79,7 +79,7 @@ def endpoint_allowed(source: BillingSource, url: str) -> str:
     except EndpointRefused as refused:
         raise ImportFailure(
             f"{source.name}: the endpoint {refused}. Nothing was sent; correct the "
-            "endpoint in the source's config and enter its credentials again"
+            "source's endpoint and enter its credentials again"
         ) from None
     return url
 
