@@ -3,6 +3,10 @@ an address an operator lists in SOURCE_ENDPOINT_ALLOWLIST; checked when an admin
 the source and again before every fetch, and a changed endpoint forgets the
 credentials."""
 
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from django.urls import reverse
 
@@ -10,7 +14,8 @@ from billing.endpoints import EndpointRefused, endpoint_check
 from billing.importers.aws_s3 import S3Bucket
 from billing.importers.azure_blob import blob_service
 from billing.importers.base import ImportFailure
-from billing.models import BillingSource
+from billing.models import BillingSource, ImportRun
+from billing.services import billing_sync_source
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +175,57 @@ def test_an_azure_connection_string_naming_another_host_fails_before_any_request
     source.save()
     with pytest.raises(ImportFailure, match=f"{LISTENER} is not an address"):
         blob_service(source)
+
+
+class RedirectingStore(ThreadingHTTPServer):
+    """A store that sends every request on to another host (here: itself, named
+    `localhost`), and keeps the paths it was asked."""
+
+    requests: list[str]
+
+
+class RedirectingHandler(BaseHTTPRequestHandler):
+    server: RedirectingStore
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        port = self.server.server_address[1]
+        self.send_response(302)
+        self.send_header("Location", f"http://localhost:{port}{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def redirecting_store(monkeypatch, settings) -> Iterator[RedirectingStore]:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = RedirectingStore(("127.0.0.1", 0), RedirectingHandler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.SOURCE_ENDPOINT_ALLOWLIST = [f"http://127.0.0.1:{server.server_port}"]
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_blob_storage_redirects_are_not_followed(redirecting_store):
+    source = BillingSource(
+        name="Azure EA",
+        kind="azure",
+        config={
+            "account_url": f"http://127.0.0.1:{redirecting_store.server_port}/acme",
+            "container": "exports",
+            "exports": ["acme-actual"],
+        },
+    )
+    source.credentials = {"sas_token": "sv=2024&sig=tests-only"}
+    source.save()
+    outcome = billing_sync_source(source_id=source.pk)
+    assert outcome.run.status == ImportRun.Status.FAILED
+    assert "Blob Storage refused the request (302)" in outcome.run.error
+    assert len(redirecting_store.requests) == 1
