@@ -124,9 +124,17 @@ def test_changing_the_endpoint_clears_the_credentials_and_says_so(
     assert openai_source.credentials_token == ""
     shown = [str(message) for message in response.context["messages"]]
     assert (
-        "The source's endpoint changed, so its stored credentials were removed: "
-        "enter them again for the new endpoint." in shown
+        "The source's endpoint or kind changed, so its stored credentials were "
+        "removed: enter them again for the new endpoint." in shown
     )
+
+
+def test_changing_the_kind_clears_the_credentials(admin_client, openai_source):
+    openai_source.kind = "anthropic"  # what the form posts
+    admin_save(admin_client, openai_source, "{}")
+    openai_source.refresh_from_db()
+    assert openai_source.kind == "anthropic"
+    assert openai_source.credentials_token == ""
 
 
 def test_credentials_entered_with_the_new_endpoint_are_kept(
