@@ -31,8 +31,8 @@ from core.currencies import ZERO
 from projects.models import AllocationRule
 
 ENDPOINT_CHANGED = (
-    "The source's endpoint changed, so its stored credentials were removed: enter "
-    "them again for the new endpoint."
+    "The source's endpoint or kind changed, so its stored credentials were removed: "
+    "enter them again for the new endpoint."
 )
 
 
@@ -52,7 +52,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class BillingSourceForm(forms.ModelForm):
     """Credentials are write-only: typed in as JSON, stored encrypted, shown masked.
     They go only to an endpoint the source may use (billing.endpoints); a changed
-    endpoint clears them, so that they never follow a new address unasked."""
+    endpoint or kind clears them, so that they never follow a new address unasked."""
 
     new_credentials = forms.JSONField(
         required=False,
@@ -97,9 +97,14 @@ class BillingSourceForm(forms.ModelForm):
         return super().save(commit)
 
     def _endpoint_changed(self) -> bool:
-        kind = self.cleaned_data["kind"]
-        before = configured_endpoint(kind, self.initial.get("config"))
-        return before != configured_endpoint(kind, self.cleaned_data.get("config"))
+        """Whether the credentials would now go elsewhere: to another address, or
+        to another provider."""
+        before = self.initial.get("kind") or "", self.initial.get("config")
+        after = self.cleaned_data["kind"], self.cleaned_data.get("config")
+        return (before[0], configured_endpoint(*before)) != (
+            after[0],
+            configured_endpoint(*after),
+        )
 
 
 @admin.register(BillingSource)
