@@ -77,7 +77,7 @@ from billing.runs import (
     upload_enqueue,
 )
 from billing.sync import fetcher_for
-from core.crypto import rotated
+from core.crypto import CredentialsUnreadable, rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from core.tasks import enqueue_after_commit
@@ -1081,6 +1081,8 @@ def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
         _finish(run, ImportRun.Status.UNCHANGED, previous=unchanged.previous)
     except ImportFailure as failure:
         _fail(run, source, failure)
+    except CredentialsUnreadable as exc:
+        _fail(run, source, f"{source.name}: {exc} Enter its credentials again.")
     except (DatabaseError, ValueError, ArithmeticError) as exc:
         _fail(run, source, f"{source.name}: {exc}")
     except ProviderError as exc:

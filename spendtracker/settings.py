@@ -5,6 +5,7 @@ the import: it is recorded in CONFIG_ERRORS and reported by the `spendtracker.E0
 system check, which names the variable (see spendtracker/checks.py).
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -204,6 +205,21 @@ CHARGEBACK_DEFAULT_GL_ACCOUNT = _read("CHARGEBACK_DEFAULT_GL_ACCOUNT", _ledger_c
 
 # Fernet key for billing-source credentials (billing ingestion).
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+
+
+def _endpoint_allowlist(name: str, default: list[str]) -> list[str]:
+    """Addresses besides the providers' own that sources may send credentials to
+    (a proxy, a local store): scheme, host and port, e.g. https://proxy.corp:8443."""
+    entries = env.list(name, default=default)
+    for entry in entries:
+        if not re.fullmatch(r"https?://[^/@\s:]+(:\d{1,5})?/?", entry):
+            raise ValueError(
+                f"{name}: {entry!r} is not an address like https://proxy.corp:8443"
+            )
+    return entries
+
+
+SOURCE_ENDPOINT_ALLOWLIST = _read("SOURCE_ENDPOINT_ALLOWLIST", _endpoint_allowlist, [])
 
 # Email
 EMAIL_BACKEND = _read(
