@@ -247,6 +247,10 @@ DEFAULT_FROM_EMAIL = _read(
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (password reset, alerts) use this origin.
 SITE_URL = _read("SITE_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+# Webhooks post alerts to public https addresses; these origins (scheme://host:port)
+# are allowed besides, e.g. a chat server inside the network.
+WEBHOOK_ALLOWLIST = _read("WEBHOOK_ALLOWLIST", env.list, [])
+WEBHOOK_TIMEOUT = _read("WEBHOOK_TIMEOUT", _positive_int, 10)
 
 # Celery: with no broker configured (make run), a filesystem broker needs no service.
 CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "filesystem://")
@@ -399,6 +403,12 @@ CELERY_BEAT_SCHEDULE = {
         # Emails are sent right after each evaluation; this resends any that a
         # stopped worker left owed.
         "task": "budgets.tasks.notifications_send",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
+    "send-webhooks": {
+        # Alert messages to Slack and JSON webhooks that a down endpoint left owed.
+        "task": "budgets.tasks.webhooks_send",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },

@@ -83,6 +83,24 @@ urlpatterns = [
         budget_views.alert_rules_edit,
         name="alert_rules_edit",
     ),
+    path(
+        "projects/<slug:slug>/webhooks/",
+        budget_views.project_webhooks,
+        name="project_webhooks",
+    ),
+    path(
+        "teams/<slug:slug>/webhooks/",
+        budget_views.team_webhooks,
+        name="team_webhooks",
+    ),
+    path(
+        "webhooks/<int:pk>/test/", budget_views.webhook_test_view, name="webhook_test"
+    ),
+    path(
+        "webhooks/<int:pk>/delete/",
+        budget_views.webhook_delete_view,
+        name="webhook_delete",
+    ),
     path("alerts/", budget_views.alert_list, name="alert_list"),
     path("alerts/<int:pk>/", budget_views.alert_detail, name="alert_detail"),
     path(

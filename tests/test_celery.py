@@ -22,6 +22,7 @@ PROMISED_EVERY = {
     "rebuild-recent-daily-costs": timedelta(days=1),
     "evaluate-alerts": timedelta(hours=1),
     "send-alert-emails": timedelta(minutes=5),
+    "send-webhooks": timedelta(minutes=5),
     "send-alert-digests": timedelta(days=1),
     "send-report-emails": timedelta(hours=1),
 }
