@@ -20,7 +20,7 @@ emails) rather than waited for; CELERY_TASK_TIME_LIMIT is 20 s, so the sweep fin
 dead run in seconds rather than an hour.
 
 Prints a table (fault, expected, observed, verdict) and exits 1 unless every row
-passes. Takes about three minutes.
+passes. Takes about two minutes.
 
     .venv/bin/python bench/fault_test.py --json bench/results/DATE-fault-test.json
     .venv/bin/python bench/fault_test.py --only 1,3,9     # some faults only
