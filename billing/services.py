@@ -803,13 +803,14 @@ def import_run_execute(
 
 def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> None:
     # An upload names its source by id (renamed since, it is still that source); a
-    # command-line import by name, creating it.
-    source = (
-        run.source
-        or BillingSource.objects.get_or_create(
-            name=run.source_name, defaults={"kind": importer.name}
-        )[0]
-    )
+    # command-line import by name, creating it: behind another import creating the
+    # same source, it waits for that one's commit (the name is unique).
+    source = run.source
+    if source is None:
+        with waiting_for(f"another import of {run.source_name} has been running"):
+            source, _ = BillingSource.objects.get_or_create(
+                name=run.source_name, defaults={"kind": importer.name}
+            )
     if source.kind != importer.name:
         # Importing into another kind's source would replace its data with
         # unrelated rows.
