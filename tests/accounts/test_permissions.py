@@ -86,6 +86,13 @@ PAGES = {
     "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
     "notification_settings": (lambda w: {}, SIGNED_IN),
     "api_tokens": (lambda w: {}, SIGNED_IN),
+    "project_webhooks": (lambda w: {"slug": w.project.slug}, PLAN_EDITORS),
+    "team_webhooks": (
+        lambda w: {"slug": w.team.slug},
+        {**PLAN_EDITORS, "outsider": 404},
+    ),
+    "webhook_test": (lambda w: {"pk": 1}, POST_ONLY),
+    "webhook_delete": (lambda w: {"pk": 1}, POST_ONLY),
     "api_token_revoke": (lambda w: {"pk": 1}, POST_ONLY),
     "budget_approve": (
         lambda w: {"slug": w.project.slug},
