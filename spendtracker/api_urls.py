@@ -1,6 +1,11 @@
 from django.urls import path
 
-from budgets.api import AlertListApi, ProjectVarianceApi, RunProgressApi
+from budgets.api import (
+    AlertAcknowledgeApi,
+    AlertListApi,
+    ProjectVarianceApi,
+    RunProgressApi,
+)
 from projects.api import ProjectListApi
 
 urlpatterns = [
@@ -16,4 +21,9 @@ urlpatterns = [
         name="api_run_progress",
     ),
     path("alerts/", AlertListApi.as_view(), name="api_alert_list"),
+    path(
+        "alerts/<int:pk>/acknowledge/",
+        AlertAcknowledgeApi.as_view(),
+        name="api_alert_acknowledge",
+    ),
 ]
