@@ -78,12 +78,19 @@ PAGES = {
         {**dict.fromkeys(PERSONAS, 405), "anonymous": 403},  # POST only
     ),
     "api_alert_list": (lambda w: {}, API_SIGNED_IN),
+    # POST only (each persona's POST: tests/budgets/test_acknowledgements.py).
+    "api_alert_acknowledge": (
+        lambda w: {"pk": w.alert.pk},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": 403},
+    ),
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),
     "alert_list": (lambda w: {}, SIGNED_IN),
     "alert_rules_edit": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
     "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
     "notification_settings": (lambda w: {}, SIGNED_IN),
+    # Who did what across every team: finance and admins only.
+    "audit_log": (lambda w: {}, FINANCE_ONLY),
     "budget_approve": (
         lambda w: {"slug": w.project.slug},
         {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},  # POST only
