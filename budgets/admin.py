@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.db.models import F, Sum
 
 from budgets.forms import BaseBudgetLineFormSet
@@ -87,6 +88,14 @@ class BudgetAdmin(AuditedAdmin):
         ),
     )
 
+    def get_object(self, request, object_id, from_field=None):
+        """A change holds the budget's row until it is saved, as the portal's plan
+        saves and approvals do: an approval that committed first is seen (and the
+        plan is read-only), one clicked meanwhile waits and finds a newer version."""
+        if request.method == "POST":
+            Budget.objects.select_for_update().filter(pk=unquote(object_id)).first()
+        return super().get_object(request, object_id, from_field)
+
     def get_readonly_fields(self, request, obj=None):
         if _is_draft(obj):
             return BUDGET_APPROVAL_FIELDS
@@ -95,6 +104,8 @@ class BudgetAdmin(AuditedAdmin):
     def save_model(self, request, obj: Budget, form, change: bool) -> None:
         """A draft changed here is a new version, with its editor among its
         authors, as in the portal."""
+        if not _is_draft(obj):  # read-only: nothing of it was changed
+            return
         if change:
             obj.version = F("version") + 1
         super().save_model(request, obj, form, change)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
+from django.test import Client
 from django.urls import reverse
 
 from budgets.models import Budget, BudgetRevision
@@ -282,3 +283,40 @@ def test_the_admin_cannot_decide_a_revision(client, world):
     ) == (BudgetRevision.Status.PENDING, None, world.lead)
     add = client.get(reverse("admin:budgets_budgetrevision_add"))
     assert add.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_change_saved_while_finance_approves_changes_nothing(world):
+    """The admin's change form, posted while finance's approval holds the budget,
+    waits for it, then finds the budget approved: its plan is read-only."""
+    approved, commit = threading.Event(), threading.Event()
+
+    def approve_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                budget_approve(budget=budget_of(world), user=world.finance, version=1)
+                approved.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    admin = Client()
+    admin.force_login(world.admin)
+    url = reverse("admin:budgets_budget_change", args=[budget_of(world).pk])
+    data = admin_form(admin, url) | {"total": "9000.00"}
+    first = threading.Thread(target=approve_and_hold)
+    first.start()
+    assert approved.wait(10)
+    rival = threading.Thread(target=_closing(admin.post), args=(url, data))
+    rival.start()
+    rival.join(1)
+    assert rival.is_alive()  # waiting for the approval's row lock
+    commit.set()
+    first.join(10)
+    rival.join(10)
+    budget = budget_of(world)
+    assert (budget.status, budget.total, budget.version) == (
+        Budget.Status.APPROVED,
+        Decimal("3000.00"),
+        1,
+    )
