@@ -363,6 +363,8 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "rules": project.allocation_rules.select_related("training_run"),
         "can_edit": user_can_edit_plan(request.user, project),
         "can_approve": user_can_approve_plans(request.user),
+        "wrote_draft": budget is not None
+        and budget.authors.filter(pk=request.user.pk).exists(),
         "invoices": project.compute_invoices.all(),
         "unconverted": selectors.unconverted_totals(project=project),
         "alerts": selectors.alerts_worst_first(

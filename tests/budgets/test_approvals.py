@@ -65,6 +65,8 @@ def test_an_admin_who_created_the_draft_cannot_approve_it(client, world):
     )
     budget_save_plan(budget=budget, lines=[], runs=[], user=world.admin)
     client.force_login(world.admin)
+    project_page = client.get(reverse("project_detail", args=[world.project.slug]))
+    assert "You wrote this draft" in project_page.content.decode()
     page = approve(client, world, budget_of(world).version)
     assert "You created or changed this draft" in page
     assert budget_of(world).status == Budget.Status.DRAFT
