@@ -1,7 +1,11 @@
 """Every acknowledgement of an alert is kept with its note, from the portal and the
 API; who was emailed and who acknowledged are shown by name, never by address."""
 
+from datetime import UTC, date, datetime
+
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
@@ -90,3 +94,56 @@ def test_team_users_see_who_was_emailed_by_name_not_by_address(client, world, pe
     others = {world.lead, world.member, world.finance} - {viewer}
     for other in others:  # the sidebar names the viewer, as is theirs to see
         assert other.email not in page
+
+
+def with_budgets_at(migration: str) -> list[tuple[str, str]]:
+    """Every app at its latest migration, budgets at `migration`."""
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    return [node for node in leaves if node[0] != "budgets"] + [("budgets", migration)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_note_an_alert_kept_becomes_the_first_of_its_history():
+    before = with_budgets_at("0005_budget_version_and_authors")
+    after = with_budgets_at("0006_acknowledgement_history")
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        user = old.get_model("accounts", "User").objects.create(email="l@test.example")
+        fields = {
+            "kind": "budget_used",
+            "period": date(2026, 1, 1),
+            "threshold": 80,
+            "severity": "warning",
+            "subject": "s",
+            "reason": "r",
+            "value": 85,
+            "fired_at": datetime(2026, 1, 20, tzinfo=UTC),
+        }
+        alerts = old.get_model("budgets", "Alert").objects
+        acknowledged = alerts.create(
+            scope_key="project:1",
+            acknowledged_by=user,
+            acknowledged_at=datetime(2026, 1, 21, tzinfo=UTC),
+            acknowledgement_note="On it.",
+            **fields,
+        )
+        alerts.create(scope_key="project:2", **fields)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps
+        kept = new.get_model("budgets", "Acknowledgement").objects.values_list(
+            "alert_id", "user_id", "at", "note"
+        )
+        assert list(kept) == [
+            (
+                acknowledged.pk,
+                user.pk,
+                datetime(2026, 1, 21, tzinfo=UTC),
+                "On it.",
+            )
+        ]
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
