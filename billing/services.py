@@ -700,6 +700,9 @@ def billing_upload_accept(
     no data)."""
     if isinstance(source, NewSource):
         source = _upload_source_create(source)
+        audit.record(
+            kind=audit.Kind.SOURCE, action="created by an upload", target=source
+        )
     names = [file.name or "" for file in uploaded]
     run = ImportRun.objects.create(
         source=source,

@@ -117,7 +117,7 @@ def test_a_deleted_source_is_recorded(world):
     assert AuditEvent.objects.get().target_name == "Unused"
 
 
-def test_an_upload_and_its_import_are_recorded(
+def test_an_upload_its_new_source_and_its_import_are_recorded(
     finance_client,  # noqa: F811
     django_capture_on_commit_callbacks,
 ):
@@ -128,6 +128,7 @@ def test_an_upload_and_its_import_are_recorded(
         ("", "import imported"),  # by the worker, after the request
     ]
     assert AuditEvent.objects.get(action="uploaded").details == {"files": ["focus.csv"]}
+    assert events(Kind.SOURCE) == [("finance@test.example", "created by an upload")]
 
 
 def test_a_month_closed_and_reopened_is_recorded(world, time_machine):
