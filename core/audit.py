@@ -5,10 +5,8 @@ being served (set by `AuditMiddleware`, so a service called from the portal or t
 admin needs no extra argument), else nobody: the system, a worker or a command.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Model
@@ -19,30 +17,14 @@ from core.models import AuditEvent
 Kind = AuditEvent.Kind
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Who is asking, and from where: the request a change comes from."""
-
-    user: Any  # accounts.User, or AnonymousUser; core imports no other app
-    ip: str | None
-
-
-_origin: ContextVar[Origin | None] = ContextVar("audit_origin", default=None)
+# The request being served: who is asking, and from where.
+_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
 
 
 def client_ip(request: HttpRequest) -> str | None:
     """The peer's address. Behind a proxy this is the proxy's: trusting
     X-Forwarded-For would let anyone write any address into the log."""
     return request.META.get("REMOTE_ADDR") or None
-
-
-@contextmanager
-def acting(origin: Origin) -> Iterator[None]:
-    token = _origin.set(origin)
-    try:
-        yield
-    finally:
-        _origin.reset(token)
 
 
 class AuditMiddleware:
@@ -52,9 +34,19 @@ class AuditMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        # request.user stays lazy: a request that records nothing reads no session.
-        with acting(Origin(user=request.user, ip=client_ip(request))):
+        token = _request.set(request)
+        try:
             return self.get_response(request)
+        finally:
+            _request.reset(token)
+
+
+def _request_user(request: HttpRequest) -> Any:
+    """The signed-in user, read when an event is recorded: by then DRF has put the
+    token's user on the request, and a request that records nothing reads no
+    session."""
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
 
 
 def record(
@@ -69,11 +61,11 @@ def record(
 ) -> AuditEvent:
     """Write one event. `details` must be JSON-safe and never hold a secret: name
     what changed, never its value."""
-    origin = _origin.get()
-    if actor is None and origin is not None and origin.user.is_authenticated:
-        actor = origin.user
-    if ip is None and origin is not None:
-        ip = origin.ip
+    request = _request.get()
+    if actor is None and request is not None:
+        actor = _request_user(request)
+    if ip is None and request is not None:
+        ip = client_ip(request)
     return AuditEvent.objects.create(
         actor=actor,
         actor_name=actor_name or (actor.get_username() if actor else ""),
