@@ -1,10 +1,14 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from accounts.forms import NotificationSettingsForm
+from accounts.forms import AuditFilterForm, NotificationSettingsForm
+from accounts.permissions import require_audit_reader
 from accounts.selectors import teams_visible_to
+
+AUDIT_EVENTS_PER_PAGE = 50
 
 
 @login_required
@@ -21,3 +25,16 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Alert settings saved.")
         return redirect("notification_settings")
     return render(request, "accounts/notification_settings.html", {"form": form})
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    require_audit_reader(request.user)
+    form = AuditFilterForm(request.GET or None)
+    page = Paginator(form.events(), AUDIT_EVENTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    context = {"form": form, "page": page, "filters": filters.urlencode()}
+    return render(request, "accounts/audit_log.html", context)

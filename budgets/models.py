@@ -57,6 +57,17 @@ class Budget(models.Model):
         related_name="+",
     )
     approved_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(
+        default=1,
+        help_text="Counts the changes to the plan: an approval names the version "
+        "finance reviewed, and a draft changed since is not approved by it.",
+    )
+    authors = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        help_text="Who created or changed the draft: none of them may approve it.",
+    )
 
     class Meta:
         constraints = [
@@ -343,8 +354,9 @@ class Alert(models.Model):
         blank=True,
         related_name="+",
     )
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
-    acknowledgement_note = models.TextField(blank=True)
+    acknowledged_at = models.DateTimeField(
+        null=True, blank=True, help_text="The first acknowledgement: who took it on."
+    )
 
     class Meta:
         ordering = ["-fired_at", "-id"]
@@ -388,6 +400,35 @@ class Alert(models.Model):
     @property
     def fired_reason(self) -> str:
         return self.figures.get("reason") or self.reason
+
+    @property
+    def latest_acknowledgement(self) -> "Acknowledgement | None":
+        """The newest note; reads prefetched acknowledgements when there are."""
+        acknowledgements = list(self.acknowledgements.all())
+        return acknowledgements[-1] if acknowledgements else None
+
+
+class Acknowledgement(models.Model):
+    """Someone is on an alert, with a note: each one kept, none overwritten."""
+
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, related_name="acknowledgements"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    at = models.DateTimeField(default=timezone.now)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.alert} acknowledged by {self.user} on {self.at:%Y-%m-%d %H:%M}"
 
 
 class Notification(models.Model):
