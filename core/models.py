@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from core import delivery
+
 # The heartbeat the beat schedule writes every minute.
 BEAT = "beat"
 
@@ -81,3 +83,34 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         who = self.actor_name or "system"
         return f"{self.at:%Y-%m-%d %H:%M} {who}: {self.action} {self.target_name}"
+
+
+class OwedMessage(models.Model):
+    """A message owed to one recipient (an alert email, a report email, a webhook
+    post): recorded before anything is sent, then claimed, sent and settled by
+    core.delivery, so it goes out once."""
+
+    class Status(models.TextChoices):
+        PENDING = delivery.PENDING, "Pending"
+        SENDING = delivery.SENDING, "Sending"
+        SENT = delivery.SENT, "Sent"
+        GIVEN_UP = delivery.GIVEN_UP, "Given up"
+
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    owed_since = models.DateTimeField(
+        default=timezone.now,
+        help_text="When it became owed, or was retried: it is given up by this age.",
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    refusals = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the receiving server refused the message itself."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    given_up_reason = models.CharField(max_length=600, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
