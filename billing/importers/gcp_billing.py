@@ -77,6 +77,7 @@ from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
 from billing.importers.base import (
+    TOO_DEEP,
     CsvFile,
     ImportFailure,
     ProviderError,
@@ -279,6 +280,8 @@ def _json_cell(value: str, *, file: str, row: int, column: str) -> list:
         items = json.loads(value, parse_float=Decimal)
     except json.JSONDecodeError:
         items = None
+    except RecursionError:
+        raise ImportFailure(TOO_DEEP, file=file, row=row, column=column) from None
     if not isinstance(items, list):
         raise ImportFailure(
             f"{value[:40]!r} is not a JSON list", file=file, row=row, column=column
