@@ -1,6 +1,7 @@
 from datetime import date
 
 from django import forms
+from django.conf import settings
 
 from accounts.models import User
 from accounts.selectors import teams_visible_to
@@ -150,6 +151,14 @@ class UploadForm(forms.Form):
         if repeated:
             raise forms.ValidationError(
                 f"{repeated[0]} is chosen twice: a delivery takes each file once."
+            )
+        # Django has the upload on disk by now; refused here, nothing of it is kept.
+        weight, limit = sum(file.size or 0 for file in files), settings.UPLOAD_MAX_MB
+        if weight > limit << 20:
+            raise forms.ValidationError(
+                f"{'These files weigh' if len(files) > 1 else 'This file weighs'} "
+                f"{-(-weight >> 20):,} MB, over the {limit:,} MB an upload may weigh: "
+                "upload the export compressed (CSV.gz, zip), or split it by month."
             )
         return files
 
