@@ -74,15 +74,20 @@ class JsonFile(ExportFile):
 
     def document(self) -> Any:
         """The whole file as one JSON value."""
+        chunks, size = [], 0
         with self._named_errors(), self.open() as text:
-            document = text.read(MAX_DOCUMENT_CHARS + 1)
-        if len(document) > MAX_DOCUMENT_CHARS:
-            raise ImportFailure(
-                f"is one JSON document of over {MAX_DOCUMENT_CHARS:,} characters: "
-                "export large data as newline-delimited JSON, one object a line",
-                file=self.path.name,
-            )
-        return self._parsed(document)
+            # By the megabyte: read(MAX_DOCUMENT_CHARS) would reserve all of it.
+            while chunk := text.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_DOCUMENT_CHARS:
+                    raise ImportFailure(
+                        f"is one JSON document of over {MAX_DOCUMENT_CHARS:,} "
+                        "characters: export large data as newline-delimited JSON, "
+                        "one object a line",
+                        file=self.path.name,
+                    )
+                chunks.append(chunk)
+        return self._parsed("".join(chunks))
 
     def _first_line_object(self) -> dict[str, Any] | None:
         with self._named_errors(), self.open() as text:
