@@ -65,20 +65,16 @@ def deep(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-# What a cell or a JSON value becomes, each kind as likely: another type, nothing, a
-# huge value, a value nested a little or far too deep.
-bad_values = st.sampled_from(["type", "empty", "huge", "deep"]).flatmap(
-    lambda kind: {
-        "type": st.sampled_from(
-            ["NaN", "-Infinity", "1e999999", "2026-13-45", "{", "9" * 40, "é€"]
-        )
-        | st.text(max_size=20),
-        "empty": st.sampled_from(["", "null", "(null)"]),
-        "huge": st.sampled_from([1_000_001, 5_000_000]).map(lambda n: "x" * n),
-        "deep": st.sampled_from([900, 100_000]).map(deep),
-    }[kind]
-)
-# Columns holding JSON (tags, labels, credits): a deep value goes there half the time.
+# What a cell or a JSON value becomes: another type, nothing, a huge value, or one
+# nested a little or far too deep.
+WRONG_TYPES = ["NaN", "-Infinity", "1e999999", "2026-13-45", "{", "9" * 40, "é€"]
+bad_values = {
+    "type": st.sampled_from(WRONG_TYPES) | st.text(max_size=20),
+    "empty": st.sampled_from(["", "null", "(null)"]),
+    "huge": st.sampled_from([1_000_001, 5_000_000]).map(lambda n: "x" * n),
+    "deep": st.sampled_from([100_000, 900]).map(deep),
+}
+# Columns holding JSON (tags, labels, credits): a deep value goes there.
 JSON_COLUMNS = ("tags", "labels", "credits", "system_labels", "resource_tags")
 
 
@@ -94,11 +90,11 @@ def corrupted_tables(draw, table: list[list[str]]) -> list[list[str]]:
     header, *rows = (list(row) for row in table)
     width = len(header)
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["drop", "shuffle", "repeat", "cells"]))
+        kind = draw(st.sampled_from(["drop", "shuffle", "repeat", *bad_values]))
         json_columns = [i for i, name in enumerate(header) if _holds_json(name)]
         column = draw(
-            st.sampled_from(json_columns) | st.integers(0, width - 1)
-            if json_columns
+            st.sampled_from(json_columns)
+            if json_columns and kind == "deep"
             else st.integers(0, width - 1)
         )
         if kind == "drop" and width > 1:
@@ -111,9 +107,9 @@ def corrupted_tables(draw, table: list[list[str]]) -> list[list[str]]:
             for row in (header, *rows):
                 row.append(row[column])
             width += 1
-        elif rows:
+        elif kind in bad_values and rows:
             for row in draw(st.lists(st.sampled_from(rows), min_size=1, max_size=3)):
-                row[column] = draw(bad_values)
+                row[column] = draw(bad_values[kind])
     return [header, *rows]
 
 
@@ -127,27 +123,31 @@ def csv_bytes(table: list[list[str]]) -> bytes:
     return out.getvalue().encode()
 
 
-def corrupted_json(value: Any, draw: Callable) -> Any:
-    """The document with one value somewhere in it replaced, or its key removed."""
+def corrupted_json(value: Any, draw: Callable, kind: str) -> Any:
+    """The document with one value somewhere in it replaced by a bad value of that
+    kind, or its key removed."""
     if isinstance(value, dict) and value:
         key = draw(st.sampled_from(sorted(value)))
-        if draw(st.booleans()):
+        if kind == "drop":
             return {k: v for k, v in value.items() if k != key}
-        return {**value, key: corrupted_json(value[key], draw)}
+        return {**value, key: corrupted_json(value[key], draw, kind)}
     if isinstance(value, list) and value:
         at = draw(st.integers(0, len(value) - 1))
-        return [*value[:at], corrupted_json(value[at], draw), *value[at + 1 :]]
-    return draw(st.one_of(bad_values, st.integers(), st.none(), st.just([])))
+        return [*value[:at], corrupted_json(value[at], draw, kind), *value[at + 1 :]]
+    if kind == "type":
+        return draw(st.one_of(bad_values[kind], st.integers(), st.none(), st.just([])))
+    return draw(bad_values.get(kind, bad_values["empty"]))
 
 
 @st.composite
 def corrupted_json_bytes(draw, path: Path) -> bytes:
     text = path.read_text(encoding="utf-8")
+    kind = draw(st.sampled_from(["drop", *bad_values]))
     if path.suffix == ".ndjson":
         lines = [json.loads(line, parse_float=Decimal) for line in text.splitlines()]
-        lines = corrupted_json(lines, draw)
+        lines = corrupted_json(lines, draw, kind)
         return "\n".join(_dumped(line) for line in lines).encode()
-    document = corrupted_json(json.loads(text, parse_float=Decimal), draw)
+    document = corrupted_json(json.loads(text, parse_float=Decimal), draw, kind)
     return _dumped(document).encode()
 
 
