@@ -375,17 +375,35 @@ def checked_header(header: list[str], file: str) -> list[str]:
     return header
 
 
+@lru_cache(maxsize=1)
+def text_limits() -> dict[str, int]:
+    """{CostRecord field: the most characters it keeps}."""
+    return {
+        field.attname: field.max_length
+        for field in CostRecord._meta.concrete_fields
+        if getattr(field, "max_length", None)
+    }
+
+
+def checked_texts(row: dict) -> dict:
+    """The row, refused by the field whose text is longer than the database keeps,
+    for importers whose values do not pass through RowParser (JSON, API pages)."""
+    for field, limit in text_limits().items():
+        value = row.get(field)
+        if isinstance(value, str) and len(value) > limit:
+            raise ImportFailure(
+                f"is {len(value):,} characters, over {limit:,}", column=field
+            )
+    return row
+
+
 class RowParser:
     """Turns raw strings into typed values, naming the row and column on failure."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.row = 0
-        self.max_lengths = {
-            field.attname: field.max_length
-            for field in CostRecord._meta.concrete_fields
-            if getattr(field, "max_length", None)
-        }
+        self.max_lengths = text_limits()
 
     def fail(self, column: str, message: str) -> ImportFailure:
         return ImportFailure(message, file=self.file, row=self.row, column=column)
