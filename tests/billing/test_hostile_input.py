@@ -298,3 +298,18 @@ def test_a_database_error_is_not_shown_raw_on_the_runs_page(
     for shown in (status["error"], page):
         assert "billing_costrecord_pkey" not in shown
     assert raw in caplog.text
+
+
+def test_a_json_value_longer_than_its_field_keeps_fails_by_name_not_in_the_database(
+    tmp_path,
+):
+    sample = (ROOT / "tests" / "data" / "gcp" / "standard_export.ndjson").read_text()
+    first = json.loads(sample.splitlines()[0])
+    first["billing_account_id"] = "x" * 5000
+    path = tmp_path / "gcp.ndjson"
+    path.write_text(json.dumps(first) + "\n")
+    code, result = run_import(path, "GCP", format="gcp")
+    assert (code, result["status"]) == (1, "failed")
+    assert result["error"] == (
+        "gcp.ndjson, row 1, column billing_account_id: is 5,000 characters, over 200"
+    )
