@@ -253,7 +253,7 @@ class _Decompressed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer) -> int:
         count = self._stream.readinto(buffer)
         self._left -= count
         if self._left < 0:
@@ -381,7 +381,7 @@ def text_limits() -> dict[str, int]:
     return {
         field.attname: field.max_length
         for field in CostRecord._meta.concrete_fields
-        if getattr(field, "max_length", None)
+        if field.max_length
     }
 
 
