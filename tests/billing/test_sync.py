@@ -14,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.urls import reverse
 
 from billing import sync
@@ -269,3 +269,22 @@ def test_a_sync_that_empties_a_period_warns_in_money(source):
         "that this import does not replace (the account is not in this import): "
         "billed 1.25000000000 USD, effective 1.25000000000 USD"
     )
+
+
+def test_a_database_error_fails_the_sync_with_a_plain_message(source, caplog):
+    raw = 'duplicate key value violates unique constraint "billing_costrecord_pkey"'
+    ScriptedFetcher.responses = [IntegrityError(raw)]
+    importing.failed_sync(source)
+    run = ImportRun.objects.latest("pk")
+    source.refresh_from_db()
+    assert run.status == ImportRun.Status.FAILED
+    assert (
+        run.error
+        == source.last_error
+        == (
+            "OpenAI org: the import stopped on a database error, and nothing of it was "
+            "loaded. The details are in the import worker's log, under import run "
+            f"{run.pk}."
+        )
+    )
+    assert raw in caplog.text
