@@ -131,11 +131,13 @@ def _lengths(column: pa.Array) -> pa.Array | None:
     if isinstance(column, pa.DictionaryArray):
         return pc.take(pc.binary_length(column.dictionary), column.indices)
     kind = column.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return pc.binary_length(column)
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        return pc.binary_length(column)
-    return None
+    text_kinds = (
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+    )
+    return pc.binary_length(column) if any(is_a(kind) for is_a in text_kinds) else None
 
 
 def _first_longer(column: pa.Array, limit: int, before: int) -> int | None:

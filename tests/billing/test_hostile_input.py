@@ -136,6 +136,30 @@ def test_a_parquet_file_repeating_a_1_mb_string_fails_on_its_arrow_lengths(
     assert not CostRecord.objects.exists()
 
 
+def test_parquet_tags_that_would_expand_past_the_batch_limit_are_refused(tmp_path):
+    """A map of tags whose one value, under the field limit, repeats on every row:
+    read as a dictionary, refused before the batch becomes Python objects."""
+    table = pcsv.read_csv(FOCUS_REAL)
+    table = pa.concat_tables([table] * 10)
+    value = pa.DictionaryArray.from_arrays(
+        pa.array([0] * table.num_rows, pa.int32()), pa.array(["x" * 900_000])
+    )
+    tags = pa.MapArray.from_arrays(
+        pa.array(range(table.num_rows + 1), pa.int32()),
+        pa.array(["team"] * table.num_rows),
+        value,
+    )
+    at = table.schema.get_field_index("Tags")
+    path = tmp_path / "tags.parquet"
+    pq.write_table(table.set_column(at, "Tags", tags), path, store_schema=False)
+    read = read_in_a_process(path)
+    assert read["error"] == (
+        "tags.parquet, column Tags: holds over 67,108,864 bytes of text in rows 1 "
+        "to 10,000: no billing export repeats so much"
+    )
+    assert read["grown_mb"] < MEMORY_BOUND_MB
+
+
 def test_a_gzip_past_the_decompressed_limit_fails_naming_the_limit(tmp_path, settings):
     settings.IMPORT_MAX_DECOMPRESSED_MB = 1
     path = tmp_path / "focus.csv.gz"
