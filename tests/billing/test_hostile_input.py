@@ -18,8 +18,11 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError
+from django.utils.datastructures import MultiValueDict
 
+from billing.forms import UploadForm
 from billing.models import CostRecord, ImportRun
 from tests.billing.importing import run_import
 from tests.billing.test_views import upload, upload_files
@@ -204,19 +207,39 @@ def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(
     finance_client, settings, tmp_path
 ):
     settings.UPLOAD_MAX_MB = 1
+    settings.FILE_UPLOAD_TEMP_DIR = spool = tmp_path / "spool"
+    spool.mkdir()
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every file a request keeps spools here
     response = upload(finance_client, HEADER + b"".join(ROWS) * 3)  # 2.1 MB
     assert response.status_code == 400
     assert response.json()["errors"]["file"] == [
-        "This file weighs 3 MB, over the 1 MB an upload may weigh: upload the export "
-        "compressed (CSV.gz, zip), or split it by month."
+        "This upload weighs 3 MB, over the 1 MB an upload may weigh: upload the "
+        "export compressed (CSV.gz, zip), or split it by month."
     ]
     response = upload_files(
         finance_client, {"a.csv": b"x" * (MB // 2 + 1), "b.csv": b"y" * (MB // 2)}
     )
-    assert response.json()["errors"]["file"][0].startswith("These files weigh 2 MB")
+    assert response.json()["errors"]["file"][0].startswith("This upload weighs 2 MB")
     assert not ImportRun.objects.filter(origin=ImportRun.Origin.UPLOAD).exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(spool.iterdir()) == []  # the files were skipped, never written
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["spool"]
     assert upload(finance_client, FOCUS_REAL.read_bytes()).status_code == 202
+
+
+def test_files_over_the_size_limit_in_a_request_of_no_stated_weight_are_refused(
+    world, settings
+):
+    """A request without Content-Length passes the first check: the form's holds."""
+    settings.UPLOAD_MAX_MB = 1
+    files = [SimpleUploadedFile(name, b"x" * (MB // 2 + 1)) for name in "ab"]
+    form = UploadForm(
+        {"source": str(world.source.pk), "file_format": "auto"},
+        MultiValueDict({"file": files}),
+    )
+    assert form.errors["file"] == [
+        "These files weigh 2 MB, over the 1 MB an upload may weigh: upload the "
+        "export compressed (CSV.gz, zip), or split it by month."
+    ]
 
 
 def test_the_upload_request_of_a_gzip_bomb_only_saves_the_file(
