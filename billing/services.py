@@ -1436,7 +1436,7 @@ def _unexplained(run: ImportRun, what: str, error: Exception) -> str:
     )
     return (
         f"{what}: the import stopped on {cause}, and nothing of it was loaded. "
-        f"The details are in the import worker's log, under import run {run.pk}."
+        f"The details are in the log, under import run {run.pk}."
     )
 
 

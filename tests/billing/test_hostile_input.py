@@ -320,8 +320,8 @@ def test_an_unexpected_error_fails_the_run_saying_where_the_details_are(
     assert run.status == ImportRun.Status.FAILED
     assert run.error == (
         "focus.csv: the import stopped on an unexpected error (RecursionError), and "
-        "nothing of it was loaded. The details are in the import worker's log, "
-        f"under import run {run.pk}."
+        "nothing of it was loaded. The details are in the log, under import run "
+        f"{run.pk}."
     )
     assert "maximum recursion depth exceeded in the loader" in caplog.text
     assert not CostRecord.objects.exists()

@@ -283,7 +283,7 @@ def test_a_database_error_fails_the_sync_with_a_plain_message(source, caplog):
         == source.last_error
         == (
             "OpenAI org: the import stopped on a database error, and nothing of it was "
-            "loaded. The details are in the import worker's log, under import run "
+            "loaded. The details are in the log, under import run "
             f"{run.pk}."
         )
     )
