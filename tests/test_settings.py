@@ -51,6 +51,14 @@ def test_a_complete_configuration_passes_the_checks():
             "CELERY_TASK_TIME_LIMIT must be a whole number above zero, got 0",
         ),
         (
+            {"DJANGO_DEBUG": "true", "UPLOAD_MAX_MB": "0"},
+            "UPLOAD_MAX_MB must be a whole number above zero, got 0",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "IMPORT_MAX_DECOMPRESSED_MB": "lots"},
+            "IMPORT_MAX_DECOMPRESSED_MB",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "EMAIL_GIVE_UP_AFTER_HOURS": "a day"},
             "EMAIL_GIVE_UP_AFTER_HOURS",
         ),
