@@ -9,6 +9,7 @@ from budgets.models import (
     Budget,
     BudgetLine,
     BudgetRevision,
+    GpuRate,
     Notification,
 )
 from core.admin import AuditedAdmin
@@ -194,3 +195,9 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(GpuRate)
+class GpuRateAdmin(admin.ModelAdmin):
+    list_display = ("name", "gpu_type", "price_per_gpu_hour", "currency")
+    search_fields = ("name", "gpu_type")

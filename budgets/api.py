@@ -215,6 +215,11 @@ class RunEventApi(APIView):
         unit = serializers.ChoiceField(
             choices=TrainingRun.ProgressUnit.choices, required=False
         )
+        rate = serializers.CharField(
+            max_length=100,
+            required=False,
+            help_text="A rate-card entry's name, instead of price_per_gpu_hour.",
+        )
         outcome = serializers.ChoiceField(
             choices=[(status, status.label) for status in FINISHED], required=False
         )

@@ -463,6 +463,29 @@ class Notification(OwedMessage):
         return f"{self.alert} → {self.user} ({self.status})"
 
 
+class GpuRate(models.Model):
+    """An entry of the organisation's rate card: what a GPU-hour of a kind costs,
+    kept by finance in Django admin. A run's events may name an entry instead of
+    giving a price."""
+
+    name = models.CharField(
+        max_length=100, unique=True, help_text="e.g. “H100 SXM on-demand, us-east”."
+    )
+    gpu_type = models.CharField(max_length=60, blank=True)
+    price_per_gpu_hour = models.DecimalField(
+        max_digits=12, decimal_places=4, validators=[MinValueValidator(0)]
+    )
+    currency = models.CharField(
+        max_length=3, default="USD", validators=[validate_currency_code]
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.price_per_gpu_hour} {self.currency}/GPU-hour"
+
+
 class RunEvent(models.Model):
     """What a training run reports of itself as it goes (POST
     /api/v1/runs/{id}/events/): it started, it is still going on so many GPUs at such

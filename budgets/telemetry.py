@@ -28,7 +28,7 @@ from django.utils import timezone
 from accounts.models import User
 from billing.models import COST_DIGITS, BillingSource, CostRecord
 from billing.services import daily_costs_rebuild
-from budgets.models import RunEvent
+from budgets.models import GpuRate, RunEvent
 from core.currencies import ZERO
 from core.dates import month_start
 from core.tasks import enqueue_after_commit
@@ -68,6 +68,7 @@ def run_event_record(
     price_per_gpu_hour: Decimal | None = None,
     units_done: Decimal | None = None,
     unit: str = "",
+    rate: str = "",
     outcome: str = TrainingRun.Status.COMPLETED,
 ) -> RunEvent:
     """Record one event of the run and queue its estimate's restatement; refuse
@@ -96,6 +97,8 @@ def run_event_record(
             raise EventRefused(
                 "Say how many GPUs the run uses (gpu_count).", field="gpu_count"
             )
+        if rate:
+            price_per_gpu_hour = _rate_card_price(run, rate, price_per_gpu_hour)
         if price_per_gpu_hour is None:
             price_per_gpu_hour = (
                 last.price_per_gpu_hour if last is not None else run.rate_per_gpu_hour
@@ -156,6 +159,27 @@ def _check(
         raise EventRefused(
             f"The run counts its progress in {counted}, not {unit}.", field="unit"
         )
+
+
+def _rate_card_price(run: TrainingRun, name: str, price: Decimal | None) -> Decimal:
+    """The price of the rate card's entry `name`, in the run's currency."""
+    if price is not None:
+        raise EventRefused(
+            "Give a price_per_gpu_hour or a rate-card entry, not both.", field="rate"
+        )
+    entry = GpuRate.objects.filter(name=name).first()
+    if entry is None:
+        raise EventRefused(
+            f"The rate card has no entry {name!r} (finance keeps it in Django admin, "
+            "under Gpu rates).",
+            field="rate",
+        )
+    if entry.currency != run.currency:
+        raise EventRefused(
+            f"{name!r} is priced in {entry.currency}, the run in {run.currency}.",
+            field="rate",
+        )
+    return entry.price_per_gpu_hour
 
 
 def _run_update(

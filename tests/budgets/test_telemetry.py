@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from billing.models import BillingSource, CostRecord, DailyCost, ImportRun
 from billing.runs import import_finished_announce
-from budgets.models import RunEvent
+from budgets.models import GpuRate, RunEvent
 from budgets.telemetry import (
     estimated_by_day,
     run_estimate_accuracy,
@@ -361,3 +361,32 @@ def test_the_run_page_shows_the_estimate_and_how_far_it_was_off(
     assert "over 1 day no billing data covers yet" in text
     # 40 estimated against 50 billed on the 14th.
     assert "the estimates came to $40 against $50 billed (−20%)" in text
+
+
+def test_an_event_may_name_a_rate_card_entry_instead_of_a_price(world, run):
+    GpuRate.objects.create(name="H100 on-demand", price_per_gpu_hour="3.10")
+    GpuRate.objects.create(name="H100 EU", price_per_gpu_hour="2.90", currency="EUR")
+    client = client_for(world.lead)
+    start = {"kind": "start", "idempotency_key": "s", "gpu_count": 8}
+
+    assert post(client, run, **start, rate="H100 on-demand").status_code == 201
+    refused = [
+        post(client, run, kind="heartbeat", idempotency_key="1", rate="A100"),
+        post(client, run, kind="heartbeat", idempotency_key="2", rate="H100 EU"),
+        post(
+            client,
+            run,
+            kind="heartbeat",
+            idempotency_key="3",
+            rate="H100 on-demand",
+            price_per_gpu_hour="1",
+        ),
+    ]
+
+    assert run.events.get().price_per_gpu_hour == Decimal("3.10")
+    assert [answer.status_code for answer in refused] == [400, 400, 400]
+    assert [answer.json()["rate"][0][:40] for answer in refused] == [
+        "The rate card has no entry 'A100' (finan",
+        "'H100 EU' is priced in EUR, the run in U",
+        "Give a price_per_gpu_hour or a rate-card",
+    ]
