@@ -1,10 +1,14 @@
+import math
+
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts.forms import NotificationSettingsForm
 from accounts.selectors import teams_visible_to
+from accounts.throttles import password_reset_wait
 
 
 @login_required
@@ -21,3 +25,21 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Alert settings saved.")
         return redirect("notification_settings")
     return render(request, "accounts/notification_settings.html", {"form": form})
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's password reset, refused (429) beyond PASSWORD_RESET_RATE requests from
+    one address or for one email, so that nobody floods an inbox or the mail server."""
+
+    def form_valid(self, form):
+        wait = password_reset_wait(self.request, form.cleaned_data["email"])
+        if wait is None:
+            return super().form_valid(form)
+        minutes = max(1, math.ceil(wait / 60))
+        form.add_error(
+            None,
+            "Too many password reset requests from this address or for this email. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}; a link "
+            "already sent stays valid.",
+        )
+        return self.render_to_response(self.get_context_data(form=form), status=429)

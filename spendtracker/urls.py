@@ -22,7 +22,7 @@ auth_urls = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password-reset/",
-        auth_views.PasswordResetView.as_view(
+        account_views.PasswordResetView.as_view(
             email_template_name="registration/password_reset_email.txt",
             html_email_template_name="registration/password_reset_email.html",
             extra_email_context={"site_url": settings.SITE_URL},

@@ -19,8 +19,8 @@ SIGNED_IN = {**dict.fromkeys(PERSONAS, 200), "anonymous": LOGIN}
 TEAM_ONLY = {**SIGNED_IN, "outsider": 404}
 PLAN_EDITORS = {**TEAM_ONLY, "member": 403, "finance": 403}
 FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
-API_SIGNED_IN = {**SIGNED_IN, "anonymous": 403}
-API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 403}
+API_SIGNED_IN = {**SIGNED_IN, "anonymous": 401}  # with WWW-Authenticate: Token
+API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 401}
 ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
 DRAWN_BY_A_WORKER = {**dict.fromkeys(PERSONAS, 302)}
 # Leads create projects for the teams they lead (the outsider leads another team;
@@ -75,7 +75,7 @@ PAGES = {
     "api_project_variance": (lambda w: {"slug": w.project.slug}, API_TEAM_ONLY),
     "api_run_progress": (
         lambda w: {"slug": w.project.slug, "external_id": w.run.external_id},
-        {**dict.fromkeys(PERSONAS, 405), "anonymous": 403},  # POST only
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": 401},  # POST only
     ),
     "api_alert_list": (lambda w: {}, API_SIGNED_IN),
     "schema": (lambda w: {}, API_SIGNED_IN),
