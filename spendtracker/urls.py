@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import views as account_views
 from billing import views as billing_views
@@ -169,8 +169,12 @@ urlpatterns = [
     path("healthz", site_views.health, name="health"),
     path("api/v1/", include("spendtracker.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The split view serves Swagger UI's start script as a file of its own
+    # (/api/docs/?script=), as the Content-Security-Policy allows no inline script.
     path(
-        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema"),
+        name="api_docs",
     ),
     path("admin/", admin.site.urls),
 ]
