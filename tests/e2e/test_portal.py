@@ -110,7 +110,7 @@ def new_context(browser: Browser):
         return context
 
     yield new_context
-    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
+    assert not violations, "\n".join(["CSP violations:", *violations])
 
 
 @pytest.fixture
