@@ -525,5 +525,7 @@ LOGGING = {
         # does not print (shadows, cursors); fontTools narrates font subsetting.
         "weasyprint": {"level": "ERROR"},
         "fontTools": {"level": "WARNING"},
+        # django-axes narrates every login at INFO; failures and lockouts are warnings.
+        "axes": {"level": "WARNING"},
     },
 }
