@@ -104,8 +104,9 @@ def new_context(browser: Browser):
         context.add_init_script(CSP_REPORTER)
         context.on(
             "console",
-            lambda message: is_csp_violation(message.text)
-            and violations.append(message.text),
+            lambda message: (
+                is_csp_violation(message.text) and violations.append(message.text)
+            ),
         )
         return context
 
