@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import Sum
 from django.template.response import TemplateResponse
 
@@ -21,6 +20,7 @@ from billing.services import allocation_preview, cost_records_reallocate
 from billing.tasks import rollup_rebuild_for_rates
 from core.admin_display import amount_display
 from core.currencies import ZERO
+from core.tasks import enqueue_after_commit
 from projects.models import AllocationRule
 
 
@@ -300,7 +300,7 @@ class FxRateAdmin(admin.ModelAdmin):
 
     def _rebuild(self, request, changed) -> None:
         pairs = [[currency, day.isoformat()] for currency, day in changed]
-        transaction.on_commit(lambda: rollup_rebuild_for_rates.delay(pairs))
+        enqueue_after_commit(rollup_rebuild_for_rates, pairs)
         self.message_user(
             request, "The rollup is being rebuilt for the days these rates convert."
         )

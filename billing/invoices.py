@@ -40,6 +40,7 @@ from billing.services import (
     _same_file_still_loaded,
     source_lock,
 )
+from core.tasks import enqueue_after_commit
 
 SOURCE_NAME = "Compute invoices"
 RUN_NAME = "approved compute invoices"
@@ -49,7 +50,7 @@ def compute_invoices_queue_load(*, invoice_ids: list[int]) -> None:
     """Restate these invoices' cost in the worker once the change is committed."""
     from billing.tasks import compute_invoices_load_task  # tasks import this module
 
-    transaction.on_commit(lambda: compute_invoices_load_task.delay(invoice_ids))
+    enqueue_after_commit(compute_invoices_load_task, invoice_ids)
 
 
 def compute_invoices_decide(

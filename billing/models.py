@@ -30,6 +30,14 @@ class CostMeasures(models.Model):
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
 
 
+class BillingSourceQuerySet(models.QuerySet):
+    def delivering(self) -> "BillingSourceQuerySet":
+        """The sources that deliver billing data, whose freshness and completeness
+        count (stale-source alerts, month close): the enabled ones, but never the run
+        telemetry's estimates, which billing data replaces."""
+        return self.filter(is_enabled=True).exclude(kind=BillingSource.Kind.TELEMETRY)
+
+
 class BillingSource(models.Model):
     class Kind(models.TextChoices):
         FOCUS = "focus", "FOCUS export"
@@ -40,6 +48,8 @@ class BillingSource(models.Model):
         ANTHROPIC = "anthropic", "Anthropic cost report"
         INVOICE_CSV = "invoice-csv", "GPU cloud invoice CSV"
         COMPUTE_INVOICE = "compute-invoice", "Approved compute invoices"
+        # Estimates from training runs' own reports (budgets/telemetry.py).
+        TELEMETRY = "telemetry", "Run telemetry estimates"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind)
@@ -62,6 +72,8 @@ class BillingSource(models.Model):
     )
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+
+    objects = BillingSourceQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -80,6 +80,7 @@ from billing.sync import fetcher_for
 from core.crypto import rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
+from core.tasks import enqueue_after_commit
 from projects.models import AllocationRule, Project
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def unallocated_costs_queue_allocation(*, rule: AllocationRule) -> None:
     that are still unallocated: a scan of history has no place in a web request."""
     from billing.tasks import unallocated_costs_allocate_task  # tasks import this
 
-    transaction.on_commit(lambda: unallocated_costs_allocate_task.delay(rule.pk))
+    enqueue_after_commit(unallocated_costs_allocate_task, rule.pk)
 
 
 def unallocated_costs_allocate(*, rule_id: int) -> tuple[date, date] | None:
@@ -694,6 +695,10 @@ def billing_upload_accept(
     no data)."""
     if isinstance(source, NewSource):
         source = _upload_source_create(source)
+    elif not _source_hold(source):
+        raise ValidationError(
+            f"“{source.name}” no longer exists: choose another source."
+        )
     names = [file.name or "" for file in uploaded]
     run = ImportRun.objects.create(
         source=source,
@@ -710,6 +715,21 @@ def billing_upload_accept(
     # With the queue down, the run is left `queued` for the sweep (and says so).
     transaction.on_commit(lambda: upload_enqueue(run))
     return run
+
+
+def _source_hold(source: BillingSource) -> bool:
+    """Keep the source from being deleted until this transaction commits; False when
+    it is gone already. PostgreSQL's FOR KEY SHARE: a deletion (FOR UPDATE) waits for
+    this upload, then sees its run, while an import's lock (FOR NO KEY UPDATE) is no
+    obstacle, so an upload never waits for an import."""
+    if connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
+        return BillingSource.objects.filter(pk=source.pk).exists()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {BillingSource._meta.db_table} WHERE id = %s FOR KEY SHARE",
+            [source.pk],
+        )
+        return cursor.fetchone() is not None
 
 
 def _upload_source_create(new: NewSource) -> BillingSource:

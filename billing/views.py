@@ -39,6 +39,7 @@ from billing.selectors import (
 )
 from billing.services import (
     LockWaitTimeout,
+    NewSource,
     SourceHoldsData,
     billing_source_delete,
     billing_upload_accept,
@@ -229,21 +230,22 @@ def upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if not form.is_valid():
             return JsonResponse({"errors": form.errors}, status=400)
+        source = form.upload_source()
         try:
             with transaction.atomic():
                 run = billing_upload_accept(
                     uploaded=form.cleaned_data["file"],
-                    source=form.upload_source(),
+                    source=source,
                     file_format=form.cleaned_data["file_format"],
                     period=form.cleaned_data["period"],
                     currency=form.cleaned_data["currency"],
                     allow_overlap=form.cleaned_data["allow_overlap"],
                 )
         except ValidationError as refused:
-            # The new source's name is another source's, in any letters.
-            return JsonResponse(
-                {"errors": {"new_source_name": refused.messages}}, status=400
-            )
+            # The new source's name is another source's, in any letters; or the
+            # chosen source was deleted meanwhile.
+            field = "new_source_name" if isinstance(source, NewSource) else "source"
+            return JsonResponse({"errors": {field: refused.messages}}, status=400)
         # The run is saved either way: taken by the queue, or left queued (the
         # queue down) for the sweep to hand over once it is back.
         return JsonResponse(

@@ -1,18 +1,21 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import APIException
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import require_plan_editor
-from budgets.models import Alert
+from budgets.models import Alert, RunEvent
 from budgets.selectors import alerts_visible_to
 from budgets.services import project_summary, run_progress_report
+from budgets.telemetry import FINISHED, EventRefused, run_event_record
 from projects.models import TrainingRun
-from projects.selectors import project_get_for_user
+from projects.selectors import project_get_for_user, projects_visible_to
 
 ACTIVE = [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
 
@@ -140,3 +143,92 @@ class RunProgressApi(APIView):
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.message_dict) from None
         return Response(self.OutputSerializer(run).data)
+
+
+class EventConflict(APIException):
+    status_code = 409
+    default_code = "conflict"
+
+
+class RunEventApi(APIView):
+    """A training run reports itself: `start`, `heartbeat`s, `stop`, each with an
+    idempotency key (README, *Run telemetry*). Its cost is estimated from them within
+    minutes, until billing data for those days replaces the estimate."""
+
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=RunEvent.Kind.choices)
+        idempotency_key = serializers.CharField(max_length=200)
+        at = serializers.DateTimeField(required=False)
+        gpu_count = serializers.IntegerField(
+            min_value=0, max_value=1_000_000, required=False
+        )
+        gpu_type = serializers.CharField(max_length=60, required=False)
+        price_per_gpu_hour = serializers.DecimalField(
+            max_digits=12, decimal_places=4, min_value=0, required=False
+        )
+        units_done = serializers.DecimalField(
+            max_digits=24, decimal_places=2, min_value=0, required=False
+        )
+        unit = serializers.ChoiceField(
+            choices=TrainingRun.ProgressUnit.choices, required=False
+        )
+        outcome = serializers.ChoiceField(
+            choices=[(status, status.label) for status in FINISHED], required=False
+        )
+
+        def validate(self, attrs: dict) -> dict:
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in unknown}
+                )
+            if "outcome" in attrs and attrs["kind"] != RunEvent.Kind.STOP:
+                raise serializers.ValidationError(
+                    {"outcome": ["Only a stop event has an outcome."]}
+                )
+            return attrs
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = RunEvent
+            ref_name = "RunEvent"
+            fields = [
+                "id",
+                "kind",
+                "idempotency_key",
+                "at",
+                "gpu_count",
+                "gpu_type",
+                "price_per_gpu_hour",
+                "units_done",
+                "received_at",
+            ]
+
+    serializer_class = InputSerializer
+
+    def _run(self, request: Request, run_id: int) -> TrainingRun:
+        return get_object_or_404(
+            TrainingRun.objects.filter(project__in=projects_visible_to(request.user)),
+            pk=run_id,
+        )
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request: Request, run_id: int) -> Response:
+        events = self._run(request, run_id).events.all()
+        return Response(self.OutputSerializer(events, many=True).data)
+
+    @extend_schema(responses={201: OutputSerializer})
+    def post(self, request: Request, run_id: int) -> Response:
+        run = self._run(request, run_id)
+        require_plan_editor(request.user, run.project)
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            event = run_event_record(run=run, by=request.user, **given.validated_data)
+        except EventRefused as refused:
+            if refused.conflict:
+                raise EventConflict(str(refused)) from None
+            raise serializers.ValidationError(
+                {refused.field or "non_field_errors": [str(refused)]}
+            ) from None
+        return Response(self.OutputSerializer(event).data, status=201)

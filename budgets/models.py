@@ -440,3 +440,55 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alert} → {self.user} ({self.status})"
+
+
+class RunEvent(models.Model):
+    """What a training run reports of itself as it goes (POST
+    /api/v1/runs/{id}/events/): it started, it is still going on so many GPUs at such
+    a price, it stopped. From them its cost is estimated (budgets/telemetry.py) until
+    billing data comes in."""
+
+    class Kind(models.TextChoices):
+        START = "start", "Start"
+        HEARTBEAT = "heartbeat", "Heartbeat"
+        STOP = "stop", "Stop"
+
+    run = models.ForeignKey(
+        "projects.TrainingRun", on_delete=models.CASCADE, related_name="events"
+    )
+    kind = models.CharField(max_length=10, choices=Kind)
+    idempotency_key = models.CharField(max_length=200)
+    at = models.DateTimeField(help_text="When the run says it happened.")
+    gpu_count = models.PositiveIntegerField(null=True, blank=True)
+    gpu_type = models.CharField(max_length=60, blank=True)
+    price_per_gpu_hour = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True
+    )
+    units_done = models.DecimalField(
+        max_digits=24, decimal_places=2, null=True, blank=True
+    )
+    received_at = models.DateTimeField(auto_now_add=True)
+    reported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "idempotency_key"], name="run_event_key_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["run"],
+                condition=Q(kind="stop"),
+                name="run_event_one_stop",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_per_gpu_hour__gte=0)
+                | Q(price_per_gpu_hour__isnull=True),
+                name="run_event_price_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.kind} at {self.at:%Y-%m-%d %H:%M}"

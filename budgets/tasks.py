@@ -2,6 +2,7 @@ from celery import shared_task
 
 from budgets.alerts import alerts_evaluate
 from budgets.notifications import digests_send, notifications_send_pending
+from budgets.telemetry import run_estimates_restate, runs_reached_by_import
 from core.tasks import RerunSafeTask
 
 
@@ -20,3 +21,19 @@ def notifications_send() -> int:
 @shared_task(base=RerunSafeTask)
 def digests_send_task() -> int:
     return digests_send()
+
+
+@shared_task(base=RerunSafeTask)
+def run_estimates_restate_task(run_id: int) -> int:
+    """A run's estimate lines after its events; rewriting them twice is the same."""
+    return run_estimates_restate(run_id=run_id)
+
+
+@shared_task(base=RerunSafeTask)
+def run_estimates_restate_after_import(import_run_id: int) -> int:
+    """Billing data of an import may cover days the runs it reaches had estimated:
+    restate those runs; how many."""
+    runs = runs_reached_by_import(import_run_id)
+    for run_id in runs:
+        run_estimates_restate(run_id=run_id)
+    return len(runs)

@@ -65,6 +65,7 @@ from budgets.services import (
     run_summaries,
     team_variance,
 )
+from budgets.telemetry import run_telemetry
 from projects.selectors import (
     project_get_for_user,
     projects_visible_to,
@@ -402,6 +403,7 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "alerts": run.alerts.filter(status__in=ACTIVE).select_related(
             "acknowledged_by"
         ),
+        "telemetry": run_telemetry(run),
     }
     return render(request, "projects/run_detail.html", context)
 

@@ -14,3 +14,19 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UnsentTask(models.Model):
+    """A task that a committed change queued while the broker was down: kept here
+    until `core.tasks.unsent_tasks_send` (every five minutes) hands it to the queue.
+    Only tasks whose rerun is safe are queued this way."""
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    queued_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)!r} at {self.queued_at:%Y-%m-%d %H:%M}"

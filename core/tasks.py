@@ -4,9 +4,11 @@ back to the queue instead of losing it; and a message that keeps killing its wor
 given up after a few deliveries instead of looping for ever."""
 
 import logging
+from functools import partial
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -66,3 +68,37 @@ def beat_heartbeat() -> str:
     now = timezone.now()
     Heartbeat.objects.update_or_create(name=BEAT, defaults={"beat_at": now})
     return now.isoformat()
+
+
+def enqueue_after_commit(task: Task, *args) -> None:
+    """Queue a rerun-safe task once the current transaction commits. With the broker
+    down, the committed change stays a success: the task is kept in the database and
+    `unsent_tasks_send` queues it once the broker is back. Arguments must be JSON."""
+    transaction.on_commit(partial(_send, task, list(args)))
+
+
+def _send(task: Task, args: list) -> None:
+    from core.models import UnsentTask  # the worker tests import this before Django
+
+    try:
+        task.apply_async(args=args)
+    except Exception:  # the broker is down (kombu OperationalError and its causes)
+        logger.warning("%s%r: the queue is down, kept to send later", task.name, args)
+        UnsentTask.objects.create(task=task.name, args=args)
+
+
+@shared_task(base=RerunSafeTask)
+def unsent_tasks_send() -> int:
+    """Queue the tasks kept while the broker was down, oldest first; how many. Each
+    row goes once it is queued, so a second sweep at once finds it taken (locked)."""
+    from core.models import UnsentTask
+
+    sent = 0
+    while True:
+        with transaction.atomic():
+            task = UnsentTask.objects.select_for_update(skip_locked=True).first()
+            if task is None:
+                return sent
+            current_app.tasks[task.task].apply_async(args=task.args)
+            task.delete()
+        sent += 1

@@ -33,6 +33,7 @@ from billing.reconciliation import (
     cost_records_by_project,
 )
 from core.dates import month_start, next_month
+from core.tasks import enqueue_after_commit
 from reports.models import RecordsCheck
 
 # A check queued this long ago and still not stored is queued again (its worker
@@ -147,11 +148,7 @@ def records_check_queue(month: date) -> datetime:
     if RecordsCheck.objects.filter(due, month=month).update(requested_at=now):
         from reports.tasks import records_check_task  # tasks import this module
 
-        # Robust: with the queue down, an import or a page view still succeeds; the
-        # check is queued again by the next view after REQUEUE_AFTER.
-        transaction.on_commit(
-            lambda: records_check_task.delay(month.isoformat()), robust=True
-        )
+        enqueue_after_commit(records_check_task, month.isoformat())
         return now
     requested = RecordsCheck.objects.values_list("requested_at", flat=True)
     return requested.get(month=month) or now

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.dates import month_start
+from core.tasks import enqueue_after_commit
 from reports import closing
 from reports.models import MonthCloseRequest
 
@@ -51,7 +52,7 @@ def month_close_request(
             )
     except IntegrityError:
         raise _under_way(month) from None
-    transaction.on_commit(lambda: month_close_task.delay(request.pk))
+    enqueue_after_commit(month_close_task, request.pk)
     return request
 
 

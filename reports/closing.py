@@ -103,7 +103,7 @@ def month_close_blockers(*, month: date) -> list[str]:
     month = month_start(month)
     end = datetime.combine(next_month(month), time.min, tzinfo=UTC)
     reasons = []
-    for source in BillingSource.objects.filter(is_enabled=True).order_by("name"):
+    for source in BillingSource.objects.delivering().order_by("name"):
         final = source.data_complete_through
         if source.last_error:
             error = source.last_error.strip().splitlines()[0][:200]

@@ -8,10 +8,9 @@ A closed month's files are its snapshot and are served as they are.
 
 from datetime import date
 
-from django.db import transaction
-
 from accounts.models import User
 from accounts.selectors import teams_visible_to
+from core.tasks import enqueue_after_commit
 from reports import exports
 from reports.closing import open_report
 from reports.models import ReportFile
@@ -27,7 +26,7 @@ def report_file_request(*, user: User, month: date, fmt: str) -> ReportFile:
     # One file per user, month and format: the new one replaces those drawn before.
     ReportFile.objects.filter(user=user, month=month, format=fmt).delete()
     file = ReportFile.objects.create(user=user, month=month, format=fmt)
-    transaction.on_commit(lambda: report_file_render_task.delay(file.pk))
+    enqueue_after_commit(report_file_render_task, file.pk)
     return file
 
 

@@ -943,7 +943,7 @@ def monthly_report(
             invoices=whole_organisation,
             stored_check=stored_check,
         ),
-        sources=list(BillingSource.objects.filter(is_enabled=True).order_by("name"))
+        sources=list(BillingSource.objects.delivering().order_by("name"))
         if whole_organisation
         else [],
         accruals=month_accruals(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from budgets.api import AlertListApi, ProjectVarianceApi, RunProgressApi
+from budgets.api import AlertListApi, ProjectVarianceApi, RunEventApi, RunProgressApi
 from projects.api import ProjectListApi
 
 urlpatterns = [
@@ -15,5 +15,6 @@ urlpatterns = [
         RunProgressApi.as_view(),
         name="api_run_progress",
     ),
+    path("runs/<int:run_id>/events/", RunEventApi.as_view(), name="api_run_events"),
     path("alerts/", AlertListApi.as_view(), name="api_alert_list"),
 ]

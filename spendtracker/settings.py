@@ -379,6 +379,10 @@ CELERY_TASK_ROUTES = {
         # Rebuilds the rollup where a new project's rule takes unallocated costs.
         "unallocated_costs_allocate_task",
     )
+} | {
+    # Runs' estimates rebuild the rollup of their days.
+    f"budgets.tasks.{name}": {"queue": IMPORTS_QUEUE}
+    for name in ("run_estimates_restate_task", "run_estimates_restate_after_import")
 }
 CELERY_BEAT_SCHEDULE = {
     "beat-heartbeat": {
@@ -391,6 +395,12 @@ CELERY_BEAT_SCHEDULE = {
         # Runs whose worker stopped, and uploads waiting for the queue to come back;
         # on the default queue, so it never waits behind the imports it looks for.
         "task": "billing.tasks.import_runs_sweep_task",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
+    "send-unsent-tasks": {
+        # Tasks that committed changes queued while the broker was down.
+        "task": "core.tasks.unsent_tasks_send",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
@@ -456,6 +466,7 @@ REST_FRAMEWORK = {
     # (the first class names the challenge); session auth has none, which made it 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -16,6 +16,7 @@ NOW = datetime(2026, 1, 20, 9, 30, tzinfo=UTC)
 PROMISED_EVERY = {
     "beat-heartbeat": timedelta(minutes=1),
     "sweep-import-runs": timedelta(minutes=5),
+    "send-unsent-tasks": timedelta(minutes=5),
     "billing-sync-due": timedelta(minutes=15),
     "load-compute-invoices": timedelta(days=1),
     "rebuild-recent-daily-costs": timedelta(days=1),

@@ -29,6 +29,7 @@ from budgets.alerts.rules import Observation, observe
 from budgets.models import Alert, AlertKind
 from core.currencies import ZERO
 from core.dates import month_start
+from core.tasks import enqueue_after_commit
 
 # How far under its threshold a level must fall before the alert resolves.
 RESOLVE_MARGIN: dict[str, Decimal] = {
@@ -73,7 +74,7 @@ def alerts_evaluate(*, now: datetime | None = None, send_later: bool = True) -> 
     with transaction.atomic():
         outcome = _apply(observe(now, as_of), now, as_of)
         if send_later and outcome.notifications:
-            transaction.on_commit(notifications_send.delay)
+            enqueue_after_commit(notifications_send)
     return outcome
 
 

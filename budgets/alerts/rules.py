@@ -409,9 +409,7 @@ def project_waiting_reason(project: Project, *, now: datetime | None = None) -> 
     """For a page: why this project's alerts wait, or an empty string."""
     now = now or timezone.now()
     rules = Rules()
-    stale = stale_sources(
-        list(BillingSource.objects.filter(is_enabled=True)), rules, now
-    )
+    stale = stale_sources(list(BillingSource.objects.delivering()), rules, now)
     return waiting_reasons([project.pk], stale, now.date()).get(project.pk, "")
 
 
@@ -503,7 +501,7 @@ def observe(now: datetime, as_of: date) -> list[Observation]:
     runs = TrainingRun.objects.filter(project__in=projects).exclude(
         status=TrainingRun.Status.CANCELLED
     )
-    sources = list(BillingSource.objects.filter(is_enabled=True))
+    sources = list(BillingSource.objects.delivering())
     waiting = waiting_reasons(
         [p.pk for p in projects], stale_sources(sources, rules, now), as_of
     )

@@ -77,6 +77,7 @@ PAGES = {
         lambda w: {"slug": w.project.slug, "external_id": w.run.external_id},
         {**dict.fromkeys(PERSONAS, 405), "anonymous": 401},  # POST only
     ),
+    "api_run_events": (lambda w: {"run_id": w.run.pk}, API_TEAM_ONLY),
     "api_alert_list": (lambda w: {}, API_SIGNED_IN),
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),

@@ -24,9 +24,11 @@ from billing.models import (
     ImportRun,
 )
 from billing.services import cost_records_reallocate
+from core.models import UnsentTask
+from core.tasks import unsent_tasks_send
 from projects.models import AllocationRule
 from tests.billing.importing import total
-from tests.conftest import make_cost_record, make_run
+from tests.conftest import make_cost_record, make_run, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -365,3 +367,23 @@ def test_two_people_deciding_at_once_are_taken_in_turn(world):
         Status.APPROVED,
         world.finance,
     )
+
+
+def test_with_the_queue_down_a_decision_stands_and_its_load_is_sent_later(
+    client, worker, world, queue_down
+):
+    page = decide(client, world.finance, world.invoice, Status.APPROVED)
+
+    assert page.status_code == 200  # committed, never a 500
+    world.invoice.refresh_from_db()
+    assert world.invoice.status == Status.APPROVED
+    kept = UnsentTask.objects.get()
+    assert (kept.task, kept.args) == (
+        "billing.tasks.compute_invoices_load_task",
+        [[world.invoice.pk]],
+    )
+    assert not CostRecord.objects.exists()
+    queue_down.back()
+    assert unsent_tasks_send.apply().result == 1
+    assert not UnsentTask.objects.exists()
+    assert wait_for(CostRecord.objects.exists), "the kept load never ran"

@@ -1,11 +1,13 @@
 """Allocation by ordered rules, and the DailyCost rollup with historical FX rates."""
 
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, transaction
 from django.urls import reverse
 
 from billing.allocation import Allocation, Allocator
@@ -306,3 +308,67 @@ def test_a_source_without_data_is_deleted_with_its_failed_imports_only():
     with pytest.raises(SourceHoldsData, match="“kept” holds cost data"):
         billing_source_delete(source=kept)
     assert BillingSource.objects.filter(pk=kept.pk).exists()
+
+
+def test_an_upload_to_a_source_deleted_meanwhile_is_refused_and_keeps_nothing(
+    settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    source = BillingSource.objects.create(name="typo", kind="focus")
+    chosen = BillingSource.objects.get(pk=source.pk)  # as the form found it
+    billing_source_delete(source=source)
+    upload = SimpleUploadedFile("focus.csv", FOCUS_REAL.read_bytes())
+    with pytest.raises(ValidationError, match="“typo” no longer exists"):
+        billing_upload_accept(uploaded=[upload], source=chosen)
+    assert not ImportRun.objects.exists()
+    assert not any(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_racing_an_upload_waits_for_it_then_refuses(settings, tmp_path):
+    """The upload holds the source until it commits; the delete, started meanwhile,
+    waits, then finds the upload's run and refuses. Without the hold the delete would
+    win and the upload's commit fail on its missing source (a 500)."""
+    settings.MEDIA_ROOT = tmp_path
+    source = BillingSource.objects.create(name="typo", kind="focus")
+    held, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def upload() -> None:
+        try:
+            with transaction.atomic():
+                billing_upload_accept(
+                    uploaded=[SimpleUploadedFile("a.csv", FOCUS_REAL.read_bytes())],
+                    source=source,
+                )
+                held.set()
+                release.wait(30)
+            outcome["upload"] = "committed"
+        except Exception as error:
+            outcome["upload"] = error
+        finally:
+            connection.close()
+
+    def delete() -> None:
+        try:
+            billing_source_delete(source=source)
+            outcome["delete"] = "deleted"
+        except Exception as error:
+            outcome["delete"] = error
+        finally:
+            connection.close()
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    assert held.wait(30)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    deleter.join(1)
+    assert deleter.is_alive()  # waiting for the upload's transaction
+    release.set()
+    uploader.join(30)
+    deleter.join(30)
+    assert outcome["upload"] == "committed"
+    assert isinstance(outcome["delete"], SourceHoldsData)
+    assert "waiting or under way" in str(outcome["delete"])
+    assert BillingSource.objects.filter(pk=source.pk).exists()

@@ -15,6 +15,8 @@ from django.urls import reverse
 from billing.models import CostRecord, DailyCost
 from budgets.models import Budget
 from budgets.services import Recognition, project_create
+from core.models import UnsentTask
+from core.tasks import unsent_tasks_send
 from projects.models import AllocationRule, Project
 from tests.conftest import make_cost_record, make_project, make_spend, wait_for
 
@@ -369,3 +371,30 @@ def test_a_worker_gives_the_new_project_the_unallocated_costs_its_rule_matches(
         ),
         Decimal("0"),
     ) == Decimal("50.0")
+
+
+def test_with_the_queue_down_the_project_is_created_and_its_allocation_sent_later(
+    time_machine, worker, world, queue_down
+):
+    time_machine.move_to(datetime(2026, 2, 10, 12, tzinfo=UTC))  # the worker waits
+    ours = make_cost_record(date(2026, 2, 3), "40.5", tags={"env": "prod"})
+    client = Client()
+    client.force_login(world.lead)
+    data = form_data(
+        world.team,
+        world.lead,
+        **{"recognition-tag_key": "env", "recognition-value": "prod"},
+    )
+
+    assert client.post(NEW, data).status_code == 302  # committed: no 500
+
+    project = Project.objects.get(name="Mistral LoRA")
+    kept = UnsentTask.objects.get()
+    assert kept.task == "billing.tasks.unallocated_costs_allocate_task"
+    queue_down.back()
+    assert unsent_tasks_send.apply().result == 1
+    assert wait_for(lambda: CostRecord.objects.filter(project=project).exists()), (
+        "the allocation kept while the queue was down never ran"
+    )
+    assert CostRecord.objects.get(project=project) == ours
+    assert not UnsentTask.objects.exists()
