@@ -11,6 +11,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import UserRateThrottle
 
+from accounts.throttles import client_address
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -114,6 +115,38 @@ def test_the_admin_login_is_throttled_with_the_portals(client, world, settings, 
     response = log_in(client, world.admin.email, PASSWORD, url=admin_login)
 
     assert is_locked_out(response)
+
+
+@pytest.fixture
+def behind_proxy(settings):
+    """DJANGO_BEHIND_TLS_PROXY=true: one proxy, whose address every request has."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+
+
+def test_behind_the_proxy_a_client_is_the_address_the_proxy_appended(rf, behind_proxy):
+    claimed = rf.get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, " + HOME
+    )
+
+    assert client_address(claimed) == HOME
+
+
+def test_behind_the_proxy_one_clients_failures_do_not_pause_the_others(
+    client, world, settings, clock, behind_proxy
+):
+    def via_proxy(email, password, address):
+        return client.post(
+            reverse("login"),
+            {"username": email, "password": password},
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_FORWARDED_FOR=address,
+        )
+
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        via_proxy(f"guess-{n}@test.example", "wrong", HOME)
+
+    assert is_locked_out(via_proxy(world.lead.email, PASSWORD, HOME))
+    assert via_proxy(world.lead.email, PASSWORD, ELSEWHERE).status_code == 302
 
 
 # Password reset
