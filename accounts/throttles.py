@@ -6,10 +6,14 @@ count a request against the same address: `client_address`.
 """
 
 import hashlib
+import logging
 
 from django.conf import settings
 from django.http import HttpRequest
+from rest_framework import throttling
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 def client_address(request: HttpRequest) -> str:
@@ -19,7 +23,26 @@ def client_address(request: HttpRequest) -> str:
     return BaseThrottle().get_ident(request)
 
 
-class PasswordResetThrottle(SimpleRateThrottle):
+class CacheDownAllows(SimpleRateThrottle):
+    """A throttle counts in the cache (Redis beside a Redis broker); with the cache
+    down it lets the request through, like the portal's other best-effort uses of the
+    cache, rather than answer 500."""
+
+    def allow_request(self, request, view) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            logger.warning(
+                "the cache is down: %s requests are not throttled", self.scope
+            )
+            return True
+
+
+class UserRateThrottle(CacheDownAllows, throttling.UserRateThrottle):
+    """The API's throttle: API_RATE requests per user (REST_FRAMEWORK in settings)."""
+
+
+class PasswordResetThrottle(CacheDownAllows):
     """PASSWORD_RESET_RATE password reset requests for one key: an address, or an
     email (hashed, so that no address is kept in the cache)."""
 

@@ -9,9 +9,8 @@ from django.core import mail
 from django.core.cache import cache
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
-from rest_framework.throttling import UserRateThrottle
 
-from accounts.throttles import client_address
+from accounts.throttles import UserRateThrottle, client_address
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -221,3 +220,12 @@ def test_the_api_rate_is_the_one_configured(settings):
         UserRateThrottle().rate
         == settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"]
     )
+
+
+def test_with_the_cache_down_the_api_and_password_reset_still_answer(
+    client, world, queue_down
+):
+    token = Token.objects.create(user=world.lead)
+
+    assert api_get(client, authorization=f"Token {token.key}").status_code == 200
+    assert ask_reset(client, world.lead.email).status_code == 302
