@@ -7,7 +7,7 @@ from django.db.models import F, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from core.crypto import decrypt_json, encrypt_json, mask
+from core.crypto import CredentialsUnreadable, decrypt_json, encrypt_json, mask
 from core.currencies import ZERO, validate_currency_code
 
 # FOCUS costs carry up to 11 decimal places; quantities up to 15.
@@ -93,8 +93,14 @@ class BillingSource(models.Model):
         self.credentials_token = encrypt_json(value) if value else ""
 
     @property
-    def masked_credentials(self) -> dict[str, str]:
-        return {key: mask(str(value)) for key, value in self.credentials.items()}
+    def masked_credentials(self) -> dict[str, str] | None:
+        """The stored credentials, masked; None when no key can read them (the key
+        changed or is missing), so that a page says so instead of failing."""
+        try:
+            credentials = self.credentials
+        except CredentialsUnreadable:
+            return None
+        return {key: mask(str(value)) for key, value in credentials.items()}
 
 
 class ImportRun(models.Model):

@@ -180,12 +180,18 @@ def _stopped_runs_end(now: datetime) -> tuple[int, int, list[tuple[int, int]]]:
 
 def _stopped_message(run: ImportRun, again: bool) -> str:
     limit = int(time_limit().total_seconds())
-    what = (
-        f"The worker stopped: attempt {run.attempts} had no result {limit} s after it "
-        "began, and nothing of it was loaded"
-        if run.attempts
-        else f"No worker took this import within {limit} s"
-    )
+    if run.attempts:
+        what = (
+            f"The worker stopped: attempt {run.attempts} had no result {limit} s "
+            "after it began, and nothing of it was loaded"
+        )
+    elif run.origin == ImportRun.Origin.COMMAND:  # its own process, never counted
+        what = (
+            f"The worker stopped: this billing_import had no result {limit} s after "
+            "it began, and nothing of it was loaded"
+        )
+    else:
+        what = f"No worker took this import within {limit} s"
     if not again:
         if run.origin == ImportRun.Origin.COMMAND:
             return f"{what}. Run the import again."

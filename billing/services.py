@@ -77,7 +77,7 @@ from billing.runs import (
     upload_enqueue,
 )
 from billing.sync import fetcher_for
-from core.crypto import rotated
+from core.crypto import CredentialsUnreadable, rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from core.tasks import enqueue_after_commit
@@ -803,13 +803,14 @@ def import_run_execute(
 
 def _load_delivery(run: ImportRun, importer: Importer, delivery: Delivery) -> None:
     # An upload names its source by id (renamed since, it is still that source); a
-    # command-line import by name, creating it.
-    source = (
-        run.source
-        or BillingSource.objects.get_or_create(
-            name=run.source_name, defaults={"kind": importer.name}
-        )[0]
-    )
+    # command-line import by name, creating it: behind another import creating the
+    # same source, it waits for that one's commit (the name is unique).
+    source = run.source
+    if source is None:
+        with waiting_for(f"another import of {run.source_name} has been running"):
+            source, _ = BillingSource.objects.get_or_create(
+                name=run.source_name, defaults={"kind": importer.name}
+            )
     if source.kind != importer.name:
         # Importing into another kind's source would replace its data with
         # unrelated rows.
@@ -1081,6 +1082,8 @@ def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
         _finish(run, ImportRun.Status.UNCHANGED, previous=unchanged.previous)
     except ImportFailure as failure:
         _fail(run, source, failure)
+    except CredentialsUnreadable as exc:
+        _fail(run, source, f"{source.name}: {exc} Enter its credentials again.")
     except (DatabaseError, ValueError, ArithmeticError) as exc:
         _fail(run, source, f"{source.name}: {exc}")
     except ProviderError as exc:

@@ -46,6 +46,7 @@ from billing.services import (
     import_progress,
     source_delete_refusal,
 )
+from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
 
@@ -149,9 +150,8 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "source": source,
             "runs": source.import_runs.all()[:50],
-            "credentials": source.masked_credentials
-            if source.credentials_token
-            else {},
+            "credentials": source.masked_credentials,
+            "unreadable": UNREADABLE_SHORT,
         },
     )
 

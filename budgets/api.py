@@ -3,7 +3,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,7 +14,7 @@ from budgets.models import Alert, RunEvent
 from budgets.selectors import alerts_visible_to
 from budgets.services import project_summary, run_progress_report
 from budgets.telemetry import FINISHED, EventRefused, run_event_record
-from projects.models import TrainingRun
+from projects.models import ApiToken, TrainingRun
 from projects.selectors import project_get_for_user, projects_visible_to
 
 ACTIVE = [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
@@ -212,12 +212,22 @@ class RunEventApi(APIView):
             ]
 
     serializer_class = InputSerializer
+    run_reporters_may = True  # projects.authentication.TokenScope
 
     def _run(self, request: Request, run_id: int) -> TrainingRun:
-        return get_object_or_404(
+        run = get_object_or_404(
             TrainingRun.objects.filter(project__in=projects_visible_to(request.user)),
             pk=run_id,
         )
+        token = request.auth
+        if isinstance(token, ApiToken) and token.project_id not in (
+            None,
+            run.project_id,
+        ):
+            raise PermissionDenied(
+                f"This token reports the runs of {token.project} only."
+            )
+        return run
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request, run_id: int) -> Response:

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, inlineformset_factory
 
 from accounts.models import Team, User
-from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine
+from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine, Webhook
 from core.currencies import ZERO
 from projects.models import RUN_PLAN_FIELDS, AllocationRule, Project, TrainingRun
 
@@ -285,3 +285,15 @@ class AlertRuleForm(forms.Form):
         if not all(0 < value <= 10_000 for value in values):
             raise ValidationError("Each threshold must be above 0 and at most 10,000.")
         return sorted(int(v) if v.is_integer() else v for v in values)
+
+
+class WebhookForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="e.g. “#ml-infra alerts”.")
+    kind = forms.ChoiceField(choices=Webhook.Kind.choices, initial=Webhook.Kind.SLACK)
+    url = forms.URLField(
+        max_length=2000,
+        label="URL",
+        assume_scheme="https",
+        help_text="A Slack, Mattermost or Teams incoming-webhook URL, or your own "
+        "endpoint for signed JSON. Kept encrypted; only its host is shown.",
+    )

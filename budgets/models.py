@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core import delivery
+from core.crypto import decrypt_json
 from core.currencies import ZERO, validate_currency_code
 
 
@@ -492,3 +493,98 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run} {self.kind} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class Webhook(models.Model):
+    """Where a team or a project hears of its alerts besides email: a Slack-compatible
+    incoming webhook, or a JSON webhook signed with HMAC-SHA256. The URL (a Slack URL
+    is itself a key) and the signing secret are kept encrypted (FIELD_ENCRYPTION_KEY);
+    only the URL's host is kept in clear, to show it."""
+
+    class Kind(models.TextChoices):
+        SLACK = "slack", "Slack-compatible incoming webhook"
+        JSON = "json", "JSON, signed with HMAC-SHA256"
+
+    team = models.ForeignKey(
+        "accounts.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhooks",
+    )
+    project = models.ForeignKey(
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhooks",
+    )
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind)
+    host = models.CharField(max_length=255)
+    secrets_token = models.TextField(help_text="Fernet-encrypted JSON: url, secret.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True, project__isnull=False)
+                | Q(team__isnull=False, project__isnull=True),
+                name="webhook_of_a_team_or_a_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host})"
+
+    @property
+    def secrets(self) -> dict:
+        return decrypt_json(self.secrets_token)
+
+
+class WebhookDelivery(models.Model):
+    """One message owed to one webhook: an alert, or a test (no alert). Recorded in
+    the transaction that fires the alert, then claimed, sent and settled as alert
+    emails are (core.delivery), so each goes out once."""
+
+    class Status(models.TextChoices):
+        PENDING = delivery.PENDING, "Pending"
+        SENDING = delivery.SENDING, "Sending"
+        SENT = delivery.SENT, "Sent"
+        GIVEN_UP = delivery.GIVEN_UP, "Given up"
+
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    alert = models.ForeignKey(
+        Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    owed_since = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    refusals = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    given_up_reason = models.CharField(max_length=600, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["webhook", "alert"],
+                condition=Q(alert__isnull=False),
+                name="one_delivery_per_webhook_and_alert",
+            ),
+        ]
+        indexes = [models.Index(fields=["status"], name="webhook_delivery_owed")]
+
+    def __str__(self) -> str:
+        return f"{self.webhook} ← {self.alert or 'test'} ({self.status})"

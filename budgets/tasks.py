@@ -3,6 +3,7 @@ from celery import shared_task
 from budgets.alerts import alerts_evaluate
 from budgets.notifications import digests_send, notifications_send_pending
 from budgets.telemetry import run_estimates_restate, runs_reached_by_import
+from budgets.webhooks import webhooks_send_pending
 from core.tasks import RerunSafeTask
 
 
@@ -37,3 +38,9 @@ def run_estimates_restate_after_import(import_run_id: int) -> int:
     for run_id in runs:
         run_estimates_restate(run_id=run_id)
     return len(runs)
+
+
+@shared_task(base=RerunSafeTask)
+def webhooks_send() -> int:
+    """Send owed webhook messages; each is claimed by one worker."""
+    return webhooks_send_pending()

@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -41,8 +42,17 @@ from budgets.forms import (
     RecognitionForm,
     RevisionDecisionForm,
     RunProgressForm,
+    WebhookForm,
 )
-from budgets.models import Alert, AlertKind, Budget, BudgetLine, BudgetRevision
+from budgets.models import (
+    Alert,
+    AlertKind,
+    Budget,
+    BudgetLine,
+    BudgetRevision,
+    Webhook,
+    WebhookDelivery,
+)
 from budgets.selectors import (
     alert_get_for_user,
     alerts_visible_to,
@@ -66,6 +76,13 @@ from budgets.services import (
     team_variance,
 )
 from budgets.telemetry import run_telemetry
+from budgets.webhooks import (
+    WebhookScope,
+    require_webhook_editor,
+    webhook_create,
+    webhook_delete,
+    webhook_test,
+)
 from projects.selectors import (
     project_get_for_user,
     projects_visible_to,
@@ -254,6 +271,7 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "can_create_project": teams_user_can_create_projects_for(request.user)
         .filter(pk=team.pk)
         .exists(),
+        "can_edit_webhooks": user_can_edit_plan(request.user, WebhookScope(team=team)),
         "summaries": summaries,
         "totals": team_variance(summaries),
         "memberships": team.memberships.select_related("user").order_by("role"),
@@ -550,3 +568,84 @@ def project_unarchive_view(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         messages.info(request, f"{project.name} was not archived.")
     return redirect(project)
+
+
+# Webhooks ---------------------------------------------------------------------------
+
+WEBHOOK_LOG_ROWS = 50
+
+
+@login_required
+def project_webhooks(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get_for_user(request.user, slug)
+    return _webhooks_page(request, WebhookScope(team=project.team, project=project))
+
+
+@login_required
+def team_webhooks(request: HttpRequest, slug: str) -> HttpResponse:
+    return _webhooks_page(
+        request, WebhookScope(team=team_get_for_user(request.user, slug))
+    )
+
+
+def _webhooks_page(request: HttpRequest, scope: WebhookScope) -> HttpResponse:
+    require_webhook_editor(request.user, scope)
+    form = WebhookForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            webhook = webhook_create(
+                user=request.user, scope=scope, **form.cleaned_data
+            )
+        except ValidationError as refused:
+            form.add_error(None, refused)
+        else:
+            messages.success(
+                request,
+                f"“{webhook.name}” will hear of {scope.name}'s alerts. Send it a test.",
+            )
+            return redirect(request.path)
+    hooks = scope.webhooks.order_by("name", "pk")
+    log = (
+        WebhookDelivery.objects.filter(webhook__in=hooks)
+        .select_related("webhook", "alert")
+        .order_by("-created_at", "-pk")[:WEBHOOK_LOG_ROWS]
+    )
+    context = {"scope": scope, "form": form, "webhooks": hooks, "log": log}
+    return render(request, "budgets/webhooks.html", context)
+
+
+def _webhook_and_scope(request: HttpRequest, pk: int) -> tuple[Webhook, WebhookScope]:
+    webhook = get_object_or_404(
+        Webhook.objects.select_related("project", "team"), pk=pk
+    )
+    if webhook.project is not None:
+        project = project_get_for_user(request.user, webhook.project.slug)
+        return webhook, WebhookScope(team=project.team, project=project)
+    team = team_get_for_user(request.user, webhook.team.slug)
+    return webhook, WebhookScope(team=team)
+
+
+def _webhooks_url(scope: WebhookScope) -> str:
+    if scope.project is not None:
+        return reverse("project_webhooks", args=[scope.project.slug])
+    return reverse("team_webhooks", args=[scope.team.slug])
+
+
+@login_required
+@require_POST
+def webhook_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+    webhook, scope = _webhook_and_scope(request, pk)
+    webhook_test(user=request.user, webhook=webhook, scope=scope)
+    messages.success(
+        request, f"A test message to “{webhook.name}” is queued: see the log below."
+    )
+    return redirect(_webhooks_url(scope))
+
+
+@login_required
+@require_POST
+def webhook_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    webhook, scope = _webhook_and_scope(request, pk)
+    webhook_delete(user=request.user, webhook=webhook, scope=scope)
+    messages.success(request, f"“{webhook.name}” is deleted, with its log.")
+    return redirect(_webhooks_url(scope))

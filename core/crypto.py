@@ -14,6 +14,15 @@ UNREADABLE = (
     "Stored credentials cannot be decrypted: FIELD_ENCRYPTION_KEY has changed "
     "(while rotating, list the new key first and the old one after it)."
 )
+NO_KEY = "FIELD_ENCRYPTION_KEY is not set: it is needed to store credentials."
+# What a page shows in place of credentials that no key reads.
+UNREADABLE_SHORT = "credentials unreadable, enter them again"
+MASK_SHOWS = 4  # characters at the end of a secret
+
+
+class CredentialsUnreadable(ImproperlyConfigured):
+    """No key of FIELD_ENCRYPTION_KEY decrypts the stored credentials, or none is
+    set."""
 
 
 def field_keys(value: str) -> list[str]:
@@ -23,9 +32,7 @@ def field_keys(value: str) -> list[str]:
 def _fernet() -> MultiFernet:
     keys = field_keys(settings.FIELD_ENCRYPTION_KEY)
     if not keys:
-        raise ImproperlyConfigured(
-            "FIELD_ENCRYPTION_KEY is not set: it is needed to store credentials."
-        )
+        raise CredentialsUnreadable(NO_KEY)
     return MultiFernet([Fernet(key) for key in keys])
 
 
@@ -38,7 +45,7 @@ def rotated(token: str) -> str:
     try:
         return _fernet().rotate(token.encode()).decode()
     except InvalidToken:
-        raise ImproperlyConfigured(UNREADABLE) from None
+        raise CredentialsUnreadable(UNREADABLE) from None
 
 
 def decrypt_json(token: str) -> dict:
@@ -47,11 +54,16 @@ def decrypt_json(token: str) -> dict:
     try:
         return json.loads(_fernet().decrypt(token.encode()))
     except InvalidToken:
-        raise ImproperlyConfigured(UNREADABLE) from None
+        raise CredentialsUnreadable(UNREADABLE) from None
+
+
+def keys_set() -> bool:
+    return bool(field_keys(settings.FIELD_ENCRYPTION_KEY))
 
 
 def mask(secret: str) -> str:
-    """Enough of a secret to recognise it, never enough to use it."""
-    if len(secret) <= 8:
-        return "•" * len(secret)
-    return f"{secret[:3]}…{secret[-4:]}"
+    """Enough of a secret to recognise it, never enough to use it: its last four
+    characters, and only of a secret three times as long; never its length."""
+    if len(secret) < 3 * MASK_SHOWS:
+        return "••••"
+    return f"…{secret[-MASK_SHOWS:]}"

@@ -246,3 +246,47 @@ class AllocationRule(models.Model):
             raise ValidationError(
                 {"training_run": "The run must belong to the rule's project."}
             )
+
+
+class ApiToken(models.Model):
+    """A key for the API (`Authorization: Bearer <key>`), created in the portal at
+    /account/tokens/ and shown once: only its SHA-256 is kept. A personal token acts
+    as its user; a run reporter's is scoped to one project and may only post the
+    events of that project's runs (projects/tokens.py)."""
+
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", "Personal"
+        RUN_REPORTER = "run-reporter", "Run reporter"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=Kind, default=Kind.PERSONAL)
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="reporter_tokens",
+    )
+    # The key's first characters, shown to tell tokens apart, and how one is found.
+    prefix = models.CharField(max_length=12, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="run-reporter", project__isnull=False)
+                | Q(kind="personal", project__isnull=True),
+                name="api_token_project_iff_run_reporter",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -5,6 +5,7 @@ the import: it is recorded in CONFIG_ERRORS and reported by the `spendtracker.E0
 system check, which names the variable (see spendtracker/checks.py).
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -91,7 +92,6 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "spendtracker",
@@ -257,6 +257,21 @@ CHARGEBACK_DEFAULT_GL_ACCOUNT = _read("CHARGEBACK_DEFAULT_GL_ACCOUNT", _ledger_c
 # Fernet key for billing-source credentials (billing ingestion).
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
+
+def _endpoint_allowlist(name: str, default: list[str]) -> list[str]:
+    """Addresses besides the providers' own that sources may send credentials to
+    (a proxy, a local store): scheme, host and port, e.g. https://proxy.corp:8443."""
+    entries = env.list(name, default=default)
+    for entry in entries:
+        if not re.fullmatch(r"https?://[^/@\s:]+(:\d{1,5})?/?", entry):
+            raise ValueError(
+                f"{name}: {entry!r} is not an address like https://proxy.corp:8443"
+            )
+    return entries
+
+
+SOURCE_ENDPOINT_ALLOWLIST = _read("SOURCE_ENDPOINT_ALLOWLIST", _endpoint_allowlist, [])
+
 # Email
 EMAIL_BACKEND = _read(
     "EMAIL_BACKEND",
@@ -283,6 +298,10 @@ DEFAULT_FROM_EMAIL = _read(
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (password reset, alerts) use this origin.
 SITE_URL = _read("SITE_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+# Webhooks post alerts to public https addresses; these origins (scheme://host:port)
+# are allowed besides, e.g. a chat server inside the network.
+WEBHOOK_ALLOWLIST = _read("WEBHOOK_ALLOWLIST", env.list, [])
+WEBHOOK_TIMEOUT = _read("WEBHOOK_TIMEOUT", _positive_int, 10)
 
 # Celery: with no broker configured (make run), a filesystem broker needs no service.
 CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "filesystem://")
@@ -438,6 +457,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
+    "send-webhooks": {
+        # Alert messages to Slack and JSON webhooks that a down endpoint left owed.
+        "task": "budgets.tasks.webhooks_send",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
     "send-alert-digests": {
         "task": "budgets.tasks.digests_send_task",
         "schedule": crontab(minute=0, hour=7),
@@ -462,14 +487,16 @@ CELERY_BEAT_SCHEDULE = {
 # the proxy appended, for the API's throttles and login throttling alike.
 BEHIND_TLS_PROXY = _read("DJANGO_BEHIND_TLS_PROXY", _strict_bool, False)
 REST_FRAMEWORK = {
-    # Token first: a missing or invalid token is answered 401 with WWW-Authenticate
-    # (the first class names the challenge); session auth has none, which made it 403.
+    # Tokens first: a request without credentials is answered 401 with
+    # `WWW-Authenticate: Bearer`. The portal's own calls use the session, with CSRF.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "accounts.authentication.BearerTokenAuthentication",
+        "projects.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "projects.authentication.TokenScope",
+    ],
     # Over the rate: 429 with Retry-After. Every endpoint needs a user (a token or a
     # session), refused with 401 before any throttle, so throttles count per user.
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.UserRateThrottle"],

@@ -8,6 +8,7 @@ from accounts import views as account_views
 from billing import views as billing_views
 from budgets import views as budget_views
 from core.converters import MonthConverter
+from projects import views as project_views
 from reports import views as report_views
 from spendtracker import views as site_views
 
@@ -82,12 +83,36 @@ urlpatterns = [
         budget_views.alert_rules_edit,
         name="alert_rules_edit",
     ),
+    path(
+        "projects/<slug:slug>/webhooks/",
+        budget_views.project_webhooks,
+        name="project_webhooks",
+    ),
+    path(
+        "teams/<slug:slug>/webhooks/",
+        budget_views.team_webhooks,
+        name="team_webhooks",
+    ),
+    path(
+        "webhooks/<int:pk>/test/", budget_views.webhook_test_view, name="webhook_test"
+    ),
+    path(
+        "webhooks/<int:pk>/delete/",
+        budget_views.webhook_delete_view,
+        name="webhook_delete",
+    ),
     path("alerts/", budget_views.alert_list, name="alert_list"),
     path("alerts/<int:pk>/", budget_views.alert_detail, name="alert_detail"),
     path(
         "account/notifications/",
         account_views.notification_settings,
         name="notification_settings",
+    ),
+    path("account/tokens/", project_views.api_tokens, name="api_tokens"),
+    path(
+        "account/tokens/<int:pk>/revoke/",
+        project_views.api_token_revoke_view,
+        name="api_token_revoke",
     ),
     path("teams/", account_views.team_list, name="team_list"),
     path("teams/<slug:slug>/", budget_views.team_detail, name="team_detail"),

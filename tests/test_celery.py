@@ -22,6 +22,7 @@ PROMISED_EVERY = {
     "rebuild-recent-daily-costs": timedelta(days=1),
     "evaluate-alerts": timedelta(hours=1),
     "send-alert-emails": timedelta(minutes=5),
+    "send-webhooks": timedelta(minutes=5),
     "send-alert-digests": timedelta(days=1),
     "send-report-emails": timedelta(hours=1),
 }
@@ -89,6 +90,9 @@ IMPORT_TASKS = {
     "billing.tasks.daily_costs_rebuild_recent",
     "billing.tasks.rollup_rebuild_for_rates",
     "billing.tasks.unallocated_costs_allocate_task",
+    # A run's estimates rebuild the rollup of their days.
+    "budgets.tasks.run_estimates_restate_task",
+    "budgets.tasks.run_estimates_restate_after_import",
 }
 
 
@@ -115,6 +119,7 @@ def test_alerts_emails_reports_and_pdfs_stay_on_the_default_queue():
     assert {
         "budgets.tasks.alerts_evaluate_task",
         "budgets.tasks.notifications_send",
+        "budgets.tasks.webhooks_send",
         "reports.tasks.report_emails_send_task",
         "reports.tasks.records_check_task",
         "reports.tasks.report_file_render_task",

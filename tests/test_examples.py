@@ -7,11 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from budgets.models import RunEvent
 from projects.models import TrainingRun
+from projects.tokens import api_token_create
 from tests.conftest import make_run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -41,8 +41,11 @@ def run(transactional_db, world, time_machine):
 def reporter(live_server, world, run):
     from spendtracker_reporter import RunReporter
 
-    token = Token.objects.create(user=world.lead)
-    return RunReporter(live_server.url, token.key, run.pk, strict=True, attempts=1)
+    # A run reporter's token of the project, as a training job would be given.
+    _, key = api_token_create(
+        user=world.lead, name="trainer", expires_in_days=30, project=world.project
+    )
+    return RunReporter(live_server.url, key, run.pk, strict=True, attempts=1)
 
 
 class Clock:

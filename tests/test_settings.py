@@ -84,6 +84,14 @@ def test_a_tls_proxy_may_switch_off_each_protection_and_the_check_says_so(env, w
             "EMAIL_GIVE_UP_AFTER_HOURS",
         ),
         (
+            {"DJANGO_SECRET_KEY": "s" * 50, "FIELD_ENCRYPTION_KEY": ""},
+            "FIELD_ENCRYPTION_KEY: must be set when DJANGO_DEBUG is off",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "SOURCE_ENDPOINT_ALLOWLIST": "proxy.corp"},
+            "SOURCE_ENDPOINT_ALLOWLIST: 'proxy.corp' is not an address",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "FIELD_ENCRYPTION_KEY": "short"},
             "FIELD_ENCRYPTION_KEY: is not a Fernet key",
         ),
@@ -128,6 +136,14 @@ def test_a_missing_or_bad_variable_is_named_by_a_system_check(env, named):
     assert result.returncode != 0
     assert "spendtracker.E001" in result.stderr
     assert named in result.stderr
+
+
+def test_in_development_a_missing_encryption_key_is_a_warning():
+    """`make run` starts without one; only storing credentials needs it."""
+    result = run_check(DJANGO_DEBUG="true", FIELD_ENCRYPTION_KEY="")
+    assert result.returncode == 0, result.stderr
+    assert "spendtracker.W001" in result.stderr
+    assert "FIELD_ENCRYPTION_KEY is not set" in result.stderr
 
 
 def test_the_task_time_limit_sets_the_soft_limit_and_the_visibility_timeout():

@@ -30,8 +30,9 @@ whether the cost report goes the same way; and two third-party sources quoting
 Anthropic say this report leaves out Priority Tier costs (not in the reference,
 unverified): an organisation on Priority Tier may be billed more than is loaded here.
 
-Source config (all optional): `base_url`; `organization`, the organisation id: the
-billing account; `group_by`, default ["workspace_id", "description"].
+Source config (all optional): `base_url`, an https address of Anthropic (or one in
+SOURCE_ENDPOINT_ALLOWLIST, billing/endpoints.py); `organization`, the organisation
+id: the billing account; `group_by`, default ["workspace_id", "description"].
 Credentials: {"api_key": "<admin key, sk-ant-admin…>"}.
 
 The same pages saved to a file import too (`AnthropicCostsImporter`, format
@@ -53,6 +54,7 @@ from billing.importers.http import (
     config_group_by,
     config_text,
     cost,
+    endpoint_allowed,
     usage_row,
 )
 from billing.importers.json_file import saved_pages
@@ -73,6 +75,9 @@ class AnthropicCostsFetcher:
     kind = "anthropic"
 
     def fetch(self, *, source: BillingSource, since: datetime) -> Iterator[dict]:
+        base_url = endpoint_allowed(
+            source, config_text(source, "base_url") or DEFAULT_BASE_URL
+        )
         key = api_key(source)
         groups = config_group_by(source, GROUPS)
         params = {
@@ -81,7 +86,6 @@ class AnthropicCostsFetcher:
             "limit": BUCKETS_PER_PAGE,
             "group_by[]": groups,
         }
-        base_url = config_text(source, "base_url") or DEFAULT_BASE_URL
         account = config_text(source, "organization") or DEFAULT_ACCOUNT
         headers = {"x-api-key": key, "anthropic-version": API_VERSION}
         with ProviderApi(

@@ -3,9 +3,10 @@
 An `aws-cur` source names the delivery in `config`, as set up in the Billing console:
 {"bucket": "acme-billing", "prefix": "cur", "export": "spendtracker", "region":
 "us-east-1"} for a Data Exports (CUR 2.0) export, or with "report" instead of "export"
-for a legacy CUR. "endpoint_url" points at an S3-compatible store instead of AWS. Its
-credentials are {"access_key_id": ..., "secret_access_key": ...} (and "session_token"
-for temporary ones); without credentials, boto3's default chain is used (environment,
+for a legacy CUR. "endpoint_url" points at an S3-compatible store instead of AWS (one
+listed in SOURCE_ENDPOINT_ALLOWLIST: billing/endpoints.py). Its credentials are
+{"access_key_id": ..., "secret_access_key": ...} (and "session_token" for temporary
+ones); without credentials, boto3's default chain is used (environment,
 instance or task role). The key needs s3:ListBucket on the bucket and s3:GetObject on
 the delivery's objects.
 
@@ -66,7 +67,7 @@ from django.utils import timezone
 
 from billing.importers.aws_cur import AwsCurImporter
 from billing.importers.base import ImportFailure, ProviderError
-from billing.importers.http import config_text
+from billing.importers.http import config_text, endpoint_allowed
 from billing.importers.synced_periods import (
     SEEN_KEY,
     common_folder,
@@ -106,7 +107,6 @@ DENIED_CODES = frozenset(
         "InvalidToken",
     }
 )
-ERROR_TEXT_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class S3Bucket:
         ]
         self.client = s3_client(
             region=config_text(source, "region") or "us-east-1",
-            endpoint_url=config_text(source, "endpoint_url"),
+            endpoint_url=_endpoint_url(source),
             credentials=_credentials(source),
         )
 
@@ -338,18 +338,17 @@ class S3Bucket:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        said = self._redact(str(error.get("Message") or code))[:ERROR_TEXT_CHARS]
         if code in TRANSIENT_CODES or status >= 500:
-            return ProviderError(f"{where}: S3 answered {code or status}: {said}")
+            return ProviderError(f"{where}: S3 answered {code or status}")
         if code == "NoSuchBucket":
             bucket = where.removeprefix("s3://").partition("/")[0]
             return ImportFailure(f"{where}: the bucket {bucket} does not exist")
         if code in DENIED_CODES or status == 403:
             return ImportFailure(
-                f"{where}: access was refused ({code}: {said}); check the source's "
+                f"{where}: access was refused ({code or status}); check the source's "
                 "credentials and the bucket policy"
             )
-        return ImportFailure(f"{where}: S3 refused the request ({code}: {said})")
+        return ImportFailure(f"{where}: S3 refused the request ({code or status})")
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -371,6 +370,12 @@ def s3_client(*, region: str, endpoint_url: str, credentials: Mapping[str, str])
     )
     session = boto3.session.Session(region_name=region, **credentials)
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+def _endpoint_url(source: BillingSource) -> str:
+    """The S3-compatible store the config names, if allowed; "" for AWS itself."""
+    url = config_text(source, "endpoint_url")
+    return endpoint_allowed(source, url) if url else ""
 
 
 def _credentials(source: BillingSource) -> dict[str, str]:

@@ -8,7 +8,9 @@ An `azure` source names its exports in `config`, as set up in Cost Management
 export names: one FOCUS export (FocusCost), or a cost details export of actual cost,
 of amortised cost, or both. Its credentials are one of {"account_key": ...},
 {"sas_token": ...} (read and list on the container) or {"connection_string": ...}
-(which names the account, so "account_url" may be left out). Without a container in
+(which names the account, so "account_url" may be left out). The endpoint, whichever
+names it, is a Blob Storage host over https or one in SOURCE_ENDPOINT_ALLOWLIST
+(billing/endpoints.py). Without a container in
 its config, an `azure` source is one whose files people import.
 
 Each run of an export writes its files, then a `manifest.json` that lists them, under
@@ -67,7 +69,7 @@ from django.utils import timezone
 from billing.importers.azure import AzureCostDetailsImporter
 from billing.importers.base import ImportFailure, ProviderError
 from billing.importers.focus import FocusImporter
-from billing.importers.http import config_text
+from billing.importers.http import config_text, endpoint_allowed
 from billing.importers.synced_periods import (
     SEEN_KEY,
     common_folder,
@@ -91,7 +93,6 @@ DATASETS = {
 RETRY_ATTEMPTS = 3
 TIMEOUTS = {"connection_timeout": 10, "read_timeout": 120}  # seconds
 TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
-ERROR_TEXT_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -327,17 +328,16 @@ class Container:
 
     def _refusal(self, exc: HttpResponseError, where: str) -> Exception:
         code, status = _error_code(exc), exc.status_code or 0
-        said = self._redact(exc.reason or code)[:ERROR_TEXT_CHARS]
         if code in TRANSIENT_CODES or status == 429 or status >= 500:
             return ProviderError(f"{where}: Blob Storage answered {code or status}")
         if status in (401, 403):
             return ImportFailure(
-                f"{where}: access was refused ({code or status}: {said}); check the "
+                f"{where}: access was refused ({code or status}); check the "
                 "source's credentials (account key, SAS token with read and list on "
                 "the container, or connection string)"
             )
         return ImportFailure(
-            f"{where}: Blob Storage refused the request ({code or status}: {said})"
+            f"{where}: Blob Storage refused the request ({code or status})"
         )
 
     def _redact(self, text: str) -> str:
@@ -347,11 +347,14 @@ class Container:
 
 
 def blob_service(source: BillingSource) -> Any:
-    """The one way out to Blob Storage."""
-    # Imported here: the SDK adds to every process start, and only a sync needs it.
-    from azure.storage.blob import BlobServiceClient
-
-    options: dict[str, Any] = {"retry_total": RETRY_ATTEMPTS, **TIMEOUTS}
+    """The one way out to Blob Storage (the SDK is imported in the functions that
+    build it: it adds to every process start, and only a sync needs it)."""
+    # A redirect would carry the credential to wherever it points: not followed.
+    options: dict[str, Any] = {
+        "retry_total": RETRY_ATTEMPTS,
+        "permit_redirects": False,
+        **TIMEOUTS,
+    }
     credentials = source.credentials
     kinds = ("account_key", "sas_token", "connection_string")
     given = [name for name in kinds if credentials.get(name)]
@@ -361,24 +364,45 @@ def blob_service(source: BillingSource) -> Any:
             "connection_string"
         )
     secret = credentials[given[0]]
-    if given == ["connection_string"]:
-        try:
-            return BlobServiceClient.from_connection_string(secret, **options)
-        except ValueError:
-            raise ImportFailure(
-                f"{source.name}: the connection string is not one Azure gives "
-                "(AccountName=...;AccountKey=...;...)"
-            ) from None
+    client = (
+        _connection_string_client(source, secret, options)
+        if given == ["connection_string"]
+        else _account_url_client(source, given[0], secret, options)
+    )
+    # Checked on the client built, since a connection string names its own endpoint.
+    endpoint_allowed(source, client.url)
+    return client
+
+
+def _connection_string_client(
+    source: BillingSource, secret: str, options: dict[str, Any]
+) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    try:
+        return BlobServiceClient.from_connection_string(secret, **options)
+    except ValueError:
+        raise ImportFailure(
+            f"{source.name}: the connection string is not one Azure gives "
+            "(AccountName=...;AccountKey=...;...)"
+        ) from None
+
+
+def _account_url_client(
+    source: BillingSource, given: str, secret: str, options: dict[str, Any]
+) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
     account_url = config_text(source, "account_url")
     if not account_url.startswith(("https://", "http://")):
         raise ImportFailure(
             f"{source.name}: config needs the account_url of the storage account, "
             'e.g. "https://acme.blob.core.windows.net"'
         )
-    if given == ["sas_token"]:
+    if given == "sas_token":
         return BlobServiceClient(account_url, credential=secret, **options)
     account = BlobServiceClient(account_url).account_name
-    key = {"account_name": account, "account_key": secret}
+    key: dict[str, Any] = {"account_name": account, "account_key": secret}
     return BlobServiceClient(account_url, credential=key, **options)
 
 

@@ -7,6 +7,8 @@ run in that project: the account needs BigQuery Job User there and BigQuery Data
 on the dataset. The standard export (`gcp_billing_export_v1_<ACCOUNT>`) and the
 detailed one (`gcp_billing_export_resource_v1_<ACCOUNT>`, told apart by that name) are
 both read. Name the table itself, not a view: views do not expose `_PARTITIONTIME`.
+The key's `token_uri`, where it asks for tokens, must be Google's
+(oauth2.googleapis.com over https) or an address in SOURCE_ENDPOINT_ALLOWLIST.
 
 One query per sync reads every row invoiced in the window's months (`invoice.month`),
 so each billing period is replaced whole, with the late usage and the corrections that
@@ -84,6 +86,7 @@ from billing.importers.base import (
     first_present,
     new_row,
 )
+from billing.importers.http import endpoint_allowed
 from billing.importers.json_file import JsonFile
 from billing.models import BillingSource
 from core.currencies import ISO_4217_CODES, ZERO
@@ -94,6 +97,7 @@ if TYPE_CHECKING:
 PROVIDER = "Google Cloud"
 PAGE_SIZE = 10_000
 SCAN_LOOKBACK = relativedelta(months=12)
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 PACIFIC = ZoneInfo("America/Los_Angeles")
 
 # project.dataset.table: what BigQuery names allow, minus anything that could end the
@@ -198,6 +202,7 @@ class GcpBillingFetcher:
         key = source.credentials
         if not key:
             raise ImportFailure(f"{source.name} has no service-account key")
+        endpoint_allowed(source, str(key.get("token_uri") or GOOGLE_TOKEN_URI))
         months = invoice_months(since=since, now=timezone.now())
         parameters = _parameters(months, scan_from=since - SCAN_LOOKBACK)
         with _google_errors(table):

@@ -5,10 +5,14 @@ that a missing or mistyped field is named; and the cost row of a day's usage.
 Failures that may pass (rate limits, 5xx, the network) raise ProviderError, and the
 Celery task retries the sync later. Failures that will not pass on their own (a refused
 key, a refused request, a response of an unexpected shape) raise ImportFailure: they
-need a person. No message ever repeats the API key.
+need a person. No message ever repeats the API key, and none repeats what the
+provider answered: an error says its HTTP status and what that means (the answer's
+beginning goes to the log only). Redirects are not followed, so the key is sent to the
+endpoint the source names and nowhere else.
 """
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from dateutil.relativedelta import relativedelta
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from billing.endpoints import EndpointRefused, endpoint_check
 from billing.importers.base import ImportFailure, ProviderError, new_row
 from billing.models import COST_COLUMNS, COST_DIGITS, BillingSource
 from core.currencies import ISO_4217_CODES
@@ -34,11 +39,13 @@ BACKOFF_FACTOR = 2.0
 # pause asked for by Retry-After is cut to this, and the Celery task retries later.
 MAX_RETRY_AFTER = 60.0
 TIMEOUT = (10, 120)  # seconds: to connect, and between bytes of the answer
-ERROR_TEXT_CHARS = 300
+LOGGED_ANSWER_CHARS = 300
 COST_PLACES = Decimal(1).scaleb(-COST_DIGITS["decimal_places"])
 MAX_INTEGER_DIGITS = COST_DIGITS["max_digits"] - COST_DIGITS["decimal_places"]
 
 _KEY_LIKE = re.compile(r"\bsk-[\w\-*.…]{6,}")
+
+logger = logging.getLogger(__name__)
 
 
 class _Retry(Retry):
@@ -62,6 +69,19 @@ def config_text(source: BillingSource, name: str) -> str:
     if not isinstance(value, str):
         raise ImportFailure(f"{source.name}: config {name} must be a text")
     return value.strip()
+
+
+def endpoint_allowed(source: BillingSource, url: str) -> str:
+    """`url`, once the source may send its credentials there (billing.endpoints):
+    a refused address fails the sync before anything is sent."""
+    try:
+        endpoint_check(kind=source.kind, url=url)
+    except EndpointRefused as refused:
+        raise ImportFailure(
+            f"{source.name}: the endpoint {refused}. Nothing was sent; correct the "
+            "source's endpoint and enter its credentials again"
+        ) from None
+    return url
 
 
 def config_group_by(source: BillingSource, allowed: tuple[str, ...]) -> list[str]:
@@ -120,7 +140,10 @@ class ProviderApi:
     def get(self, path: str, params: Mapping[str, Any]) -> Any:
         try:
             response = self.session.get(
-                self.base_url + path, params=params, timeout=TIMEOUT
+                self.base_url + path,
+                params=params,
+                timeout=TIMEOUT,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise ProviderError(
@@ -137,21 +160,37 @@ class ProviderApi:
 
     def _check_status(self, response: requests.Response) -> None:
         status = response.status_code
-        if status < 400:
+        if status < 300:
             return
-        said = self._redact(_error_text(response))
+        logger.warning(
+            "%s answered HTTP %s: %s",
+            self.name,
+            status,
+            self._redact(response.text[:LOGGED_ANSWER_CHARS]),
+        )
+        if 300 <= status < 400:
+            raise ImportFailure(
+                f"{self.name} answered with a redirect (HTTP {status}), which is not "
+                "followed: check the source's endpoint"
+            )
         if status in (401, 403):
             raise ImportFailure(
-                f"{self.name}: the API key was refused (HTTP {status}: {said})"
+                f"{self.name}: the API key was refused (HTTP {status}): check that "
+                "it is an admin key of the organisation and still valid"
             )
         if status in TRANSIENT_STATUSES:
             raise ProviderError(
                 f"{self.name} still answered HTTP {status} after {RETRIES} retries: "
-                f"{said}"
+                "busy or failing on its side"
             )
         if status >= 500:
-            raise ProviderError(f"{self.name} answered HTTP {status}: {said}")
-        raise ImportFailure(f"{self.name} refused the request (HTTP {status}: {said})")
+            raise ProviderError(
+                f"{self.name} answered HTTP {status}: a failure on its side"
+            )
+        raise ImportFailure(
+            f"{self.name} refused the request (HTTP {status}): check the source's "
+            "config"
+        )
 
     def _redact(self, text: str) -> str:
         if self.secret:
@@ -164,16 +203,6 @@ def _reason(exc: requests.RequestException) -> str:
     """The cause inside requests' wrapper around urllib3's MaxRetryError."""
     wrapped = exc.args[0] if exc.args else exc
     return str(getattr(wrapped, "reason", None) or wrapped)
-
-
-def _error_text(response: requests.Response) -> str:
-    """The provider's own message: both OpenAI and Anthropic send
-    {"error": {"message": ...}}; anything else is shown as it came."""
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text.strip() or response.reason
-    return str(message)[:ERROR_TEXT_CHARS]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ page is asked for with `page` = the previous answer's `next_page` while `has_mor
   description names them `group_by` and `project_ids` (arrays, one query parameter
   per value), which is what OpenAI's own cookbook sends: so does this module.
 
-Source config (all optional): `base_url`; `organization`, the organisation id
-(`org-…`): the billing account, and sent as the `OpenAI-Organization` header;
+Source config (all optional): `base_url`, an https address of OpenAI (or one in
+SOURCE_ENDPOINT_ALLOWLIST, billing/endpoints.py); `organization`, the organisation
+id (`org-…`): the billing account, and sent as the `OpenAI-Organization` header;
 `project`, a project id or a list of them, to fetch only those; `group_by`, default
 ["project_id", "line_item"]. Credentials: {"api_key": "<admin key>"}.
 
@@ -43,6 +44,7 @@ from billing.importers.http import (
     config_group_by,
     config_text,
     cost,
+    endpoint_allowed,
     usage_row,
 )
 from billing.importers.json_file import saved_pages
@@ -61,6 +63,9 @@ class OpenAICostsFetcher:
     kind = "openai"
 
     def fetch(self, *, source: BillingSource, since: datetime) -> Iterator[dict]:
+        base_url = endpoint_allowed(
+            source, config_text(source, "base_url") or DEFAULT_BASE_URL
+        )
         key = api_key(source)
         organization = config_text(source, "organization")
         headers = {"Authorization": f"Bearer {key}"}
@@ -74,7 +79,6 @@ class OpenAICostsFetcher:
         }
         if projects := _projects(source):
             params["project_ids"] = projects
-        base_url = config_text(source, "base_url") or DEFAULT_BASE_URL
         with ProviderApi(
             name=PROVIDER, base_url=base_url, headers=headers, secret=key
         ) as api:

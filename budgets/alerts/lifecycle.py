@@ -27,6 +27,7 @@ from accounts.models import User
 from budgets.alerts.recipients import notifications_record
 from budgets.alerts.rules import Observation, observe
 from budgets.models import Alert, AlertKind
+from budgets.webhooks import webhook_deliveries_record
 from core.currencies import ZERO
 from core.dates import month_start
 from core.tasks import enqueue_after_commit
@@ -154,6 +155,7 @@ def _apply(observations: list[Observation], now: datetime, as_of: date) -> Outco
             ["value", "subject", "reason", "severity", "waiting_for", "updated_at"],
         )
     outcome.notifications = notifications_record(fired + escalated)
+    webhook_deliveries_record(fired + escalated)
     return outcome
 
 

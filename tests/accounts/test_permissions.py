@@ -19,7 +19,7 @@ SIGNED_IN = {**dict.fromkeys(PERSONAS, 200), "anonymous": LOGIN}
 TEAM_ONLY = {**SIGNED_IN, "outsider": 404}
 PLAN_EDITORS = {**TEAM_ONLY, "member": 403, "finance": 403}
 FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
-API_SIGNED_IN = {**SIGNED_IN, "anonymous": 401}  # with WWW-Authenticate: Token
+API_SIGNED_IN = {**SIGNED_IN, "anonymous": 401}  # WWW-Authenticate: Bearer
 API_TEAM_ONLY = {**TEAM_ONLY, "anonymous": 401}
 ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
 DRAWN_BY_A_WORKER = {**dict.fromkeys(PERSONAS, 302)}
@@ -85,6 +85,15 @@ PAGES = {
     "alert_rules_edit": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
     "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
     "notification_settings": (lambda w: {}, SIGNED_IN),
+    "api_tokens": (lambda w: {}, SIGNED_IN),
+    "project_webhooks": (lambda w: {"slug": w.project.slug}, PLAN_EDITORS),
+    "team_webhooks": (
+        lambda w: {"slug": w.team.slug},
+        {**PLAN_EDITORS, "outsider": 404},
+    ),
+    "webhook_test": (lambda w: {"pk": 1}, POST_ONLY),
+    "webhook_delete": (lambda w: {"pk": 1}, POST_ONLY),
+    "api_token_revoke": (lambda w: {"pk": 1}, POST_ONLY),
     "budget_approve": (
         lambda w: {"slug": w.project.slug},
         {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},  # POST only

@@ -8,9 +8,9 @@ import pytest
 from django.core import mail
 from django.core.cache import cache
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from accounts.throttles import UserRateThrottle, client_address
+from projects.tokens import api_token_create
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -191,18 +191,18 @@ def api_get(client, **headers):
     return client.get(reverse("api_project_list"), headers=headers)
 
 
-def test_a_missing_or_invalid_token_is_401_with_a_token_challenge(client, world):
-    for response in (api_get(client), api_get(client, authorization="Token nonsense")):
+def test_a_missing_or_invalid_token_is_401_with_a_bearer_challenge(client, world):
+    for response in (api_get(client), api_get(client, authorization="Bearer nonsense")):
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == "Token"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_the_api_answers_429_with_retry_after_beyond_the_users_rate(
     client, world, clock, monkeypatch
 ):
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/minute"})
-    token = Token.objects.create(user=world.lead)
-    auth = {"authorization": f"Token {token.key}"}
+    _, key = api_token_create(user=world.lead, name="script", expires_in_days=30)
+    auth = {"authorization": f"Bearer {key}"}
     assert [api_get(client, **auth).status_code for _ in range(3)] == [200] * 3
 
     refused = api_get(client, **auth)
@@ -225,7 +225,7 @@ def test_the_api_rate_is_the_one_configured(settings):
 def test_with_the_cache_down_the_api_and_password_reset_still_answer(
     client, world, queue_down
 ):
-    token = Token.objects.create(user=world.lead)
+    _, key = api_token_create(user=world.lead, name="script", expires_in_days=30)
 
-    assert api_get(client, authorization=f"Token {token.key}").status_code == 200
+    assert api_get(client, authorization=f"Bearer {key}").status_code == 200
     assert ask_reset(client, world.lead.email).status_code == 302

@@ -121,13 +121,15 @@ def fake_provider_fixture(make: Callable[[], FakeProvider]) -> Callable:
     name is the one it is assigned to: `fake_openai = fake_provider_fixture(...)`."""
 
     @pytest.fixture
-    def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    def serve(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeProvider]:
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         # Retries wait milliseconds instead of seconds.
         monkeypatch.setattr(provider_http, "BACKOFF_FACTOR", 0.001)
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = make()
         server.fake.url = f"http://127.0.0.1:{server.server_port}"
+        # The fake is no provider's host: sources may use it only by the allowlist.
+        settings.SOURCE_ENDPOINT_ALLOWLIST = [server.fake.url]
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

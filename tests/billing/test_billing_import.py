@@ -518,6 +518,23 @@ def test_an_import_that_waits_too_long_for_another_of_its_source_says_why(
     assert BillingSource.objects.get(name="focus").last_error == ""  # not its fault
 
 
+def test_an_import_that_waits_too_long_for_another_creating_its_source_says_why(
+    lock_timeout,
+):
+    """The first import of a new source creates it in its transaction: a second
+    import of that name waits for the name's key, and says why it gave up."""
+    creating = partial(BillingSource.objects.create, name="new", kind="focus")
+    with held_by_another_import(creating):
+        code, result = run_import(FOCUS_REAL, source="new")
+    assert code == 1
+    assert result["error"] == (
+        "another import of new has been running for longer than this one waits "
+        "(2 seconds); try again once it has finished"
+    )
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+    assert BillingSource.objects.get(name="new").last_error == ""  # not its fault
+
+
 def test_deleting_a_source_waits_for_an_import_loading_into_it_then_refuses():
     """The delete locks the source's row first: an import holding it is waited for,
     and the rows it committed are seen, so a source is never deleted under them."""

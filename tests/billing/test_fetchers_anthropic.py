@@ -176,7 +176,8 @@ def test_a_persistent_503_fails_the_sync_and_keeps_what_was_loaded(
     assert len(fake_anthropic.requests) == provider_http.RETRIES + 1
     source.refresh_from_db()
     assert "Anthropic still answered HTTP 503 after 4 retries" in source.last_error
-    assert "Internal server error" in source.last_error
+    # What the provider answered goes to the log, never to the portal.
+    assert "Internal server error" not in source.last_error
     assert ImportRun.objects.latest("pk").status == ImportRun.Status.FAILED
     assert sorted(CostRecord.objects.values_list("pk", "billed_cost")) == loaded
 
@@ -189,7 +190,8 @@ def test_a_refused_key_fails_at_once_and_is_never_repeated(source, fake_anthropi
     assert len(fake_anthropic.requests) == 1
     source.refresh_from_db()
     run = ImportRun.objects.latest("pk")
-    assert "the API key was refused (HTTP 401: invalid x-api-key)" in message
+    assert "the API key was refused (HTTP 401)" in message
+    assert "invalid x-api-key" not in message
     for text in (message, source.last_error, run.error):
         assert wrong_key not in text
     assert not CostRecord.objects.exists()
@@ -265,3 +267,31 @@ def test_the_last_page_alone_imports_as_one_page(tmp_path):
         PAGES / "cost_report_page_2.json", source="Saved pages", format="anthropic"
     )
     assert (code, result["rows"]) == (0, results)
+
+
+def test_an_endpoint_of_another_host_fails_the_sync_before_the_key_is_sent(
+    source, fake_anthropic, settings
+):
+    settings.SOURCE_ENDPOINT_ALLOWLIST = []  # the fake is a local listener again
+    message = failed_sync(source)
+    assert fake_anthropic.requests == []
+    assert f"the endpoint {fake_anthropic.url} is not an address of the provider" in (
+        message
+    )
+    assert "SOURCE_ENDPOINT_ALLOWLIST" in message
+    assert API_KEY not in message
+    assert ImportRun.objects.latest("pk").status == ImportRun.Status.FAILED
+
+
+def test_a_redirect_is_not_followed_so_the_key_never_reaches_another_host(
+    source, fake_anthropic, monkeypatch
+):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    elsewhere = fake_anthropic.url.replace("127.0.0.1", "localhost")
+    fake_anthropic.fail(302, Location=f"{elsewhere}/v1/organizations/cost_report")
+    message = failed_sync(source)
+    assert len(fake_anthropic.requests) == 1
+    assert "Anthropic answered with a redirect (HTTP 302), which is not followed" in (
+        message
+    )
+    assert not CostRecord.objects.exists()

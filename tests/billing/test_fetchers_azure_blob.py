@@ -64,9 +64,11 @@ def now() -> Iterator[None]:
 
 
 @pytest.fixture
-def container(account_url, monkeypatch) -> Any:
-    """A container of its own for each test."""
+def container(account_url, monkeypatch, settings) -> Any:
+    """A container of its own for each test, on an Azurite its sources may use by
+    the allowlist."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    settings.SOURCE_ENDPOINT_ALLOWLIST = [account_url]
     service = BlobServiceClient(
         account_url, credential={"account_name": ACCOUNT, "account_key": KEY}
     )
@@ -319,7 +321,7 @@ def closed_port() -> Iterator[int]:
 
 
 def test_an_unreachable_account_is_a_provider_error_to_retry_later(
-    account_url, container, monkeypatch
+    account_url, container, monkeypatch, settings
 ):
     monkeypatch.setattr(azure_blob, "RETRY_ATTEMPTS", 0)
     source = azure_source(account_url, container, "ea-actual")
@@ -327,6 +329,7 @@ def test_an_unreachable_account_is_a_provider_error_to_retry_later(
         source.config = source.config | {
             "account_url": f"http://127.0.0.1:{port}/{ACCOUNT}"
         }
+        settings.SOURCE_ENDPOINT_ALLOWLIST = [f"http://127.0.0.1:{port}"]
         source.save()
         with pytest.raises(ProviderError, match="could not be reached"):
             billing_sync_source(source_id=source.pk)

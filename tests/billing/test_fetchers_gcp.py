@@ -531,3 +531,14 @@ def test_a_source_set_up_incompletely_fails_before_asking_google(
     assert outcome.run.status == ImportRun.Status.FAILED
     assert said in outcome.run.error
     assert bigquery.clients == []
+
+
+def test_a_key_whose_token_uri_is_not_googles_fails_before_it_is_used(
+    source, bigquery, settings
+):
+    settings.SOURCE_ENDPOINT_ALLOWLIST = []
+    source.credentials = KEY | {"token_uri": "http://127.0.0.1:8765/token"}
+    source.save()
+    message = failed_sync(source)
+    assert "http://127.0.0.1:8765 is not an address of the provider" in message
+    assert bigquery.clients == []

@@ -215,7 +215,8 @@ def test_a_persistent_503_fails_the_sync_and_keeps_what_was_loaded(source, fake_
     assert "HTTP 503 after 4 retries" in message
     source.refresh_from_db()
     assert "OpenAI still answered HTTP 503" in source.last_error
-    assert "The server is overloaded." in source.last_error
+    # What the provider answered goes to the log, never to the portal.
+    assert "The server is overloaded." not in source.last_error
     assert ImportRun.objects.latest("pk").status == ImportRun.Status.FAILED
     assert sorted(CostRecord.objects.values_list("pk", "billed_cost")) == loaded
 
@@ -236,11 +237,12 @@ def test_a_refused_key_fails_at_once_and_is_never_repeated(source, fake_openai):
     assert not CostRecord.objects.exists()
 
 
-def test_an_unreachable_api_fails_the_sync_as_a_provider_outage(source):
+def test_an_unreachable_api_fails_the_sync_as_a_provider_outage(source, settings):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     source.config["base_url"] = f"http://127.0.0.1:{closed_port}"
+    settings.SOURCE_ENDPOINT_ALLOWLIST = [source.config["base_url"]]
     source.save()
     failed_sync(source)
     source.refresh_from_db()
@@ -315,3 +317,25 @@ def test_the_last_page_alone_imports_as_one_page(tmp_path):
         PAGES / "costs_page_2.json", source="Saved pages", format="openai"
     )
     assert (code, result["rows"]) == (0, results)
+
+
+def test_an_endpoint_of_another_host_fails_the_sync_before_the_key_is_sent(
+    source, fake_openai, settings
+):
+    settings.SOURCE_ENDPOINT_ALLOWLIST = []  # the fake is a local listener again
+    message = failed_sync(source)
+    assert fake_openai.requests == []
+    assert f"the endpoint {fake_openai.url} is not an address of the provider" in (
+        message
+    )
+    assert API_KEY not in message
+
+
+def test_an_error_answer_is_logged_but_never_shown(source, fake_openai, caplog):
+    fake_openai.fail(404)
+    message = failed_sync(source)
+    source.refresh_from_db()
+    assert "OpenAI refused the request (HTTP 404)" in message
+    for text in (message, source.last_error, ImportRun.objects.latest("pk").error):
+        assert FakeOpenAI.overloaded not in text
+    assert FakeOpenAI.overloaded in caplog.text

@@ -103,7 +103,8 @@ def test_a_killed_command_line_import_is_failed_and_says_to_run_it_again(media):
     run.refresh_from_db()
     assert (run.status, run.finished_at) == ("failed", NOW)
     assert run.error == (
-        "No worker took this import within 3600 s. Run the import again."
+        "The worker stopped: this billing_import had no result 3600 s after it "
+        "began, and nothing of it was loaded. Run the import again."
     )
 
 

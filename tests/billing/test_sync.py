@@ -131,7 +131,7 @@ def test_credentials_are_stored_encrypted_and_shown_masked(source):
     assert "sk-admin" not in stored
     source.refresh_from_db()
     assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
-    assert source.masked_credentials == {"api_key": "sk-…cdef"}
+    assert source.masked_credentials == {"api_key": "…cdef"}
 
 
 def test_credentials_move_to_a_new_key_while_the_old_one_still_reads_them(
@@ -145,7 +145,7 @@ def test_credentials_move_to_a_new_key_while_the_old_one_still_reads_them(
     source.refresh_from_db()
     assert source.credentials == {"api_key": "sk-admin-1234567890abcdef"}
     out = io.StringIO()
-    call_command("rotate_credentials", stdout=out)
+    call_command("rotate_encryption_key", stdout=out)
     assert out.getvalue() == (
         f"Encrypted the credentials of 1 sources with the first key: {source.name}. "
         "Keys after the first can now be removed from FIELD_ENCRYPTION_KEY.\n"
@@ -161,7 +161,7 @@ def test_rotating_without_the_key_that_encrypted_them_changes_nothing(source, se
     token = source.credentials_token
     settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
     with pytest.raises(CommandError, match="list the new key first and the old one"):
-        call_command("rotate_credentials")
+        call_command("rotate_encryption_key")
     source.refresh_from_db()
     assert source.credentials_token == token
 
@@ -268,4 +268,35 @@ def test_a_sync_that_empties_a_period_warns_in_money(source):
         "OpenAI org: warning: removed 1 row of billing account org-1 for 2026-10 "
         "that this import does not replace (the account is not in this import): "
         "billed 1.25000000000 USD, effective 1.25000000000 USD"
+    )
+
+
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [
+        ("sk-admin-1234567890abcdef", "…cdef"),
+        ("abcdefghijkl", "…ijkl"),
+        ("short-secret", "…cret"),
+        ("eleven-char", "••••"),  # too short to show any of it
+        ("x", "••••"),
+    ],
+)
+def test_a_mask_shows_at_most_the_last_four_characters(source, secret, shown):
+    source.credentials = {"api_key": secret}
+    assert source.masked_credentials == {"api_key": shown}
+
+
+def test_credentials_no_key_reads_fail_the_sync_with_a_clear_message(settings):
+    # The real fetcher: it reads the credentials before it sends anything.
+    source = BillingSource(name="OpenAI org", kind="openai")
+    source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
+    source.save()
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    importing.failed_sync(source)
+    run = ImportRun.objects.latest("pk")
+    assert run.status == ImportRun.Status.FAILED
+    assert run.error == (
+        f"{source.name}: Stored credentials cannot be decrypted: FIELD_ENCRYPTION_KEY "
+        "has changed (while rotating, list the new key first and the old one after "
+        "it). Enter its credentials again."
     )

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -18,7 +19,7 @@ from billing.models import BillingSource, CostRecord, ImportRun
 from core.currencies import money
 from projects.models import AllocationRule
 from tests.conftest import make_budget, make_cost_record
-from tests.data import FOCUS_REAL
+from tests.data import AWS_CUR_LEGACY, FOCUS_REAL
 
 pytestmark = pytest.mark.django_db
 
@@ -131,7 +132,8 @@ def test_stored_credentials_are_never_shown_in_full(finance_client, world):
     world.source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
     world.source.save()
     page = finance_client.get(world.source.get_absolute_url()).content.decode()
-    assert "sk-…cdef" in page
+    assert "…cdef" in page
+    assert "sk-" not in page
     assert "1234567890" not in page
 
 
@@ -503,3 +505,108 @@ def test_the_import_page_warns_of_the_months_no_budget_covers(
     world.other_project.save()
     page = finance_client.get(run.get_absolute_url()).content.decode()
     assert "September 2024, October 2024." in page
+
+
+@pytest.fixture
+def unreadable(world, settings):
+    """Credentials stored with a key the deployment no longer has."""
+    world.source.credentials = {"api_key": "sk-admin-1234567890abcdef"}
+    world.source.save()
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    return world.source
+
+
+@pytest.mark.parametrize("key", ["another", "missing"])
+def test_credentials_no_key_reads_are_said_to_be_unreadable_not_a_500(
+    client, world, unreadable, settings, key
+):
+    if key == "missing":
+        settings.FIELD_ENCRYPTION_KEY = ""
+    client.force_login(world.admin)
+    admin_url = reverse("admin:billing_billingsource_change", args=[unreadable.pk])
+    for url in (unreadable.get_absolute_url(), admin_url):
+        page = client.get(url)
+        assert page.status_code == 200
+        assert "credentials unreadable, enter them again" in page.content.decode()
+    changelist = reverse("admin:billing_billingsource_changelist")
+    assert client.get(changelist).status_code == 200
+
+
+def test_an_admin_replaces_credentials_no_key_reads(client, world, unreadable):
+    client.force_login(world.admin)
+    url = reverse("admin:billing_billingsource_change", args=[unreadable.pk])
+    response = client.post(
+        url,
+        {
+            "name": unreadable.name,
+            "kind": unreadable.kind,
+            "config": "{}",
+            "sync_every_minutes": "360",
+            "new_credentials": '{"api_key": "sk-admin-new-0000000000wxyz"}',
+        },
+    )
+    assert response.status_code == 302
+    unreadable.refresh_from_db()
+    assert unreadable.credentials == {"api_key": "sk-admin-new-0000000000wxyz"}
+    assert "…wxyz" in client.get(url).content.decode()
+
+
+def test_without_a_key_new_credentials_are_refused_with_the_reason(
+    client, world, settings
+):
+    settings.FIELD_ENCRYPTION_KEY = ""
+    client.force_login(world.admin)
+    url = reverse("admin:billing_billingsource_change", args=[world.source.pk])
+    response = client.post(
+        url,
+        {
+            "name": world.source.name,
+            "kind": world.source.kind,
+            "config": "{}",
+            "sync_every_minutes": "360",
+            "new_credentials": '{"api_key": "sk-admin-new-0000000000wxyz"}',
+        },
+    )
+    assert response.context["adminform"].form.errors["new_credentials"] == [
+        "FIELD_ENCRYPTION_KEY is not set: it is needed to store credentials."
+    ]
+
+
+@pytest.mark.parametrize("file_format", ["auto", "aws-cur"])
+def test_an_upload_of_another_kind_never_changes_the_kind_of_its_source(
+    finance_client, world, django_capture_on_commit_callbacks, file_format
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(
+            finance_client,
+            AWS_CUR_LEGACY.read_bytes(),
+            AWS_CUR_LEGACY.name,
+            source="AWS export",  # a FOCUS source
+            file_format=file_format,
+        )
+    status = finance_client.get(response.json()["status_url"]).json()
+    assert status["status"] == "failed"
+    assert (
+        "but source 'AWS export' takes FOCUS export files: import it into "
+        in (status["error"])
+    )
+    world.source.refresh_from_db()
+    assert world.source.kind == BillingSource.Kind.FOCUS
+    assert not CostRecord.objects.filter(import_run__pk=response.json()["run"])
+
+
+def test_a_new_source_named_like_one_of_another_kind_is_refused(finance_client, world):
+    response = upload(
+        finance_client,
+        AWS_CUR_LEGACY.read_bytes(),
+        AWS_CUR_LEGACY.name,
+        source="new",
+        new_source_name="AWS EXPORT",
+        new_source_kind="aws-cur",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"]["new_source_name"] == [
+        "A source named “AWS export” exists already: choose it from the list."
+    ]
+    world.source.refresh_from_db()
+    assert world.source.kind == BillingSource.Kind.FOCUS

@@ -4,7 +4,8 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
+
+from projects.tokens import api_token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +21,12 @@ def test_a_training_script_reports_progress_with_the_leads_token(client, world):
     world.run.progress_unit = "tokens"
     world.run.units_planned = Decimal("1000000")
     world.run.save()
-    token = Token.objects.create(user=world.lead)
+    _, key = api_token_create(user=world.lead, name="trainer", expires_in_days=30)
     response = client.post(
         progress_url(world),
         {"status": "running", "units_done": "250000"},
         content_type="application/json",
-        HTTP_AUTHORIZATION=f"Token {token.key}",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 200
     assert response.json() == {

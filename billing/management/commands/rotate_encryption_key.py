@@ -1,7 +1,7 @@
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.services import credentials_rotate
+from core.crypto import CredentialsUnreadable
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         try:
             names = credentials_rotate()
-        except ImproperlyConfigured as exc:
+        except CredentialsUnreadable as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"Encrypted the credentials of {len(names)} sources with the first key"
