@@ -1,6 +1,8 @@
 from django import forms
+from django.db.models import QuerySet
 
 from accounts.models import Team, User
+from core.models import AuditEvent
 
 
 class NotificationSettingsForm(forms.ModelForm):
@@ -26,3 +28,38 @@ class NotificationSettingsForm(forms.ModelForm):
         if not self.instance.is_finance:
             # The monthly report is emailed to finance only.
             del self.fields["monthly_report_email"]
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters; each one optional. Days are UTC and inclusive."""
+
+    kind = forms.ChoiceField(
+        choices=[("", "Every kind"), *AuditEvent.Kind.choices], required=False
+    )
+    user = forms.CharField(
+        max_length=254,
+        required=False,
+        help_text="Part of the email address or username tried.",
+    )
+    since = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def events(self) -> QuerySet[AuditEvent]:
+        """The events these filters keep, newest first; every event if invalid."""
+        events = AuditEvent.objects.select_related("actor")
+        if not self.is_valid():
+            return events
+        data = self.cleaned_data
+        if data["kind"]:
+            events = events.filter(kind=data["kind"])
+        if data["user"]:
+            events = events.filter(actor_name__icontains=data["user"])
+        if data["since"]:
+            events = events.filter(at__date__gte=data["since"])
+        if data["until"]:
+            events = events.filter(at__date__lte=data["until"])
+        return events

@@ -84,6 +84,11 @@ class User(AbstractUser):
     def get_full_name(self) -> str:
         return self.full_name or self.email
 
+    @property
+    def display_name(self) -> str:
+        """How others see this person where their address is not theirs to see."""
+        return self.full_name or f"Unnamed user #{self.pk}"
+
     def get_short_name(self) -> str:
         return self.full_name.split(" ")[0] if self.full_name else self.email
 

@@ -95,6 +95,12 @@ def require_journal_reader(user: User) -> None:
         raise PermissionDenied("The chargeback journal is for finance and admins.")
 
 
+def require_audit_reader(user: User) -> None:
+    """Who did what, across every team: finance and admins."""
+    if not user.sees_everything:
+        raise PermissionDenied("The audit log is for finance and admins.")
+
+
 def user_can_close_months(user: User) -> bool:
     return user.sees_everything
 

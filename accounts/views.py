@@ -3,12 +3,16 @@ import math
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from accounts.forms import NotificationSettingsForm
+from accounts.forms import AuditFilterForm, NotificationSettingsForm
+from accounts.permissions import require_audit_reader
 from accounts.selectors import teams_visible_to
 from accounts.throttles import password_reset_wait
+
+AUDIT_EVENTS_PER_PAGE = 50
 
 
 @login_required
@@ -25,6 +29,19 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Alert settings saved.")
         return redirect("notification_settings")
     return render(request, "accounts/notification_settings.html", {"form": form})
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    require_audit_reader(request.user)
+    form = AuditFilterForm(request.GET or None)
+    page = Paginator(form.events(), AUDIT_EVENTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    context = {"form": form, "page": page, "filters": filters.urlencode()}
+    return render(request, "accounts/audit_log.html", context)
 
 
 class PasswordResetView(auth_views.PasswordResetView):

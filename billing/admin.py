@@ -24,9 +24,11 @@ from billing.models import (
 from billing.reconciliation import invoice_checks
 from billing.services import allocation_preview, cost_records_reallocate
 from billing.tasks import rollup_rebuild_for_rates
+from core.admin import AuditedAdmin
 from core.admin_display import amount_display
 from core.crypto import NO_KEY, UNREADABLE_SHORT, keys_set
 from core.currencies import ZERO
+from core.models import AuditEvent
 from core.tasks import enqueue_after_commit
 from projects.models import AllocationRule
 
@@ -108,7 +110,8 @@ class BillingSourceForm(forms.ModelForm):
 
 
 @admin.register(BillingSource)
-class BillingSourceAdmin(admin.ModelAdmin):
+class BillingSourceAdmin(AuditedAdmin):
+    audit_kind = AuditEvent.Kind.SOURCE
     form = BillingSourceForm
     list_display = (
         "name",
@@ -506,7 +509,8 @@ class ComputeInvoiceLineAdmin(admin.ModelAdmin):
 
 
 @admin.register(AllocationRule)
-class AllocationRuleAdmin(admin.ModelAdmin):
+class AllocationRuleAdmin(AuditedAdmin):
+    audit_kind = AuditEvent.Kind.ALLOCATION_RULE
     list_display = (
         "priority",
         "project",

@@ -77,6 +77,7 @@ from billing.runs import (
     upload_enqueue,
 )
 from billing.sync import fetcher_for
+from core import audit
 from core.crypto import CredentialsUnreadable, rotated
 from core.currencies import ZERO
 from core.dates import month_start, next_month
@@ -161,6 +162,11 @@ def cost_records_reallocate(
         return None
     CostRecord.objects.bulk_update(
         changed, ["project_id", "training_run_id"], batch_size=5000
+    )
+    audit.record(
+        kind=audit.Kind.ALLOCATION_RULE,
+        action="re-allocated stored costs",
+        details={"records_moved": len(changed)},
     )
     start = min(r.charge_period_start for r in changed).date()
     end = max(_last_moment(r.charge_period_end) for r in changed).date() + ONE_DAY
@@ -695,6 +701,9 @@ def billing_upload_accept(
     no data)."""
     if isinstance(source, NewSource):
         source = _upload_source_create(source)
+        audit.record(
+            kind=audit.Kind.SOURCE, action="created by an upload", target=source
+        )
     elif not _source_hold(source):
         raise ValidationError(
             f"“{source.name}” no longer exists: choose another source."
@@ -712,6 +721,9 @@ def billing_upload_accept(
         origin=ImportRun.Origin.UPLOAD,
     )
     _upload_keep(run, uploaded)
+    audit.record(
+        kind=audit.Kind.IMPORT, action="uploaded", target=run, details={"files": names}
+    )
     # With the queue down, the run is left `queued` for the sweep (and says so).
     transaction.on_commit(lambda: upload_enqueue(run))
     return run
@@ -1018,6 +1030,7 @@ def billing_source_delete(*, source: BillingSource) -> None:
     if refusal:
         raise SourceHoldsData(refusal)
     uploads = [run.upload for run in source.import_runs.exclude(upload="")]
+    audit.record(kind=audit.Kind.SOURCE, action="deleted", target=source)
     source.delete()
     transaction.on_commit(partial(_uploads_delete, uploads))
 
@@ -1437,6 +1450,7 @@ def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> N
     run.status = status
     run.finished_at = timezone.now()
     run.save()
+    audit.record(kind=audit.Kind.IMPORT, action=f"import {status}", target=run)
     if run.source_id is not None:
         BillingSource.objects.filter(pk=run.source_id).update(
             last_sync_at=run.finished_at, last_error=""
@@ -1457,6 +1471,7 @@ def _fail(
     )
     run.rows_loaded = 0
     run.save()
+    audit.record(kind=audit.Kind.IMPORT, action="import failed", target=run)
     if source is not None and not isinstance(error, LockWaitTimeout):
         # The source's status is its latest import: an import that started after
         # this one and has succeeded already says how the source is.

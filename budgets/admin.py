@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.db.models import Sum
+from django.contrib.admin.utils import unquote
+from django.db.models import F, Sum
 
 from budgets.forms import BaseBudgetLineFormSet
 from budgets.models import (
@@ -10,9 +11,11 @@ from budgets.models import (
     BudgetRevision,
     Notification,
 )
+from core.admin import AuditedAdmin
 from core.admin_actions import retry_given_up
 from core.admin_display import amount_display
 from core.currencies import ZERO
+from core.models import AuditEvent
 
 
 class BudgetLineInline(admin.TabularInline):
@@ -23,9 +26,29 @@ class BudgetLineInline(admin.TabularInline):
     extra = 0
     fields = ("month", "category", "amount")
 
+    # An approved plan changes through a revision that finance decides, in the portal.
+    def has_add_permission(self, request, obj=None) -> bool:
+        return _is_draft(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _is_draft(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return _is_draft(obj) and super().has_delete_permission(request, obj)
+
+
+def _is_draft(budget: Budget | None) -> bool:
+    return budget is None or budget.status == Budget.Status.DRAFT
+
+
+# Approval happens in the portal, where nobody approves their own draft: here the
+# approval and who wrote the draft are read-only, so an approver cannot be forged.
+BUDGET_APPROVAL_FIELDS = ("status", "approved_by", "approved_at", "version", "authors")
+
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(AuditedAdmin):
+    audit_kind = AuditEvent.Kind.BUDGET
     list_display = (
         "project",
         "total_display",
@@ -42,7 +65,7 @@ class BudgetAdmin(admin.ModelAdmin):
     search_fields = ("project__name", "project__slug")
     ordering = ("project__name",)
     date_hierarchy = "start_date"
-    autocomplete_fields = ("project", "approved_by")
+    autocomplete_fields = ("project",)
     list_select_related = ("project", "approved_by")
     inlines = (BudgetLineInline,)
     fieldsets = (
@@ -59,8 +82,35 @@ class BudgetAdmin(admin.ModelAdmin):
             },
         ),
         ("Alerts", {"fields": ("tolerance_percent",)}),
-        ("Approval", {"fields": ("approved_by", "approved_at")}),
+        (
+            "Approval",
+            {"fields": ("approved_by", "approved_at", "version", "authors")},
+        ),
     )
+
+    def get_object(self, request, object_id, from_field=None):
+        """A change holds the budget's row until it is saved, as the portal's plan
+        saves and approvals do: an approval that committed first is seen (and the
+        plan is read-only), one clicked meanwhile waits and finds a newer version."""
+        if request.method == "POST":
+            Budget.objects.select_for_update().filter(pk=unquote(object_id)).first()
+        return super().get_object(request, object_id, from_field)
+
+    def get_readonly_fields(self, request, obj=None):
+        if _is_draft(obj):
+            return BUDGET_APPROVAL_FIELDS
+        return [f.name for f in Budget._meta.fields] + ["authors"]
+
+    def save_model(self, request, obj: Budget, form, change: bool) -> None:
+        """A draft changed here is a new version, with its editor among its
+        authors, as in the portal."""
+        if not _is_draft(obj):  # read-only: nothing of it was changed
+            return
+        if change:
+            obj.version = F("version") + 1
+        super().save_model(request, obj, form, change)
+        obj.refresh_from_db(fields=["version"])
+        obj.authors.add(request.user)
 
     def get_queryset(self, request):
         return (
@@ -97,7 +147,12 @@ class BudgetRevisionAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("budget__project__name",)
     list_select_related = ("budget__project", "proposed_by", "decided_by")
-    readonly_fields = ("proposal", "previous", "proposed_by", "proposed_at")
+    # Revisions are proposed and decided in the portal, where nobody decides their
+    # own: every field is read-only here, so a decision cannot be forged.
+    readonly_fields = [f.name for f in BudgetRevision._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(AlertRule)

@@ -10,8 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import require_plan_editor
+from budgets.alerts import alert_acknowledge
 from budgets.models import Alert, RunEvent
-from budgets.selectors import alerts_visible_to
+from budgets.selectors import alert_get_for_user, alerts_visible_to
 from budgets.services import project_summary, run_progress_report
 from budgets.telemetry import FINISHED, EventRefused, run_event_record
 from projects.models import ApiToken, TrainingRun
@@ -20,9 +21,21 @@ from projects.selectors import project_get_for_user, projects_visible_to
 ACTIVE = [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
 
 
+class AcknowledgementSerializer(serializers.Serializer):
+    """Who is on it by name: a person's address is not shown to everyone on a team."""
+
+    by = serializers.CharField(source="user.display_name", allow_null=True)
+    at = serializers.DateTimeField()
+    note = serializers.CharField()
+
+    class Meta:
+        ref_name = "Acknowledgement"
+
+
 class AlertListApi(ListAPIView):
     """The caller's alerts, newest first; `?status=open|acknowledged|resolved|all`
-    (default: open and acknowledged), `?project=<slug>`."""
+    (default: open and acknowledged), `?project=<slug>`. Each with its
+    acknowledgements, oldest first."""
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -41,6 +54,7 @@ class AlertListApi(ListAPIView):
         waiting_for = serializers.CharField()
         fired_at = serializers.DateTimeField()
         resolved_at = serializers.DateTimeField(allow_null=True)
+        acknowledgements = AcknowledgementSerializer(many=True)
 
         class Meta:
             ref_name = "Alert"
@@ -48,8 +62,10 @@ class AlertListApi(ListAPIView):
     serializer_class = OutputSerializer
 
     def get_queryset(self):
-        alerts = alerts_visible_to(self.request.user).select_related(
-            "project", "training_run"
+        alerts = (
+            alerts_visible_to(self.request.user)
+            .select_related("project", "training_run")
+            .prefetch_related("acknowledgements__user")
         )
         status = self.request.query_params.get("status", "active")
         if status in Alert.Status.values:
@@ -59,6 +75,33 @@ class AlertListApi(ListAPIView):
         if project := self.request.query_params.get("project"):
             alerts = alerts.filter(project__slug=project)
         return alerts.order_by("-fired_at", "-id")
+
+
+class AlertAcknowledgeApi(APIView):
+    """Anyone who sees the alert says they are on it, with a note; each
+    acknowledgement is kept. 409 once the alert has resolved."""
+
+    class InputSerializer(serializers.Serializer):
+        note = serializers.CharField(max_length=2000)
+
+    serializer_class = InputSerializer
+
+    def post(self, request: Request, pk: int) -> Response:
+        alert = alert_get_for_user(request.user, pk)
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        if not alert_acknowledge(
+            alert=alert, user=request.user, note=given.validated_data["note"]
+        ):
+            return Response({"detail": "This alert was already resolved."}, 409)
+        acknowledgements = alert.acknowledgements.select_related("user")
+        return Response(
+            {
+                "acknowledgements": AcknowledgementSerializer(
+                    acknowledgements, many=True
+                ).data
+            }
+        )
 
 
 class ProjectVarianceApi(APIView):

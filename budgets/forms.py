@@ -244,6 +244,12 @@ class AcknowledgeForm(forms.Form):
     )
 
 
+class BudgetApprovalForm(forms.Form):
+    """The version of the draft that the approver's page showed."""
+
+    version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+
+
 class RevisionDecisionForm(forms.Form):
     decision = forms.ChoiceField(
         choices=[("approve", "Approve"), ("reject", "Reject")],

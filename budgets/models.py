@@ -9,9 +9,9 @@ from django.db.models import F, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from core import delivery
 from core.crypto import decrypt_json
 from core.currencies import ZERO, validate_currency_code
+from core.models import OwedMessage
 
 
 class CostMeasure(models.TextChoices):
@@ -57,6 +57,17 @@ class Budget(models.Model):
         related_name="+",
     )
     approved_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(
+        default=1,
+        help_text="Counts the changes to the plan: an approval names the version "
+        "finance reviewed, and a draft changed since is not approved by it.",
+    )
+    authors = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        help_text="Who created or changed the draft: none of them may approve it.",
+    )
 
     class Meta:
         constraints = [
@@ -343,8 +354,9 @@ class Alert(models.Model):
         blank=True,
         related_name="+",
     )
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
-    acknowledgement_note = models.TextField(blank=True)
+    acknowledged_at = models.DateTimeField(
+        null=True, blank=True, help_text="The first acknowledgement: who took it on."
+    )
 
     class Meta:
         ordering = ["-fired_at", "-id"]
@@ -389,20 +401,43 @@ class Alert(models.Model):
     def fired_reason(self) -> str:
         return self.figures.get("reason") or self.reason
 
+    @property
+    def latest_acknowledgement(self) -> "Acknowledgement | None":
+        """The newest note; reads prefetched acknowledgements when there are."""
+        acknowledgements = list(self.acknowledgements.all())
+        return acknowledgements[-1] if acknowledgements else None
 
-class Notification(models.Model):
+
+class Acknowledgement(models.Model):
+    """Someone is on an alert, with a note: each one kept, none overwritten."""
+
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, related_name="acknowledgements"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    at = models.DateTimeField(default=timezone.now)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.alert} acknowledged by {self.user} on {self.at:%Y-%m-%d %H:%M}"
+
+
+class Notification(OwedMessage):
     """An email owed to one person about one alert: recorded before it is sent, claimed
     by a conditional UPDATE when it is sent, so it goes out once."""
 
     class Channel(models.TextChoices):
         IMMEDIATE = "immediate", "Immediately"
         DIGEST = "digest", "In the daily digest"
-
-    class Status(models.TextChoices):
-        PENDING = delivery.PENDING, "Pending"
-        SENDING = delivery.SENDING, "Sending"
-        SENT = delivery.SENT, "Sent"
-        GIVEN_UP = delivery.GIVEN_UP, "Given up"
 
     alert = models.ForeignKey(
         Alert, on_delete=models.CASCADE, related_name="notifications"
@@ -411,21 +446,6 @@ class Notification(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
     channel = models.CharField(max_length=10, choices=Channel)
-    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
-    created_at = models.DateTimeField(auto_now_add=True)
-    owed_since = models.DateTimeField(
-        default=timezone.now,
-        help_text="When it became owed, or was retried: it is given up by this age.",
-    )
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    claim = models.UUIDField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    refusals = models.PositiveSmallIntegerField(
-        default=0, help_text="Times the mail server refused the message itself."
-    )
-    last_error = models.CharField(max_length=500, blank=True)
-    given_up_reason = models.CharField(max_length=600, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -546,16 +566,10 @@ class Webhook(models.Model):
         return decrypt_json(self.secrets_token)
 
 
-class WebhookDelivery(models.Model):
+class WebhookDelivery(OwedMessage):
     """One message owed to one webhook: an alert, or a test (no alert). Recorded in
     the transaction that fires the alert, then claimed, sent and settled as alert
     emails are (core.delivery), so each goes out once."""
-
-    class Status(models.TextChoices):
-        PENDING = delivery.PENDING, "Pending"
-        SENDING = delivery.SENDING, "Sending"
-        SENT = delivery.SENT, "Sent"
-        GIVEN_UP = delivery.GIVEN_UP, "Given up"
 
     webhook = models.ForeignKey(
         Webhook, on_delete=models.CASCADE, related_name="deliveries"
@@ -563,16 +577,6 @@ class WebhookDelivery(models.Model):
     alert = models.ForeignKey(
         Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
-    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
-    created_at = models.DateTimeField(auto_now_add=True)
-    owed_since = models.DateTimeField(default=timezone.now)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    claim = models.UUIDField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    refusals = models.PositiveSmallIntegerField(default=0)
-    last_error = models.CharField(max_length=500, blank=True)
-    given_up_reason = models.CharField(max_length=600, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:

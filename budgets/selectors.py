@@ -75,7 +75,7 @@ def alerts_worst_first(alerts: QuerySet[Alert]) -> QuerySet[Alert]:
 def alert_get_for_user(user: User, pk: int) -> Alert:
     return get_object_or_404(
         alerts_visible_to(user).select_related(
-            "project__team", "training_run", "source", "acknowledged_by"
+            "project__team", "training_run", "source"
         ),
         pk=pk,
     )

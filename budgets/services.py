@@ -27,6 +27,7 @@ from billing.services import FxTable, unallocated_costs_queue_allocation
 from budgets import selectors
 from budgets.models import PLAN_FIELDS, Budget, BudgetLine, BudgetRevision, CostMeasure
 from budgets.selectors import SpendFigures
+from core import audit
 from core.currencies import ZERO, money
 from core.dates import month_start, next_month
 from projects.models import RUN_PLAN_FIELDS, AllocationRule, Project, TrainingRun
@@ -931,7 +932,14 @@ def budget_save_plan(
     one.
     """
     proposal = plan_snapshot(budget=budget, lines=lines, runs=runs)
-    if budget.pk and budget.status == Budget.Status.APPROVED:
+    # Locked, and read again: an approval that committed since the form was loaded
+    # is seen, so the change becomes a revision instead of undoing the approval.
+    stored = (
+        Budget.objects.select_for_update().filter(pk=budget.pk).first()
+        if budget.pk
+        else None
+    )
+    if stored is not None and stored.status == Budget.Status.APPROVED:
         approved = Budget.objects.select_related("project").get(pk=budget.pk)
         previous = plan_snapshot(
             budget=approved,
@@ -946,20 +954,64 @@ def budget_save_plan(
         revision = BudgetRevision.objects.create(
             budget=approved, proposal=proposal, previous=previous, proposed_by=user
         )
+        audit.record(
+            kind=audit.Kind.BUDGET,
+            action="revision proposed",
+            target=approved,
+            actor=user,
+            details={"revision": revision.pk},
+        )
         return PlanSaved(budget=approved, revision=revision)
+    budget.status = Budget.Status.DRAFT
+    budget.version = stored.version + 1 if stored else 1
     # Replace the lines as a set: saving form by form would trip the one-line-per-month
     # constraint when two months are swapped.
     _plan_apply(budget, proposal)
+    budget.authors.add(user)
+    audit.record(
+        kind=audit.Kind.BUDGET,
+        action="draft saved" if stored else "draft created",
+        target=budget,
+        actor=user,
+        details={"version": budget.version},
+    )
     return PlanSaved(budget=budget, revision=None)
 
 
+class ApprovalRefused(Exception):
+    """The draft cannot be approved by this person, or not as they saw it."""
+
+
 @transaction.atomic
-def budget_approve(*, budget: Budget, user: User) -> Budget:
+def budget_approve(*, budget: Budget, user: User, version: int) -> Budget:
+    """Finance approves the draft as it was shown to them: `version` is the one on
+    their page. Nobody approves a draft they created or changed. The row is locked,
+    so a change saved meanwhile either lands first (and refuses the approval) or
+    waits and becomes a revision."""
     budget = Budget.objects.select_for_update().get(pk=budget.pk)
+    if budget.status == Budget.Status.APPROVED:
+        raise ApprovalRefused("This budget is already approved.")
+    if budget.authors.filter(pk=user.pk).exists():
+        raise ApprovalRefused(
+            "You created or changed this draft: another finance user or admin "
+            "approves it."
+        )
+    if budget.version != version:
+        raise ApprovalRefused(
+            "The draft changed after you opened it, so it was not approved: "
+            "review the plan as it is now, then approve it again."
+        )
     budget.status = Budget.Status.APPROVED
     budget.approved_by = user
     budget.approved_at = timezone.now()
     budget.save(update_fields=["status", "approved_by", "approved_at"])
+    audit.record(
+        kind=audit.Kind.BUDGET,
+        action="approved",
+        target=budget,
+        actor=user,
+        details={"version": version},
+    )
     return budget
 
 
@@ -1006,6 +1058,12 @@ def project_create(
     )
     _refuse_a_rule_that_would_never_win(rule)
     rule.save()
+    audit.record(
+        kind=audit.Kind.ALLOCATION_RULE,
+        action="rule created with the project",
+        target=rule,
+        actor=user,
+    )
     budget.project = project
     budget.start_date, budget.end_date = project.start_date, project.end_date
     budget.status = Budget.Status.DRAFT
@@ -1082,6 +1140,13 @@ def budget_revision_decide(
     revision.decided_by, revision.decided_at = user, timezone.now()
     revision.comment = comment
     revision.save()
+    audit.record(
+        kind=audit.Kind.BUDGET,
+        action="revision approved" if approve else "revision rejected",
+        target=revision.budget,
+        actor=user,
+        details={"revision": revision.pk, "comment": comment},
+    )
     return revision
 
 

@@ -33,6 +33,7 @@ from budgets.alerts import (
 from budgets.forms import (
     AcknowledgeForm,
     AlertRuleForm,
+    BudgetApprovalForm,
     BudgetForm,
     BudgetLineFormSet,
     NewBudgetForm,
@@ -59,6 +60,7 @@ from budgets.selectors import (
     revision_get_for_user,
 )
 from budgets.services import (
+    ApprovalRefused,
     Recognition,
     RevisionRefused,
     budget_approve,
@@ -90,6 +92,9 @@ from projects.selectors import (
 )
 from projects.services import project_archive, project_unarchive
 
+# What an alert row shows of its acknowledgements: the latest note and who wrote it.
+ACKNOWLEDGEMENTS = "acknowledgements__user"
+
 STATUS_FILTERS = {
     "active": ("Open and acknowledged", [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]),
     "open": ("Open", [Alert.Status.OPEN]),
@@ -118,8 +123,8 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(
         selectors.alerts_worst_first(
             alerts.select_related(
-                "project__team", "training_run", "source", "acknowledged_by"
-            )
+                "project__team", "training_run", "source"
+            ).prefetch_related(ACKNOWLEDGEMENTS)
         ),
         50,
     ).get_page(request.GET.get("page"))
@@ -161,6 +166,7 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alert": alert,
         "form": form,
         "history": history,
+        "acknowledgements": alert.acknowledgements.select_related("user"),
         "notifications": alert.notifications.select_related("user").order_by("user"),
     }
     return render(request, "budgets/alert_detail.html", context)
@@ -172,11 +178,22 @@ def budget_approve_view(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_get_for_user(request.user, slug)
     require_plan_approver(request.user)
     budget = getattr(project, "budget", None)
+    form = BudgetApprovalForm(request.POST)
     if budget is None or budget.status == Budget.Status.APPROVED:
         messages.info(request, "There is no draft budget to approve.")
+    elif not form.is_valid():
+        messages.error(
+            request, "Approve from the project's page, which shows the draft."
+        )
     else:
-        budget_approve(budget=budget, user=request.user)
-        messages.success(request, f"The budget of {project.name} is approved.")
+        try:
+            budget_approve(
+                budget=budget, user=request.user, version=form.cleaned_data["version"]
+            )
+        except ApprovalRefused as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"The budget of {project.name} is approved.")
     return redirect(project)
 
 
@@ -365,12 +382,14 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "rules": project.allocation_rules.select_related("training_run"),
         "can_edit": user_can_edit_plan(request.user, project),
         "can_approve": user_can_approve_plans(request.user),
+        "wrote_draft": budget is not None
+        and budget.authors.filter(pk=request.user.pk).exists(),
         "invoices": project.compute_invoices.all(),
         "unconverted": selectors.unconverted_totals(project=project),
         "alerts": selectors.alerts_worst_first(
-            project.alerts.filter(status__in=ACTIVE).select_related(
-                "training_run", "acknowledged_by"
-            )
+            project.alerts.filter(status__in=ACTIVE)
+            .select_related("training_run")
+            .prefetch_related(ACKNOWLEDGEMENTS)
         ),
         "alert_counts": selectors.alert_counts(project.alerts.all()),
         "waiting": project_waiting_reason(project),
@@ -418,8 +437,8 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "spend_from": min(first_day, today),
         "form": form,
         "can_edit": can_edit,
-        "alerts": run.alerts.filter(status__in=ACTIVE).select_related(
-            "acknowledged_by"
+        "alerts": run.alerts.filter(status__in=ACTIVE).prefetch_related(
+            ACKNOWLEDGEMENTS
         ),
         "telemetry": run_telemetry(run),
     }

@@ -3,7 +3,9 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import DecimalField, ExpressionWrapper, F
 
+from core.admin import AuditedAdmin
 from core.admin_display import amount_display
+from core.models import AuditEvent
 from projects.models import AllocationRule, Project, TrainingRun
 
 
@@ -51,7 +53,9 @@ class AllocationRuleInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(AuditedAdmin):
+    # Its inlines hold the project's allocation rules and planned runs.
+    audit_kind = AuditEvent.Kind.ALLOCATION_RULE
     list_display = (
         "name",
         "team",

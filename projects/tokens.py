@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.permissions import user_can_edit_plan
+from core import audit
 from projects.models import ApiToken, Project
 
 PREFIX_CHARS = 12
@@ -60,15 +61,26 @@ def api_token_create(
         key_hash=key_hash(key),
         expires_at=timezone.now() + timedelta(days=expires_in_days),
     )
+    audit.record(
+        kind=audit.Kind.TOKEN,
+        action="API token created",
+        target=token,
+        actor=user,
+        details={"kind": token.kind, "project": project.slug if project else None},
+    )
     return token, key
 
 
 def api_token_revoke(*, token: ApiToken, by: User) -> None:
     if token.user_id != by.pk and not by.is_admin:
         raise PermissionDenied("Only its owner or an admin revokes a token.")
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+    if revoked:
+        audit.record(
+            kind=audit.Kind.TOKEN, action="API token revoked", target=token, actor=by
+        )
 
 
 def api_token_check(key: str, *, now: datetime | None = None) -> ApiToken:

@@ -33,6 +33,7 @@ from django.utils import timezone
 from accounts.models import Team, User
 from accounts.permissions import require_month_closer
 from billing.models import BillingSource, DailyCost
+from core import audit
 from core.currencies import ZERO
 from core.dates import month_start, next_month
 from core.exports import spreadsheet_safe
@@ -176,6 +177,13 @@ def month_close(*, month: date, user: User, reason: str = "") -> MonthClose:
         )
         for fmt, content in files.items()
     )
+    audit.record(
+        kind=audit.Kind.MONTH,
+        action="closed",
+        target=close,
+        actor=user,
+        details={"month": f"{month:%Y-%m}", "reason": reason, "forced": close.forced},
+    )
     return close
 
 
@@ -201,6 +209,13 @@ def month_reopen(*, month: date, user: User, reason: str) -> MonthClose:
     close.reopened_by, close.reopened_at = user, timezone.now()
     close.reopen_reason = reason
     close.save(update_fields=["reopened_by", "reopened_at", "reopen_reason"])
+    audit.record(
+        kind=audit.Kind.MONTH,
+        action="reopened",
+        target=close,
+        actor=user,
+        details={"month": f"{month:%Y-%m}", "reason": reason},
+    )
     return close
 
 

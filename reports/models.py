@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from core import delivery
+from core.models import OwedMessage
 
 
 class MonthClose(models.Model):
@@ -117,35 +117,14 @@ class SnapshotFile(models.Model):
         return f"{self.close}: {self.format}"
 
 
-class ReportEmail(models.Model):
+class ReportEmail(OwedMessage):
     """The monthly report owed to one finance user: recorded, then claimed by a
     conditional UPDATE when sent (core.delivery), so it goes out once."""
-
-    class Status(models.TextChoices):
-        PENDING = delivery.PENDING, "Pending"
-        SENDING = delivery.SENDING, "Sending"
-        SENT = delivery.SENT, "Sent"
-        GIVEN_UP = delivery.GIVEN_UP, "Given up"
 
     month = models.DateField(help_text="The first day of the month reported.")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
-    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
-    created_at = models.DateTimeField(auto_now_add=True)
-    owed_since = models.DateTimeField(
-        default=timezone.now,
-        help_text="When it became owed, or was retried: it is given up by this age.",
-    )
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    claim = models.UUIDField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    refusals = models.PositiveSmallIntegerField(
-        default=0, help_text="Times the mail server refused the message itself."
-    )
-    last_error = models.CharField(max_length=500, blank=True)
-    given_up_reason = models.CharField(max_length=600, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-month", "user"]

@@ -1,6 +1,12 @@
 from django.urls import path
 
-from budgets.api import AlertListApi, ProjectVarianceApi, RunEventApi, RunProgressApi
+from budgets.api import (
+    AlertAcknowledgeApi,
+    AlertListApi,
+    ProjectVarianceApi,
+    RunEventApi,
+    RunProgressApi,
+)
 from projects.api import ProjectListApi
 
 urlpatterns = [
@@ -17,4 +23,9 @@ urlpatterns = [
     ),
     path("runs/<int:run_id>/events/", RunEventApi.as_view(), name="api_run_events"),
     path("alerts/", AlertListApi.as_view(), name="api_alert_list"),
+    path(
+        "alerts/<int:pk>/acknowledge/",
+        AlertAcknowledgeApi.as_view(),
+        name="api_alert_acknowledge",
+    ),
 ]

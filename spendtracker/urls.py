@@ -115,6 +115,7 @@ urlpatterns = [
         name="api_token_revoke",
     ),
     path("teams/", account_views.team_list, name="team_list"),
+    path("audit/", account_views.audit_log, name="audit_log"),
     path("teams/<slug:slug>/", budget_views.team_detail, name="team_detail"),
     path("overview/", report_views.organisation_overview, name="overview"),
     path("reports/", report_views.report_list, name="report_list"),

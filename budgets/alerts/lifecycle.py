@@ -26,7 +26,7 @@ from django.utils import timezone
 from accounts.models import User
 from budgets.alerts.recipients import notifications_record
 from budgets.alerts.rules import Observation, observe
-from budgets.models import Alert, AlertKind
+from budgets.models import Acknowledgement, Alert, AlertKind
 from budgets.webhooks import webhook_deliveries_record
 from core.currencies import ZERO
 from core.dates import month_start
@@ -358,14 +358,21 @@ def _as_date(value) -> date:
     return date.fromisoformat(value) if isinstance(value, str) else value
 
 
+@transaction.atomic
 def alert_acknowledge(*, alert: Alert, user: User, note: str) -> bool:
-    """Someone is on it: the alert stays until it resolves, with their note. False if
-    it resolved in the meantime."""
-    acknowledged = Alert.objects.filter(pk=alert.pk, status__in=ACTIVE).update(
-        status=Alert.Status.ACKNOWLEDGED,
-        acknowledged_by=user,
-        acknowledged_at=timezone.now(),
-        acknowledgement_note=note,
-        updated_at=timezone.now(),
-    )
-    return bool(acknowledged)
+    """Someone is on it: the alert stays until it resolves. Every acknowledgement is
+    kept with its note; the first names who took the alert on. False if it resolved
+    in the meantime."""
+    active = Alert.objects.select_for_update().filter(pk=alert.pk, status__in=ACTIVE)
+    locked = active.first()
+    if locked is None:
+        return False
+    now = timezone.now()
+    if locked.status == Alert.Status.OPEN:
+        locked.status = Alert.Status.ACKNOWLEDGED
+        locked.acknowledged_by, locked.acknowledged_at = user, now
+        locked.save(
+            update_fields=["status", "acknowledged_by", "acknowledged_at", "updated_at"]
+        )
+    Acknowledgement.objects.create(alert=locked, user=user, at=now, note=note)
+    return True

@@ -79,6 +79,11 @@ PAGES = {
     ),
     "api_run_events": (lambda w: {"run_id": w.run.pk}, API_TEAM_ONLY),
     "api_alert_list": (lambda w: {}, API_SIGNED_IN),
+    # POST only (each persona's POST: tests/budgets/test_acknowledgements.py).
+    "api_alert_acknowledge": (
+        lambda w: {"pk": w.alert.pk},
+        {**dict.fromkeys(PERSONAS, 405), "anonymous": 401},
+    ),
     "schema": (lambda w: {}, API_SIGNED_IN),
     "api_docs": (lambda w: {}, API_SIGNED_IN),
     "alert_list": (lambda w: {}, SIGNED_IN),
@@ -94,6 +99,8 @@ PAGES = {
     "webhook_test": (lambda w: {"pk": 1}, POST_ONLY),
     "webhook_delete": (lambda w: {"pk": 1}, POST_ONLY),
     "api_token_revoke": (lambda w: {"pk": 1}, POST_ONLY),
+    # Who did what across every team: finance and admins only.
+    "audit_log": (lambda w: {}, FINANCE_ONLY),
     "budget_approve": (
         lambda w: {"slug": w.project.slug},
         {**dict.fromkeys(PERSONAS, 405), "anonymous": LOGIN},  # POST only

@@ -20,7 +20,8 @@ def login(client, user):
 
 def test_finance_approves_a_draft_budget(client, world):
     login(client, world.finance)
-    response = client.post(reverse("budget_approve", args=[world.project.slug]))
+    url = reverse("budget_approve", args=[world.project.slug])
+    response = client.post(url, {"version": 1})
     assert response.status_code == 302
     budget = Budget.objects.get(project=world.project)
     assert (budget.status, budget.approved_by) == (
@@ -31,7 +32,8 @@ def test_finance_approves_a_draft_budget(client, world):
 
 def test_a_lead_cannot_approve_their_own_budget(client, world):
     login(client, world.lead)
-    response = client.post(reverse("budget_approve", args=[world.project.slug]))
+    url = reverse("budget_approve", args=[world.project.slug])
+    response = client.post(url, {"version": 1})
     assert response.status_code == 403
     assert Budget.objects.get(project=world.project).status == Budget.Status.DRAFT
 
