@@ -21,13 +21,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from billing.importers.base import ImportFailure
+from billing.importers.base import (
+    ImportFailure,
+    max_decompressed_bytes,
+    too_large_decompressed,
+)
 
 # What a provider's export file is called; anything else in a folder or zip is not.
 EXPORT_SUFFIXES = (".csv", ".gz", ".parquet", ".json", ".jsonl", ".ndjson")
 MANIFEST = re.compile(r"(^|-)manifest\.json$", re.IGNORECASE)
 # The longest file_name an ImportRun keeps.
 LABEL_CHARS = 500
+# Billing text deflates about 10 to 1: a member that claims over 200 to 1 (past a
+# megabyte, where ratios mean something) is a zip bomb, not an export.
+MAX_ZIP_RATIO = 200
+ZIP_RATIO_FROM_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ def _zip_files(
         folder = Path(tempfile.mkdtemp(dir=scratch))
         for member in sorted(members, key=lambda member: member.filename):
             name = member.filename if loose else f"{archive.name}/{member.filename}"
+            _zip_member_check(member, name)
             try:
                 # ZipFile.extract keeps the path inside `folder` (no "..", no root).
                 path = Path(opened.extract(member, folder))
@@ -146,6 +155,20 @@ def _zip_files(
                 raise ImportFailure(f"cannot be extracted ({exc})", file=name) from exc
             files.append(_delivery_file(path, name))
     return files
+
+
+def _zip_member_check(member: zipfile.ZipInfo, name: str) -> None:
+    """Refuse a member before it is extracted: its declared size bounds what
+    extracting it writes (zipfile stops there, and a CRC catches a lie)."""
+    if member.file_size > max_decompressed_bytes():
+        raise too_large_decompressed(name)
+    ratio = member.file_size / max(member.compress_size, 1)
+    if member.file_size > ZIP_RATIO_FROM_BYTES and ratio > MAX_ZIP_RATIO:
+        raise ImportFailure(
+            f"expands {ratio:,.0f} times, over the {MAX_ZIP_RATIO} times a billing "
+            "export does: this zip is not an export",
+            file=name,
+        )
 
 
 def _no_exports(name: str) -> ImportFailure:

@@ -1,6 +1,8 @@
 from datetime import date
 
 from django import forms
+from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
 from accounts.models import User
 from accounts.selectors import teams_visible_to
@@ -30,6 +32,41 @@ FORMAT_CHOICES = [("auto", "Detect from the header")] + [
     )
     for name in sorted(IMPORTERS)
 ]
+
+
+class UploadLimitHandler(FileUploadHandler):
+    """First of FILE_UPLOAD_HANDLERS: a request that says it is heavier than
+    UPLOAD_MAX_MB has its files skipped as they arrive, never written to disk; its
+    other fields are read, and the upload page says why (`upload_too_heavy`)."""
+
+    def handle_raw_input(
+        self, input_data, META, content_length, boundary, encoding=None
+    ) -> None:
+        self.too_heavy = content_length > settings.UPLOAD_MAX_MB << 20
+        if self.too_heavy and self.request is not None:
+            self.request.upload_weight = content_length  # type: ignore[attr-defined]
+
+    def new_file(self, *args, **kwargs) -> None:
+        if self.too_heavy:
+            raise SkipFile
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+def upload_too_heavy(weight: int, files: int = 0) -> str:
+    """Why an upload of `weight` bytes is refused: its `files`, or the request (0)."""
+    what = {0: "This upload weighs", 1: "This file weighs"}.get(
+        files, "These files weigh"
+    )
+    return (
+        f"{what} {-(-weight >> 20):,} MB, over the {settings.UPLOAD_MAX_MB:,} MB an "
+        "upload may weigh: upload the export compressed (CSV.gz, zip), or split it by "
+        "month."
+    )
 
 
 class MultipleFileInput(forms.FileInput):
@@ -151,6 +188,11 @@ class UploadForm(forms.Form):
             raise forms.ValidationError(
                 f"{repeated[0]} is chosen twice: a delivery takes each file once."
             )
+        # A request that said its weight was refused before (UploadLimitHandler);
+        # one that did not is refused here, once on disk, and nothing of it is kept.
+        weight = sum(file.size or 0 for file in files)
+        if weight > settings.UPLOAD_MAX_MB << 20:
+            raise forms.ValidationError(upload_too_heavy(weight, len(files)))
         return files
 
 

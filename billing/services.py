@@ -804,11 +804,13 @@ def import_run_execute(
         run.refresh_from_db()  # another attempt, or the sweep, has it: leave it be
     except ImportFailure as failure:
         _fail(run, source_before, failure)
-    except (DatabaseError, ValueError, ArithmeticError) as exc:
+    except (ValueError, ArithmeticError) as exc:
         _fail(run, source_before, f"{run.file_name}: {exc}")
+    except DatabaseError as exc:
+        _fail(run, source_before, _unexplained(run, run.file_name, exc))
     except Exception as exc:
         # A bug, not bad data: record it on the run, then let it surface.
-        _fail(run, source_before, f"{run.file_name}: unexpected error: {exc!r}")
+        _fail(run, source_before, _unexplained(run, run.file_name, exc))
         raise
     return ImportOutcome(run)
 
@@ -1097,14 +1099,16 @@ def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
         _fail(run, source, failure)
     except CredentialsUnreadable as exc:
         _fail(run, source, f"{source.name}: {exc} Enter its credentials again.")
-    except (DatabaseError, ValueError, ArithmeticError) as exc:
+    except (ValueError, ArithmeticError) as exc:
         _fail(run, source, f"{source.name}: {exc}")
+    except DatabaseError as exc:
+        _fail(run, source, _unexplained(run, source.name, exc))
     except ProviderError as exc:
         _fail(run, source, f"{source.name}: the provider failed: {exc}")
         raise
     except Exception as exc:
         # A bug, not bad data: record it on the run, then let it surface.
-        _fail(run, source, f"{source.name}: unexpected error: {exc!r}")
+        _fail(run, source, _unexplained(run, source.name, exc))
         raise
     return ImportOutcome(run)
 
@@ -1455,6 +1459,22 @@ def _finish(run: ImportRun, status: str, previous: ImportRun | None = None) -> N
         BillingSource.objects.filter(pk=run.source_id).update(
             last_sync_at=run.finished_at, last_error=""
         )
+
+
+def _unexplained(run: ImportRun, what: str, error: Exception) -> str:
+    """What the portal says of a failure that is no fault of the input: a database
+    error or a bug. Their own text (SQL, table and constraint names, values) is for
+    the log, where this message sends whoever must look."""
+    logger.error("import run %s failed", run.pk, exc_info=error)
+    cause = (
+        "a database error"
+        if isinstance(error, DatabaseError)
+        else f"an unexpected error ({type(error).__name__})"
+    )
+    return (
+        f"{what}: the import stopped on {cause}, and nothing of it was loaded. "
+        f"The details are in the log, under import run {run.pk}."
+    )
 
 
 def _fail(

@@ -28,7 +28,7 @@ from billing.explorer import (
     explore,
     records_in_range,
 )
-from billing.forms import ExplorerForm, UploadForm
+from billing.forms import ExplorerForm, UploadForm, upload_too_heavy
 from billing.invoices import compute_invoices_decide
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import (
@@ -228,6 +228,9 @@ def upload(request: HttpRequest) -> HttpResponse:
         initial={"source": request.GET.get("source", "")},
     )
     if request.method == "POST":
+        if weight := getattr(request, "upload_weight", None):
+            refused = {"file": [upload_too_heavy(weight)]}
+            return JsonResponse({"errors": refused}, status=400)
         if not form.is_valid():
             return JsonResponse({"errors": form.errors}, status=400)
         source = form.upload_source()

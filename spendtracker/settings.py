@@ -222,6 +222,17 @@ MEDIA_ROOT = Path(_read("DJANGO_MEDIA_ROOT", env.str, str(BASE_DIR / "media")))
 MEDIA_URL = "media/"  # never served: uploads are read by the worker only
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # larger uploads spool to disk
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# The most an upload (all its files together) may weigh: a larger one is refused by
+# the form and nothing of it is kept.
+UPLOAD_MAX_MB = _read("UPLOAD_MAX_MB", _positive_int, 2048)
+FILE_UPLOAD_HANDLERS = [
+    "billing.forms.UploadLimitHandler",  # skips the files of a heavier request
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# The most an import reads of one compressed file (gzip, a zip's member) once
+# decompressed: a few kilobytes of gzip can expand without end.
+IMPORT_MAX_DECOMPRESSED_MB = _read("IMPORT_MAX_DECOMPRESSED_MB", _positive_int, 20480)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

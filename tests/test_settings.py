@@ -80,6 +80,14 @@ def test_a_tls_proxy_may_switch_off_each_protection_and_the_check_says_so(env, w
             "CELERY_TASK_TIME_LIMIT must be a whole number above zero, got 0",
         ),
         (
+            {"DJANGO_DEBUG": "true", "UPLOAD_MAX_MB": "0"},
+            "UPLOAD_MAX_MB must be a whole number above zero, got 0",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "IMPORT_MAX_DECOMPRESSED_MB": "lots"},
+            "IMPORT_MAX_DECOMPRESSED_MB",
+        ),
+        (
             {"DJANGO_DEBUG": "true", "EMAIL_GIVE_UP_AFTER_HOURS": "a day"},
             "EMAIL_GIVE_UP_AFTER_HOURS",
         ),

@@ -24,6 +24,7 @@ from typing import IO, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+from django.conf import settings
 
 from billing.models import BillingSource, CostRecord
 
@@ -40,6 +41,12 @@ MAX_HEADER_CHARS = 1 << 20
 MAX_COLUMNS = 5_000
 # Arrow reads CSV in blocks of this size; its memory grows with it (about 40 MB a MB).
 BLOCK_BYTES = 1 << 20
+# A line is read whole before it is parsed: one of 200 MB (a gzip of 200 KB can hold
+# it) would cost a worker several times that. Real lines are under 100,000 characters.
+MAX_LINE_CHARS = 4 * MAX_FIELD_CHARS
+# Python's JSON parser recurses once per level: thousands of levels raise
+# RecursionError. This says so about a cell or a file, naming it.
+TOO_DEEP = "is JSON nested thousands of levels deep, which no billing export is"
 
 
 # Every key an importer's row carries; the loader adds source, run and allocation.
@@ -159,23 +166,44 @@ class ExportFile:
         # Decoding happens lazily while rows are read, where an error can be named.
         return io.TextIOWrapper(self._binary(), encoding="utf-8-sig", newline="")
 
+    def text_lines(self, text: IO[str]) -> Iterator[str]:
+        """The lines of `text` (from `open()`), refused once one passes
+        MAX_LINE_CHARS: a line is read whole, whatever its length."""
+        number = 0
+        while line := text.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise ImportFailure(
+                    f"the line is over {MAX_LINE_CHARS:,} characters: this is not a "
+                    "billing export, or the file is damaged",
+                    file=self.path.name,
+                    row=number,
+                )
+            yield line
+
     def _is_gzip(self) -> bool:
         with self.path.open("rb") as probe:
             return probe.read(2) == b"\x1f\x8b"
 
-    def _binary(self) -> gzip.GzipFile | io.BufferedReader:
-        """The file's bytes, decompressed if it is gzip; the caller closes it."""
-        return gzip.open(self.path) if self._is_gzip() else self.path.open("rb")  # noqa: SIM115
+    def _binary(self) -> io.BufferedReader:
+        """The file's bytes, decompressed if it is gzip (no more than
+        IMPORT_MAX_DECOMPRESSED_MB of them); the caller closes it."""
+        if not self._is_gzip():
+            return self.path.open("rb")
+        return io.BufferedReader(_Decompressed(gzip.open(self.path), self.path.name))
 
     def _first_undecodable_byte(self) -> tuple[int | None, int]:
         """Where decoding fails, by line: decoding runs ahead in blocks, so the row
         being parsed when it failed is not the row that holds the bad byte."""
         with self._binary() as raw:
-            for number, line in enumerate(raw, start=1):
+            number = 0
+            while line := raw.readline(4 * MAX_LINE_CHARS):  # UTF-8: 4 bytes a char
+                number += 1
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    return number, exc.start + 1
+                    if exc.end < len(line):  # not a character cut by the limit
+                        return number, exc.start + 1
         return None, 0
 
     @contextmanager
@@ -198,6 +226,43 @@ class ExportFile:
             ) from exc
         except csv.Error as exc:
             raise ImportFailure(str(exc), file=name, row=position.row + 1) from exc
+
+
+def max_decompressed_bytes() -> int:
+    return settings.IMPORT_MAX_DECOMPRESSED_MB << 20
+
+
+def too_large_decompressed(file: str) -> ImportFailure:
+    return ImportFailure(
+        f"decompresses to over {settings.IMPORT_MAX_DECOMPRESSED_MB:,} MB, the most "
+        "an import reads of one file (IMPORT_MAX_DECOMPRESSED_MB): split the export, "
+        "or ask an administrator to raise the limit",
+        file=file,
+    )
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream that refuses to give more than max_decompressed_bytes:
+    a few kilobytes of gzip can expand without end."""
+
+    def __init__(self, stream: gzip.GzipFile, file: str) -> None:
+        super().__init__()
+        self._stream, self._file = stream, file
+        self._left = max_decompressed_bytes()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self._stream.readinto(buffer)
+        self._left -= count
+        if self._left < 0:
+            raise too_large_decompressed(self._file)
+        return count
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
 
 
 class CsvFile(ExportFile):
@@ -223,7 +288,7 @@ class CsvFile(ExportFile):
         their columns up once by position."""
         width = len(self.header())  # bounded: the reader below reads it again
         with self._named_errors() as position, self.open() as text:
-            reader = csv.reader(text)
+            reader = csv.reader(self.text_lines(text))
             next(reader, [])
             if not width:
                 raise ImportFailure("the file is empty", file=self.path.name)
@@ -247,6 +312,7 @@ class CsvFile(ExportFile):
         header = self.header()
         if not header or len(set(header)) != len(header):
             raise NotColumnar("the header is empty or names a column twice")
+        left = max_decompressed_bytes() if self._is_gzip() else float("inf")
         try:
             reader = pcsv.open_csv(
                 self._arrow_stream(),
@@ -263,6 +329,11 @@ class CsvFile(ExportFile):
                 ),
             )
             for block in reader:
+                # Its text, counted as Arrow holds it (about the bytes read): the
+                # row path counts exactly, and refuses a file that is too large.
+                left -= block.nbytes
+                if left < 0:
+                    raise NotColumnar("over IMPORT_MAX_DECOMPRESSED_MB decompressed")
                 # The csv module refuses a field over MAX_FIELD_CHARS: so does this.
                 for column in block.columns:
                     if column.nbytes > MAX_FIELD_CHARS and (
@@ -304,17 +375,35 @@ def checked_header(header: list[str], file: str) -> list[str]:
     return header
 
 
+@lru_cache(maxsize=1)
+def text_limits() -> dict[str, int]:
+    """{CostRecord field: the most characters it keeps}."""
+    return {
+        field.attname: field.max_length
+        for field in CostRecord._meta.concrete_fields
+        if field.max_length
+    }
+
+
+def checked_texts(row: dict) -> dict:
+    """The row, refused by the field whose text is longer than the database keeps,
+    for importers whose values do not pass through RowParser (JSON, API pages)."""
+    for field, limit in text_limits().items():
+        value = row.get(field)
+        if isinstance(value, str) and len(value) > limit:
+            raise ImportFailure(
+                f"is {len(value):,} characters, over {limit:,}", column=field
+            )
+    return row
+
+
 class RowParser:
     """Turns raw strings into typed values, naming the row and column on failure."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.row = 0
-        self.max_lengths = {
-            field.attname: field.max_length
-            for field in CostRecord._meta.concrete_fields
-            if getattr(field, "max_length", None)
-        }
+        self.max_lengths = text_limits()
 
     def fail(self, column: str, message: str) -> ImportFailure:
         return ImportFailure(message, file=self.file, row=self.row, column=column)
@@ -391,6 +480,8 @@ class RowParser:
             tags = json.loads(value if value.startswith("{") else "{" + value + "}")
         except json.JSONDecodeError:
             raise self.fail(column, f"{value[:40]!r} is not a JSON object") from None
+        except RecursionError:
+            raise self.fail(column, TOO_DEEP) from None
         if not isinstance(tags, dict):
             raise self.fail(column, "is not a JSON object of tags")
         # Real exports carry keys with stray spaces (" org"); keep the key as written.

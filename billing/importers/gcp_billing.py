@@ -79,9 +79,11 @@ from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
 from billing.importers.base import (
+    TOO_DEEP,
     CsvFile,
     ImportFailure,
     ProviderError,
+    checked_texts,
     clean,
     first_present,
     new_row,
@@ -284,6 +286,8 @@ def _json_cell(value: str, *, file: str, row: int, column: str) -> list:
         items = json.loads(value, parse_float=Decimal)
     except json.JSONDecodeError:
         items = None
+    except RecursionError:
+        raise ImportFailure(TOO_DEEP, file=file, row=row, column=column) from None
     if not isinstance(items, list):
         raise ImportFailure(
             f"{value[:40]!r} is not a JSON list", file=file, row=row, column=column
@@ -345,33 +349,36 @@ def row_from_bigquery(record: Mapping[str, Any]) -> dict:
     start, end = _charge_period(record)
     cost_type = _text(record, "cost_type").lower().replace(" ", "_")
     service = _text(record, "service.description")
-    return new_row() | {
-        "billing_account_id": _text(record, "billing_account_id"),
-        "sub_account_id": _text(record, "project.id"),
-        "sub_account_name": _text(record, "project.name"),
-        "provider_name": PROVIDER,
-        "billing_currency": _currency(record),
-        "billed_cost": billed,
-        "effective_cost": billed,
-        "list_cost": first_present(_amount(record, "cost_at_list"), cost),
-        "contracted_cost": cost,
-        "charge_category": CHARGE_CATEGORIES.get(cost_type, "Adjustment"),
-        "charge_class": _charge_class(record, cost_type, invoice_month, start),
-        "charge_description": _text(record, "sku.description"),
-        "charge_period_start": start,
-        "charge_period_end": end,
-        "billing_period_start": invoice_month,
-        "billing_period_end": invoice_month + relativedelta(months=1),
-        "service_name": service,
-        "service_category": SERVICE_CATEGORIES.get(service, ""),
-        "sku_id": _text(record, "sku.id"),
-        "resource_id": _text(record, "resource.global_name"),
-        "resource_name": _text(record, "resource.name"),
-        "region_id": _text(record, "location.region"),
-        "consumed_quantity": _amount(record, "usage.amount"),
-        "consumed_unit": _text(record, "usage.unit"),
-        "tags": _labels(record, "project.labels") | _labels(record, "labels"),
-    }
+    return checked_texts(
+        new_row()
+        | {
+            "billing_account_id": _text(record, "billing_account_id"),
+            "sub_account_id": _text(record, "project.id"),
+            "sub_account_name": _text(record, "project.name"),
+            "provider_name": PROVIDER,
+            "billing_currency": _currency(record),
+            "billed_cost": billed,
+            "effective_cost": billed,
+            "list_cost": first_present(_amount(record, "cost_at_list"), cost),
+            "contracted_cost": cost,
+            "charge_category": CHARGE_CATEGORIES.get(cost_type, "Adjustment"),
+            "charge_class": _charge_class(record, cost_type, invoice_month, start),
+            "charge_description": _text(record, "sku.description"),
+            "charge_period_start": start,
+            "charge_period_end": end,
+            "billing_period_start": invoice_month,
+            "billing_period_end": invoice_month + relativedelta(months=1),
+            "service_name": service,
+            "service_category": SERVICE_CATEGORIES.get(service, ""),
+            "sku_id": _text(record, "sku.id"),
+            "resource_id": _text(record, "resource.global_name"),
+            "resource_name": _text(record, "resource.name"),
+            "region_id": _text(record, "location.region"),
+            "consumed_quantity": _amount(record, "usage.amount"),
+            "consumed_unit": _text(record, "usage.unit"),
+            "tags": _labels(record, "project.labels") | _labels(record, "labels"),
+        }
+    )
 
 
 def _project_and_table(config: Mapping[str, Any]) -> tuple[str, str]:

@@ -27,7 +27,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from billing.endpoints import EndpointRefused, endpoint_check
-from billing.importers.base import ImportFailure, ProviderError, new_row
+from billing.importers.base import (
+    ImportFailure,
+    ProviderError,
+    checked_texts,
+    new_row,
+)
 from billing.models import COST_COLUMNS, COST_DIGITS, BillingSource
 from core.currencies import ISO_4217_CODES
 
@@ -309,22 +314,25 @@ def usage_row(
     calendar month of the charge's start. The sub account (a project, a workspace) is
     also the tag `sub_account_tag`, so that tag rules can allocate it."""
     period_start, period_end = billing_month(start)
-    return new_row() | {
-        "billing_account_id": account,
-        "sub_account_id": sub_account,
-        "provider_name": provider,
-        "publisher_name": provider,
-        "invoice_issuer_name": provider,
-        "service_name": service,
-        "service_category": "AI and Machine Learning",
-        "charge_category": "Usage",
-        "charge_frequency": "Usage-Based",
-        "charge_description": description,
-        "billing_currency": currency,
-        "billing_period_start": period_start,
-        "billing_period_end": period_end,
-        "charge_period_start": start,
-        "charge_period_end": end,
-        **dict.fromkeys(COST_COLUMNS, amount),
-        "tags": {sub_account_tag: sub_account} if sub_account else {},
-    }
+    return checked_texts(
+        new_row()
+        | {
+            "billing_account_id": account,
+            "sub_account_id": sub_account,
+            "provider_name": provider,
+            "publisher_name": provider,
+            "invoice_issuer_name": provider,
+            "service_name": service,
+            "service_category": "AI and Machine Learning",
+            "charge_category": "Usage",
+            "charge_frequency": "Usage-Based",
+            "charge_description": description,
+            "billing_currency": currency,
+            "billing_period_start": period_start,
+            "billing_period_end": period_end,
+            "charge_period_start": start,
+            "charge_period_end": end,
+            **dict.fromkeys(COST_COLUMNS, amount),
+            "tags": {sub_account_tag: sub_account} if sub_account else {},
+        }
+    )

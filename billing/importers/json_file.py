@@ -11,10 +11,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from billing.importers.base import MAX_HEADER_CHARS, ExportFile, ImportFailure
+from billing.importers.base import (
+    MAX_HEADER_CHARS,
+    TOO_DEEP,
+    ExportFile,
+    ImportFailure,
+)
 from billing.importers.http import Node
 
 JSON_STARTS = ("{", "[")
+# A document is parsed whole, at about ten times its size in memory: a provider's
+# saved answer is a few megabytes; a large export is newline-delimited.
+MAX_DOCUMENT_CHARS = 64 << 20
 
 
 class JsonFile(ExportFile):
@@ -53,7 +61,7 @@ class JsonFile(ExportFile):
 
     def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         with self._named_errors() as position, self.open() as text:
-            for number, line in enumerate(text, start=1):
+            for number, line in enumerate(self.text_lines(text), start=1):
                 position.row = number
                 if not line.strip():
                     continue
@@ -66,8 +74,20 @@ class JsonFile(ExportFile):
 
     def document(self) -> Any:
         """The whole file as one JSON value."""
+        chunks, size = [], 0
         with self._named_errors(), self.open() as text:
-            return self._parsed(text.read())
+            # By the megabyte: read(MAX_DOCUMENT_CHARS) would reserve all of it.
+            while chunk := text.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_DOCUMENT_CHARS:
+                    raise ImportFailure(
+                        f"is one JSON document of over {MAX_DOCUMENT_CHARS:,} "
+                        "characters: export large data as newline-delimited JSON, "
+                        "one object a line",
+                        file=self.path.name,
+                    )
+                chunks.append(chunk)
+        return self._parsed("".join(chunks))
 
     def _first_line_object(self) -> dict[str, Any] | None:
         with self._named_errors(), self.open() as text:
@@ -78,6 +98,8 @@ class JsonFile(ExportFile):
             value = json.loads(line, parse_float=Decimal)
         except ValueError:
             return None  # the first line of a document written over several
+        except RecursionError:
+            raise ImportFailure(TOO_DEEP, file=self.path.name, row=1) from None
         return value if isinstance(value, dict) else None
 
     def _parsed(self, text: str, row: int | None = None) -> Any:
@@ -90,6 +112,8 @@ class JsonFile(ExportFile):
                 file=self.path.name,
                 row=line,
             ) from None
+        except RecursionError:
+            raise ImportFailure(TOO_DEEP, file=self.path.name, row=row) from None
 
 
 def saved_pages(path: Path) -> list[Node]:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.urls import reverse
 
 from billing import sync
@@ -300,3 +300,22 @@ def test_credentials_no_key_reads_fail_the_sync_with_a_clear_message(settings):
         "has changed (while rotating, list the new key first and the old one after "
         "it). Enter its credentials again."
     )
+
+
+def test_a_database_error_fails_the_sync_with_a_plain_message(source, caplog):
+    raw = 'duplicate key value violates unique constraint "billing_costrecord_pkey"'
+    ScriptedFetcher.responses = [IntegrityError(raw)]
+    importing.failed_sync(source)
+    run = ImportRun.objects.latest("pk")
+    source.refresh_from_db()
+    assert run.status == ImportRun.Status.FAILED
+    assert (
+        run.error
+        == source.last_error
+        == (
+            "OpenAI org: the import stopped on a database error, and nothing of it was "
+            "loaded. The details are in the log, under import run "
+            f"{run.pk}."
+        )
+    )
+    assert raw in caplog.text
