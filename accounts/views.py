@@ -1,4 +1,7 @@
+import math
+
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -7,6 +10,7 @@ from django.shortcuts import redirect, render
 from accounts.forms import AuditFilterForm, NotificationSettingsForm
 from accounts.permissions import require_audit_reader
 from accounts.selectors import teams_visible_to
+from accounts.throttles import password_reset_wait
 
 AUDIT_EVENTS_PER_PAGE = 50
 
@@ -38,3 +42,21 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     filters.pop("page", None)
     context = {"form": form, "page": page, "filters": filters.urlencode()}
     return render(request, "accounts/audit_log.html", context)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's password reset, refused (429) beyond PASSWORD_RESET_RATE requests from
+    one address or for one email, so that nobody floods an inbox or the mail server."""
+
+    def form_valid(self, form):
+        wait = password_reset_wait(self.request, form.cleaned_data["email"])
+        if wait is None:
+            return super().form_valid(form)
+        minutes = max(1, math.ceil(wait / 60))
+        form.add_error(
+            None,
+            "Too many password reset requests from this address or for this email. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}; a link "
+            "already sent stays valid.",
+        )
+        return self.render_to_response(self.get_context_data(form=form), status=429)

@@ -159,6 +159,9 @@ class RunProgressApi(APIView):
             max_digits=24, decimal_places=2, min_value=0, required=False
         )
 
+        class Meta:
+            ref_name = "RunProgressInput"
+
     class OutputSerializer(serializers.Serializer):
         external_id = serializers.CharField()
         status = serializers.CharField()
@@ -200,6 +203,10 @@ class RunEventApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=RunEvent.Kind.choices)
+
+        class Meta:
+            ref_name = "RunEventInput"
+
         idempotency_key = serializers.CharField(max_length=200)
         at = serializers.DateTimeField(required=False)
         gpu_count = serializers.IntegerField(

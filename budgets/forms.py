@@ -31,7 +31,7 @@ class BudgetForm(forms.ModelForm):
             "start_date": forms.DateInput(attrs={"type": "date"}),
             "end_date": forms.DateInput(attrs={"type": "date"}),
             "currency": forms.TextInput(
-                attrs={"maxlength": 3, "size": 4, "style": "text-transform:uppercase"}
+                attrs={"maxlength": 3, "size": 4, "class": "uppercase"}
             ),
         }
 

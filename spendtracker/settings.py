@@ -6,6 +6,7 @@ system check, which names the variable (see spendtracker/checks.py).
 """
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -47,6 +48,21 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _rate(name: str, default: str) -> str:
+    """A request rate as Django REST framework reads it: a count per second, minute,
+    hour or day, e.g. 5/hour."""
+    rate = env.str(name, default=default).strip()
+    count, _, period = rate.partition("/")
+    if not (count.isdigit() and int(count) > 0 and period in _RATE_PERIODS):
+        raise ValueError(
+            f"{name} must be a count per second, minute, hour or day, "
+            f"e.g. 5/hour; got {rate!r}"
+        )
+    return rate
+
+
+_RATE_PERIODS = {"second", "minute", "hour", "day"}
+
 DEBUG = _read("DJANGO_DEBUG", _strict_bool, False)
 
 # Production has no default secret: the E001 check stops start-up when it is missing.
@@ -73,6 +89,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -95,6 +113,9 @@ MIDDLEWARE = [
     "core.audit.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "spendtracker.urls"
@@ -145,6 +166,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# AxesBackend first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -157,6 +183,31 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+
+# Login throttling (django-axes), for the portal's and the admin's login alike: after
+# LOGIN_FAILURE_LIMIT failed logins for one account, or from one address, that account
+# or address is refused for LOGIN_COOLOFF_MINUTES. Failures during the cool-off do not
+# extend it, so nobody can keep a user locked out for good; an admin can lift a lockout
+# sooner (admin: Axes, Access attempts).
+AXES_FAILURE_LIMIT = _read("LOGIN_FAILURE_LIMIT", _positive_int, 5)
+LOGIN_COOLOFF_MINUTES = _read("LOGIN_COOLOFF_MINUTES", _positive_int, 15)
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The login forms' field (the email); axes would look for USERNAME_FIELD, "email".
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The address a request came from, the same for login throttling as for the API's
+# (accounts/throttles.py); NUM_PROXIES in REST_FRAMEWORK says which one that is.
+AXES_CLIENT_IP_CALLABLE = "accounts.throttles.client_address"
+# Password reset requests, per address and per email (accounts/throttles.py).
+PASSWORD_RESET_RATE = _read("PASSWORD_RESET_RATE", _rate, "5/hour")
+
+# Idle session timeout: a session ends this many minutes after its last request.
+SESSION_IDLE_TIMEOUT = _read("SESSION_IDLE_TIMEOUT", _positive_int, 60)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT * 60
+SESSION_SAVE_EVERY_REQUEST = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -444,6 +495,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Behind a proxy, the address of a request is the last one of X-Forwarded-For, which
+# the proxy appended, for the API's throttles and login throttling alike.
+BEHIND_TLS_PROXY = _read("DJANGO_BEHIND_TLS_PROXY", _strict_bool, False)
 REST_FRAMEWORK = {
     # Tokens first: a request without credentials is answered 401 with
     # `WWW-Authenticate: Bearer`. The portal's own calls use the session, with CSRF.
@@ -455,6 +509,11 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "projects.authentication.TokenScope",
     ],
+    # Over the rate: 429 with Retry-After. Every endpoint needs a user (a token or a
+    # session), refused with 401 before any throttle, so throttles count per user.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": _read("API_RATE", _rate, "600/minute")},
+    "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -473,10 +532,34 @@ SPECTACULAR_SETTINGS = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = _read("DJANGO_SECURE_COOKIES", _strict_bool, True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # Plain HTTP is redirected to HTTPS, and browsers told to use nothing else; a TLS
+    # proxy that redirects by itself may turn the redirect off.
+    SECURE_SSL_REDIRECT = _read("DJANGO_SECURE_SSL_REDIRECT", _strict_bool, True)
+    SECURE_HSTS_SECONDS = _read("DJANGO_SECURE_HSTS_SECONDS", env.int, 365 * 86400)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
     # Trust X-Forwarded-Proto only behind a TLS proxy that sets it; otherwise any client
     # could claim its plain-HTTP request was secure.
-    if _read("DJANGO_BEHIND_TLS_PROXY", _strict_bool, False):
+    if BEHIND_TLS_PROXY:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The /healthz probe of the container calls plain HTTP on 127.0.0.1: never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# Content-Security-Policy (django-csp): the portal's own scripts, styles, fonts and
+# images only; no inline script or style anywhere, no framing, forms post to the portal.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGGING = {
     "version": 1,
@@ -492,5 +575,7 @@ LOGGING = {
         # does not print (shadows, cursors); fontTools narrates font subsetting.
         "weasyprint": {"level": "ERROR"},
         "fontTools": {"level": "WARNING"},
+        # django-axes narrates every login at INFO; failures and lockouts are warnings.
+        "axes": {"level": "WARNING"},
     },
 }

@@ -11,6 +11,9 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-produc
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("REPORTING_CURRENCY", "USD")
+# The test client and the live server speak plain HTTP, like a deployment behind a TLS
+# proxy that redirects by itself; tests/test_settings.py checks the redirect's default.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
 # Without a broker given (CI gives Redis), the worker tests use Celery's in-memory
 # transport: a real worker in this process, and no folder shared with other runs.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")

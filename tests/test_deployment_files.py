@@ -305,6 +305,36 @@ def test_web_port_matches_the_dockerfile_expose_and_the_gunicorn_bind():
     assert {urlsplit(url).port for _, url in healthcheck_urls()} == {WEB_PORT}
 
 
+def published_addresses(environment: dict[str, str]) -> dict[str, set[str]]:
+    """The host address each service publishes its ports on, as compose interpolates
+    `${NAME:-default}` with these variables; an entry without one means 0.0.0.0."""
+
+    def interpolate(text: str) -> str:
+        return re.sub(
+            r"\$\{(\w+):-([^}]*)\}", lambda m: environment.get(m[1], m[2]), text
+        )
+
+    return {
+        name: {
+            (parts[0] if len(parts) == 3 else "0.0.0.0")
+            for parts in (interpolate(str(p)).split(":") for p in definition["ports"])
+        }
+        for name, definition in compose()["services"].items()
+        if "ports" in definition
+    }
+
+
+def test_compose_publishes_plain_http_on_the_loopback_only_by_default():
+    assert published_addresses({}) == {"web": {"127.0.0.1"}, "mailpit": {"127.0.0.1"}}
+
+
+def test_the_portal_may_be_published_elsewhere_when_asked():
+    addresses = published_addresses({"WEB_PUBLISH_ADDRESS": "0.0.0.0"})
+
+    assert addresses["web"] == {"0.0.0.0"}
+    assert addresses["mailpit"] == {"127.0.0.1"}  # it shows password reset links
+
+
 def test_web_service_migrates_then_runs_the_gunicorn_command_of_the_image():
     commands = simple_commands(service("web")["command"])
 
@@ -430,6 +460,17 @@ def test_healthcheck_url_answers_ok_with_the_env_example_allowed_hosts(
         response = client.get(parts.path, headers={"host": parts.netloc})
         assert response.status_code == 200
         assert response.json()["database"] == "ok"  # the rest: tests/test_health.py
+
+
+@pytest.mark.django_db
+def test_the_healthcheck_is_answered_over_plain_http_when_https_is_enforced(
+    client, settings
+):
+    settings.SECURE_SSL_REDIRECT = True
+
+    for _, url in healthcheck_urls():
+        assert client.get(urlsplit(url).path).status_code == 200
+    assert client.get("/accounts/login/").status_code == 301  # the rest is redirected
 
 
 # The image

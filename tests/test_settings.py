@@ -10,14 +10,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_check(**env: str) -> subprocess.CompletedProcess:
+def run_check(*options: str, **env: str) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DJANGO_", "EMAIL_", "REPORTING_", "DATABASE_"))
     }
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [sys.executable, "manage.py", "check", *options],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
@@ -29,6 +29,35 @@ def run_check(**env: str) -> subprocess.CompletedProcess:
 def test_a_complete_configuration_passes_the_checks():
     result = run_check(DJANGO_SECRET_KEY="s" * 50, DJANGO_ALLOWED_HOSTS="example.com")
     assert result.returncode == 0, result.stderr
+
+
+PRODUCTION = {
+    "DJANGO_SECRET_KEY": "tests-only-Qm9yZWFsLXByb2R1Y3Rpb24ta2V5LWlzLWxvbmc-x7",
+    "DJANGO_ALLOWED_HOSTS": "spend.example.com",
+}
+
+
+def test_production_settings_pass_the_deployment_checks_without_a_warning():
+    # HSTS, the HTTPS redirect and secure cookies are on by default without debug.
+    result = run_check("--deploy", "--fail-level", "WARNING", **PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"DJANGO_SECURE_SSL_REDIRECT": "false"}, "security.W008"),
+        ({"DJANGO_SECURE_HSTS_SECONDS": "0"}, "security.W004"),
+        ({"DJANGO_SECURE_COOKIES": "false"}, "security.W012"),
+    ],
+)
+def test_a_tls_proxy_may_switch_off_each_protection_and_the_check_says_so(env, warned):
+    result = run_check("--deploy", "--fail-level", "WARNING", **PRODUCTION, **env)
+
+    assert result.returncode != 0
+    assert warned in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -86,6 +115,19 @@ def test_a_complete_configuration_passes_the_checks():
         (
             {"DJANGO_DEBUG": "true", "CHARGEBACK_DEFAULT_COST_CENTRE": "C" * 51},
             "CHARGEBACK_DEFAULT_COST_CENTRE must be one code of at most 50",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "PASSWORD_RESET_RATE": "5 an hour"},
+            "PASSWORD_RESET_RATE must be a count per second, minute, hour or day",
+        ),
+        ({"DJANGO_DEBUG": "true", "API_RATE": "0/minute"}, "API_RATE must be a count"),
+        (
+            {"DJANGO_DEBUG": "true", "SESSION_IDLE_TIMEOUT": "0"},
+            "SESSION_IDLE_TIMEOUT must be a whole number above zero, got 0",
+        ),
+        (
+            {"DJANGO_DEBUG": "true", "LOGIN_COOLOFF_MINUTES": "0"},
+            "LOGIN_COOLOFF_MINUTES must be a whole number above zero, got 0",
         ),
         (
             {"DJANGO_DEBUG": "true", "MONTHLY_REPORT_SCHEDULE": "0 8 3 *"},

@@ -18,7 +18,7 @@ from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from billing.invoices import SOURCE_NAME as INVOICES
 from billing.models import CostRecord
@@ -79,10 +79,44 @@ def js_errors() -> list[str]:
     return []
 
 
+# Every page reports what the Content-Security-Policy blocked (an inline script, a style
+# attribute, a resource from elsewhere) to the console, where the contexts collect it.
+CSP_REPORTER = """
+document.addEventListener("securitypolicyviolation", (event) => console.error(
+  `CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}` +
+  ` at ${event.sourceFile || document.location.href}:${event.lineNumber}`));
+"""
+
+
+def is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation") or "Content Security Policy" in text
+
+
 @pytest.fixture
-def page(browser: Browser, demo, js_errors):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
+def new_context(browser: Browser):
+    """Browser contexts whose pages must not break the Content-Security-Policy: any
+    violation on any of their pages fails the test when it ends."""
+    violations: list[str] = []
+
+    def new_context() -> BrowserContext:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        context.add_init_script(CSP_REPORTER)
+        context.on(
+            "console",
+            lambda message: (
+                is_csp_violation(message.text) and violations.append(message.text)
+            ),
+        )
+        return context
+
+    yield new_context
+    assert not violations, "\n".join(["CSP violations:", *violations])
+
+
+@pytest.fixture
+def page(new_context, demo, js_errors):
+    context = new_context()
     page = context.new_page()
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
     try:
@@ -313,7 +347,7 @@ def test_a_lead_acknowledges_an_alert_and_the_project_shows_the_note(
 
 
 def test_a_lead_previews_a_plan_change_and_finance_approves_the_revision(
-    browser: Browser, page: Page, live_server, js_errors
+    new_context, page: Page, live_server, js_errors
 ):
     log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/projects/{ATLAS}/plan/")
@@ -330,7 +364,7 @@ def test_a_lead_previews_a_plan_change_and_finance_approves_the_revision(
     expect(page.locator(".messages")).to_contain_text("revision of the approved plan")
     expect(page.get_by_test_id("pending-revision")).to_be_visible()
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = new_context()
     finance = context.new_page()
     try:
         log_in(finance, live_server.url, "finance@example.com", DEMO_PASSWORD)
@@ -464,10 +498,9 @@ def fresh_install(browser, transactional_db, live_server, time_machine, monkeypa
 
 
 def test_the_bootstrapped_admin_finds_what_to_do_next_on_every_empty_page(
-    browser: Browser, fresh_install, live_server, js_errors
+    new_context, fresh_install, live_server, js_errors
 ):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
+    context = new_context()
     page = context.new_page()
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
     try:
@@ -532,4 +565,34 @@ def test_a_lead_creates_a_project_then_archives_it_when_it_is_finished(
     page.get_by_test_id("show-archived").click()
     archived = page.locator('article[data-project="whisper-eval-sweep"]')
     expect(archived).to_contain_text("Archived")
+    assert js_errors == []
+
+
+def test_the_api_docs_draw_swagger_ui_under_the_content_security_policy(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+
+    response = page.goto(f"{live_server.url}/api/docs/")
+
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Spendtracker API")
+    expect(page.locator(".opblock").first).to_be_visible()
+    screenshot(page, "api-docs")
+    assert js_errors == []
+
+
+def test_bars_are_drawn_and_a_filter_applies_itself_without_inline_code(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "finance@example.com", DEMO_PASSWORD)
+    meter = page.locator(f'article[data-project="{ATLAS}"] .meter > span')
+    expect(meter).to_have_attribute("data-width", re.compile(r"^[1-9]"))
+    assert meter.evaluate("bar => bar.getBoundingClientRect().width") > 0
+
+    page.goto(f"{live_server.url}/invoices/")
+    page.get_by_label("Filter by status").select_option("draft")
+
+    expect(page).to_have_url(re.compile(r"/invoices/\?status=draft$"))
     assert js_errors == []
