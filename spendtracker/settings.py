@@ -510,8 +510,9 @@ REST_FRAMEWORK = {
         "projects.authentication.TokenScope",
     ],
     # Over the rate: 429 with Retry-After. Every endpoint needs a user (a token or a
-    # session), refused with 401 before any throttle, so throttles count per user.
-    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.UserRateThrottle"],
+    # session), refused with 401 before any throttle: each token counts on its own,
+    # a session per user.
+    "DEFAULT_THROTTLE_CLASSES": ["projects.throttles.ApiRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": _read("API_RATE", _rate, "600/minute")},
     "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

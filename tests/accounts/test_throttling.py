@@ -197,7 +197,7 @@ def test_a_missing_or_invalid_token_is_401_with_a_bearer_challenge(client, world
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_the_api_answers_429_with_retry_after_beyond_the_users_rate(
+def test_the_api_answers_429_with_retry_after_beyond_each_tokens_rate(
     client, world, clock, monkeypatch
 ):
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/minute"})
@@ -209,6 +209,9 @@ def test_the_api_answers_429_with_retry_after_beyond_the_users_rate(
 
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "60"
+    _, other_key = api_token_create(user=world.lead, name="other", expires_in_days=30)
+    # Each token counts on its own: the owner's other token is not held back.
+    assert api_get(client, authorization=f"Bearer {other_key}").status_code == 200
     client.force_login(world.member)  # another user counts on their own
     assert api_get(client).status_code == 200
     clock.move_to(START + timedelta(minutes=1, seconds=1), tick=False)
