@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import APIException
 from rest_framework.generics import ListAPIView
@@ -10,16 +10,36 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import require_plan_editor
-from budgets.models import Alert, RunEvent
-from budgets.selectors import alerts_visible_to
-from budgets.services import project_summary, run_progress_report
+from budgets.alerts.lifecycle import alert_acknowledge
+from budgets.forms import PlanForms
+from budgets.models import Alert, Budget, BudgetRevision, RunEvent
+from budgets.selectors import alert_get_for_user, alerts_visible_to
+from budgets.services import (
+    budget_save_plan,
+    budget_unsaved,
+    plan_snapshot,
+    project_summary,
+    run_progress_report,
+)
 from budgets.telemetry import FINISHED, EventRefused, run_event_record
-from projects.models import TrainingRun
+from projects.api import PROJECT_FILTER
+from projects.models import Project, TrainingRun
 from projects.selectors import project_get_for_user, projects_visible_to
 
 ACTIVE = [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "status",
+            str,
+            enum=[*Alert.Status.values, "all"],
+            description="Default: open and acknowledged.",
+        ),
+        PROJECT_FILTER,
+    ]
+)
 class AlertListApi(ListAPIView):
     """The caller's alerts, newest first; `?status=open|acknowledged|resolved|all`
     (default: open and acknowledged), `?project=<slug>`."""
@@ -116,6 +136,9 @@ class RunProgressApi(APIView):
             max_digits=24, decimal_places=2, min_value=0, required=False
         )
 
+        class Meta:
+            ref_name = "RunProgressReport"
+
     class OutputSerializer(serializers.Serializer):
         external_id = serializers.CharField()
         status = serializers.CharField()
@@ -145,7 +168,7 @@ class RunProgressApi(APIView):
         return Response(self.OutputSerializer(run).data)
 
 
-class EventConflict(APIException):
+class Conflict(APIException):
     status_code = 409
     default_code = "conflict"
 
@@ -175,6 +198,9 @@ class RunEventApi(APIView):
         outcome = serializers.ChoiceField(
             choices=[(status, status.label) for status in FINISHED], required=False
         )
+
+        class Meta:
+            ref_name = "RunEventReport"
 
         def validate(self, attrs: dict) -> dict:
             unknown = sorted(set(self.initial_data) - set(self.fields))
@@ -227,8 +253,154 @@ class RunEventApi(APIView):
             event = run_event_record(run=run, by=request.user, **given.validated_data)
         except EventRefused as refused:
             if refused.conflict:
-                raise EventConflict(str(refused)) from None
+                raise Conflict(str(refused)) from None
             raise serializers.ValidationError(
                 {refused.field or "non_field_errors": [str(refused)]}
             ) from None
         return Response(self.OutputSerializer(event).data, status=201)
+
+
+class AlertAcknowledgeApi(APIView):
+    """Someone is on it, with a note: anyone who sees the alert's project, as on the
+    alert's page (`alert_acknowledge`); an alert resolved meanwhile answers 409."""
+
+    class InputSerializer(serializers.Serializer):
+        note = serializers.CharField(max_length=2000)
+
+        class Meta:
+            ref_name = "AlertAcknowledgement"
+
+    serializer_class = InputSerializer
+
+    @extend_schema(responses={200: AlertListApi.OutputSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        alert = alert_get_for_user(request.user, pk)
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        note = given.validated_data["note"]
+        if not alert_acknowledge(alert=alert, user=request.user, note=note):
+            raise Conflict("This alert was already resolved.")
+        alert.refresh_from_db()
+        return Response(AlertListApi.OutputSerializer(alert).data)
+
+
+class PlanLineSerializer(serializers.Serializer):
+    month = serializers.DateField(help_text="The first day of the month.")
+    category = serializers.CharField(required=False, allow_blank=True)
+    amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+
+    class Meta:
+        ref_name = "PlanLine"
+
+
+class PlannedRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField(required=False)
+    name = serializers.CharField(required=False)
+    external_id = serializers.CharField(required=False, allow_blank=True)
+    gpu_type = serializers.CharField(required=False)
+    gpu_count = serializers.IntegerField(required=False)
+    planned_gpu_hours = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False
+    )
+    rate_per_gpu_hour = serializers.DecimalField(
+        max_digits=12, decimal_places=4, required=False
+    )
+    currency = serializers.CharField(required=False)
+    start_date = serializers.DateField(required=False)
+    end_date = serializers.DateField(required=False)
+    progress_unit = serializers.CharField(required=False, allow_blank=True)
+    units_planned = serializers.DecimalField(
+        max_digits=24, decimal_places=2, required=False, allow_null=True
+    )
+
+    class Meta:
+        ref_name = "PlannedRun"
+
+
+class PlanApi(APIView):
+    """A project's budget, its monthly lines and its planned runs: what the plan page
+    edits. A PUT goes through the plan page's own forms and service
+    (`budget_save_plan`): the same checks, and a change to an approved budget becomes
+    a revision for finance to approve. Fields left out keep their value; `lines`,
+    when given, are the whole monthly plan; `runs` are changed by `id` or added
+    without one, and runs not given stay as they are."""
+
+    class InputSerializer(serializers.Serializer):
+        total = serializers.DecimalField(
+            max_digits=16, decimal_places=2, required=False
+        )
+        currency = serializers.CharField(required=False)
+        cost_measure = serializers.CharField(required=False)
+        start_date = serializers.DateField(required=False)
+        end_date = serializers.DateField(required=False)
+        tolerance_percent = serializers.DecimalField(
+            max_digits=5, decimal_places=2, required=False
+        )
+        lines_must_sum_to_total = serializers.BooleanField(required=False)
+        lines = serializers.ListField(
+            child=PlanLineSerializer(), required=False, allow_empty=True
+        )
+        runs = serializers.ListField(child=PlannedRunSerializer(), required=False)
+
+        class Meta:
+            ref_name = "PlanChange"
+
+    class OutputSerializer(serializers.Serializer):
+        project = serializers.CharField()
+        status = serializers.CharField(allow_null=True)
+        total = serializers.DecimalField(max_digits=16, decimal_places=2)
+        currency = serializers.CharField()
+        cost_measure = serializers.CharField()
+        start_date = serializers.DateField()
+        end_date = serializers.DateField()
+        tolerance_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
+        lines_must_sum_to_total = serializers.BooleanField()
+        lines = PlanLineSerializer(many=True)
+        runs = PlannedRunSerializer(many=True)
+        pending_revision = serializers.IntegerField(allow_null=True)
+
+        class Meta:
+            ref_name = "Plan"
+
+    serializer_class = InputSerializer
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_get_for_user(request.user, slug)
+        budget = getattr(project, "budget", None)
+        if budget is None:
+            return Response({"detail": "This project has no budget yet."}, status=404)
+        return Response(self._plan(project, budget))
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def put(self, request: Request, slug: str) -> Response:
+        project = project_get_for_user(request.user, slug)
+        require_plan_editor(request.user, project)
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        budget = getattr(project, "budget", None) or budget_unsaved(project=project)
+        forms = PlanForms(project, budget, given.validated_data)
+        if errors := forms.errors():
+            raise serializers.ValidationError(errors)
+        budget_save_plan(
+            budget=forms.budget.instance,
+            lines=forms.lines.kept_lines(),
+            runs=forms.runs.kept_runs(),
+            user=request.user,
+        )
+        project.refresh_from_db()
+        return Response(self._plan(project, project.budget))
+
+    def _plan(self, project: Project, budget: Budget) -> dict:
+        snapshot = plan_snapshot(
+            budget=budget, lines=budget.lines.all(), runs=project.runs.all()
+        )
+        pending = budget.revisions.filter(status=BudgetRevision.Status.PENDING)
+        return self.OutputSerializer(
+            snapshot
+            | {
+                "project": project.slug,
+                "status": budget.status,
+                "pending_revision": pending.values_list("pk", flat=True).first(),
+            }
+        ).data

@@ -5,6 +5,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, inlineformset_factory
+from django.http import QueryDict
 
 from accounts.models import Team, User
 from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine
@@ -285,3 +286,113 @@ class AlertRuleForm(forms.Form):
         if not all(0 < value <= 10_000 for value in values):
             raise ValidationError("Each threshold must be above 0 and at most 10,000.")
         return sorted(int(v) if v.is_integer() else v for v in values)
+
+
+class PlanForms:
+    """The plan page's forms (the budget, its monthly lines, the planned runs) filled
+    from a plan given as data, as the API takes it: what the data leaves out keeps
+    its value; `lines`, when given, are the whole monthly plan (a month left out is
+    removed); `runs` are changed by `id` or added without one. The forms' checks are
+    the plan page's; `errors()` names each failing field as `lines[2].amount`."""
+
+    def __init__(self, project: Project, budget: Budget, given: dict) -> None:
+        data = QueryDict(mutable=True)
+        for name in PLAN_FIELDS:
+            _put(data, name, given[name] if name in given else getattr(budget, name))
+        self.line_given = self._lines_data(data, budget, given.get("lines"))
+        self.run_given = self._runs_data(data, project, given.get("runs"))
+        self.budget = BudgetForm(data, instance=budget)
+        self.lines = BudgetLineFormSet(data, instance=budget, prefix="lines")
+        self.runs = PlannedRunFormSet(data, instance=project, prefix="runs")
+
+    def _lines_data(
+        self, data: QueryDict, budget: Budget, given: list[dict] | None
+    ) -> list[int | None]:
+        """Each existing line is kept with the amount given for its month and
+        category, or removed; other given lines are added. Returns the given index
+        of each form."""
+        existing = list(budget.lines.all()) if budget.pk else []
+        if given is None:
+            given = [
+                {name: getattr(line, name) for name in LINE_FIELDS} for line in existing
+            ]
+        index = {
+            (_month(line["month"]), line.get("category") or ""): n
+            for n, line in enumerate(given)
+        }
+        rows: list[tuple[dict, int | None]] = []
+        for line in existing:
+            n = index.pop((line.month, line.category), None)
+            fields = {"id": line.pk, **(given[n] if n is not None else {})}
+            rows.append((fields | ({"DELETE": True} if n is None else {}), n))
+        rows += [(given[n], n) for n in sorted(index.values())]
+        _formset_put(data, "lines", rows, initial=len(existing))
+        return [n for _, n in rows]
+
+    def _runs_data(
+        self, data: QueryDict, project: Project, given: list[dict] | None
+    ) -> list[int | None]:
+        existing = list(project.runs.all())
+        by_id = {run.get("id"): n for n, run in enumerate(given or []) if run.get("id")}
+        unknown = set(by_id) - {run.pk for run in existing}
+        if unknown:
+            raise ValidationError(
+                {
+                    f"runs[{by_id[pk]}].id": "No such run in this project."
+                    for pk in unknown
+                }
+            )
+        rows: list[tuple[dict, int | None]] = []
+        for run in existing:
+            n = by_id.get(run.pk)
+            current = {"id": run.pk} | {
+                name: getattr(run, name) for name in RUN_PLAN_FIELDS
+            }
+            rows.append((current | (given[n] if n is not None else {}), n))
+        rows += [(run, n) for n, run in enumerate(given or []) if not run.get("id")]
+        _formset_put(data, "runs", rows, initial=len(existing))
+        return [n for _, n in rows]
+
+    def errors(self) -> dict[str, list[str]]:
+        """Nothing when every form is valid; else the messages by field."""
+        valid = [self.budget.is_valid(), self.lines.is_valid(), self.runs.is_valid()]
+        if all(valid):
+            return {}
+        errors = {
+            ("non_field_errors" if name == "__all__" else name): list(messages)
+            for name, messages in self.budget.errors.items()
+        }
+        for prefix, formset, given in (
+            ("lines", self.lines, self.line_given),
+            ("runs", self.runs, self.run_given),
+        ):
+            for form, n in zip(formset.forms, given, strict=False):
+                for name, messages in form.errors.items():
+                    field = "" if name == "__all__" else f".{name}"
+                    errors[f"{prefix}[{n}]{field}"] = list(messages)
+            if formset.non_form_errors():
+                errors[prefix] = list(formset.non_form_errors())
+        return errors
+
+
+def _month(value: date | str) -> date:
+    day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    return day.replace(day=1)
+
+
+def _put(data: QueryDict, name: str, value) -> None:
+    """A value as a form posts it: booleans as a ticked box, or nothing."""
+    if value is True:
+        data[name] = "on"
+    elif value is not None and value is not False:
+        data[name] = value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _formset_put(
+    data: QueryDict, prefix: str, rows: list[tuple[dict, int | None]], *, initial: int
+) -> None:
+    data[f"{prefix}-TOTAL_FORMS"] = str(len(rows))
+    data[f"{prefix}-INITIAL_FORMS"] = str(initial)
+    for number, (fields, _) in enumerate(rows):
+        for name, value in fields.items():
+            _put(data, f"{prefix}-{number}-{name}", value)

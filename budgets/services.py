@@ -953,6 +953,17 @@ def budget_save_plan(
     return PlanSaved(budget=budget, revision=None)
 
 
+def budget_unsaved(*, project: Project) -> Budget:
+    """The budget a project without one starts from: over its dates, in the
+    reporting currency."""
+    return Budget(
+        project=project,
+        currency=settings.REPORTING_CURRENCY,
+        start_date=project.start_date,
+        end_date=project.end_date,
+    )
+
+
 @transaction.atomic
 def budget_approve(*, budget: Budget, user: User) -> Budget:
     budget = Budget.objects.select_for_update().get(pk=budget.pk)
