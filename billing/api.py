@@ -1,5 +1,3 @@
-from decimal import Decimal
-
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -274,6 +272,9 @@ class ComputeInvoiceLineSerializer(serializers.ModelSerializer):
         fields = ["description", "gpu_type", "gpu_hours", "rate", "amount"]
 
 
+INVOICE_TOTAL = serializers.DecimalField(max_digits=20, decimal_places=4)
+
+
 class ComputeInvoiceSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     lines = ComputeInvoiceLineSerializer(many=True, read_only=True)
@@ -298,11 +299,12 @@ class ComputeInvoiceSerializer(serializers.ModelSerializer):
             "total",
         ]
 
-    @extend_schema_field(serializers.DecimalField(max_digits=20, decimal_places=4))
-    def get_total(self, invoice: ComputeInvoice) -> Decimal:
+    @extend_schema_field(INVOICE_TOTAL)
+    def get_total(self, invoice: ComputeInvoice) -> str:
         """The lines' sum, from the prefetched lines (`ComputeInvoice.total` asks
-        the database once per invoice)."""
-        return sum((line.amount for line in invoice.lines.all()), ZERO)
+        the database once per invoice), as exact decimal text."""
+        total = sum((line.amount for line in invoice.lines.all()), ZERO)
+        return INVOICE_TOTAL.to_representation(total)
 
 
 class ComputeInvoiceListApi(ListAPIView):
