@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -284,6 +286,16 @@ class AlertAcknowledgeApi(APIView):
         return Response(AlertListApi.OutputSerializer(alert).data)
 
 
+def _flat(errors: dict, prefix: str = "") -> Iterator[tuple[str, list]]:
+    """Nested errors named as the plan's other refusals are: `lines[0].month`."""
+    for key, value in errors.items():
+        name = f"{prefix}[{key}]" if str(key).isdigit() else f"{prefix}.{key}"
+        if isinstance(value, dict):
+            yield from _flat(value, name.lstrip("."))
+        else:
+            yield name.lstrip("."), value
+
+
 class PlanLineSerializer(serializers.Serializer):
     month = serializers.DateField(help_text="The first day of the month.")
     category = serializers.CharField(required=False, allow_blank=True)
@@ -377,7 +389,8 @@ class PlanApi(APIView):
         project = project_get_for_user(request.user, slug)
         require_plan_editor(request.user, project)
         given = self.InputSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
+        if not given.is_valid():
+            raise serializers.ValidationError(dict(_flat(given.errors)))
         budget = getattr(project, "budget", None) or budget_unsaved(project=project)
         forms = PlanForms(project, budget, given.validated_data)
         if errors := forms.errors():

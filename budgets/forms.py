@@ -316,16 +316,20 @@ class PlanForms:
             given = [
                 {name: getattr(line, name) for name in LINE_FIELDS} for line in existing
             ]
-        index = {
-            (_month(line["month"]), line.get("category") or ""): n
-            for n, line in enumerate(given)
-        }
+        index: dict[tuple[date, str], int] = {}
+        for n, line in enumerate(given):
+            index.setdefault((_month(line["month"]), line.get("category") or ""), n)
         rows: list[tuple[dict, int | None]] = []
         for line in existing:
-            n = index.pop((line.month, line.category), None)
-            fields = {"id": line.pk, **(given[n] if n is not None else {})}
-            rows.append((fields | ({"DELETE": True} if n is None else {}), n))
-        rows += [(given[n], n) for n in sorted(index.values())]
+            n = index.get((line.month, line.category))
+            current = {"id": line.pk} | {
+                name: getattr(line, name) for name in LINE_FIELDS
+            }
+            change = given[n] if n is not None else {"DELETE": True}
+            rows.append((current | change, n))
+        # The rest are added: a second line of a month is refused by the formset.
+        kept = {n for _, n in rows}
+        rows += [(line, n) for n, line in enumerate(given) if n not in kept]
         _formset_put(data, "lines", rows, initial=len(existing))
         return [n for _, n in rows]
 
@@ -333,15 +337,18 @@ class PlanForms:
         self, data: QueryDict, project: Project, given: list[dict] | None
     ) -> list[int | None]:
         existing = list(project.runs.all())
-        by_id = {run.get("id"): n for n, run in enumerate(given or []) if run.get("id")}
-        unknown = set(by_id) - {run.pk for run in existing}
-        if unknown:
-            raise ValidationError(
-                {
-                    f"runs[{by_id[pk]}].id": "No such run in this project."
-                    for pk in unknown
-                }
-            )
+        ids = {run.pk for run in existing}
+        by_id: dict[int, int] = {}
+        self.run_errors: dict[str, list[str]] = {}
+        for n, run in enumerate(given or []):
+            if run.get("id") is None:
+                continue
+            if run["id"] not in ids:
+                self.run_errors[f"runs[{n}].id"] = ["No such run in this project."]
+            elif run["id"] in by_id:
+                self.run_errors[f"runs[{n}].id"] = ["This run is given twice."]
+            else:
+                by_id[run["id"]] = n
         rows: list[tuple[dict, int | None]] = []
         for run in existing:
             n = by_id.get(run.pk)
@@ -349,27 +356,28 @@ class PlanForms:
                 name: getattr(run, name) for name in RUN_PLAN_FIELDS
             }
             rows.append((current | (given[n] if n is not None else {}), n))
-        rows += [(run, n) for n, run in enumerate(given or []) if not run.get("id")]
+        rows += [(run, n) for n, run in enumerate(given or []) if run.get("id") is None]
         _formset_put(data, "runs", rows, initial=len(existing))
         return [n for _, n in rows]
 
     def errors(self) -> dict[str, list[str]]:
         """Nothing when every form is valid; else the messages by field."""
         valid = [self.budget.is_valid(), self.lines.is_valid(), self.runs.is_valid()]
-        if all(valid):
+        if all(valid) and not self.run_errors:
             return {}
         errors = {
             ("non_field_errors" if name == "__all__" else name): list(messages)
             for name, messages in self.budget.errors.items()
-        }
+        } | self.run_errors
         for prefix, formset, given in (
             ("lines", self.lines, self.line_given),
             ("runs", self.runs, self.run_given),
         ):
             for form, n in zip(formset.forms, given, strict=False):
+                row = prefix if n is None else f"{prefix}[{n}]"
                 for name, messages in form.errors.items():
                     field = "" if name == "__all__" else f".{name}"
-                    errors[f"{prefix}[{n}]{field}"] = list(messages)
+                    errors[f"{row}{field}"] = list(messages)
             if formset.non_form_errors():
                 errors[prefix] = list(formset.non_form_errors())
         return errors
