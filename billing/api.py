@@ -155,7 +155,9 @@ def _today():
 
 
 class CostRecordSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    project = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = CostRecord
@@ -208,7 +210,9 @@ class CostRecordListApi(ListAPIView):
 
 
 class DailyCostSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    project = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = DailyCost
@@ -276,7 +280,9 @@ INVOICE_TOTAL = serializers.DecimalField(max_digits=20, decimal_places=4)
 
 
 class ComputeInvoiceSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    project = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     lines = ComputeInvoiceLineSerializer(many=True, read_only=True)
     total = serializers.SerializerMethodField()
 
