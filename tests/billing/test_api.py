@@ -102,6 +102,7 @@ def test_cursor_pages_walk_every_record_once(client, world):
         page = client.get(url, params).json()
         assert len(page["results"]) <= 3
         seen += [row["effective_cost"] for row in page["results"]]
+        assert page["next"] is None or "cursor=" in page["next"]
         url, params = page["next"], {}
     assert [Decimal(amount) for amount in seen] == [Decimal(n) for n in range(1, 8)]
 
