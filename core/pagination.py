@@ -9,10 +9,11 @@ MAX_PAGE_SIZE = 500
 
 
 class _StrictPageSize:
+    page_size: int | None  # DRF's pagination class sets it, from PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 
-    def get_page_size(self, request: Request) -> int:
+    def get_page_size(self, request: Request) -> int | None:
         asked = request.query_params.get(self.page_size_query_param)
         if asked is None:
             return self.page_size

@@ -560,17 +560,26 @@ def report_json(
     """The month's report as the portal's JSON has it, for the teams given: a closed
     month's snapshot with its post-close adjustments, else the open report; and the
     history of its closes."""
-    scope = {"teams": teams, "whole_organisation": whole_organisation}
     close = month_close_in_force(month=month)
     if close is not None:
-        data = snapshot_seen_by(close=close, **scope)
-        adjustments = post_close_adjustments(close=close, **scope)
+        data = snapshot_seen_by(
+            close=close, teams=teams, whole_organisation=whole_organisation
+        )
+        adjustments = post_close_adjustments(
+            close=close, teams=teams, whole_organisation=whole_organisation
+        )
         data |= {
             "closed": _close_json(close),
             "post_close_adjustments": [adjustment_json(row) for row in adjustments],
         }
     else:
-        data = open_report(month=month, stored_check=True, **scope).as_json()
+        report = open_report(
+            month=month,
+            stored_check=True,
+            teams=teams,
+            whole_organisation=whole_organisation,
+        )
+        data = report.as_json()
     events = month_close_events(month=month)
     return data | {"close_history": [_event_json(e) for e in events]}
 
