@@ -11,12 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import require_plan_editor
+from accounts.permissions import require_allocation_editor, require_plan_editor
 from budgets.alerts.lifecycle import alert_acknowledge
 from budgets.forms import PlanForms
 from budgets.models import Alert, Budget, BudgetRevision, RunEvent
 from budgets.selectors import alert_get_for_user, alerts_visible_to
 from budgets.services import (
+    allocation_rule_create,
     budget_save_plan,
     budget_unsaved,
     plan_snapshot,
@@ -25,7 +26,7 @@ from budgets.services import (
 )
 from budgets.telemetry import FINISHED, EventRefused, run_event_record
 from projects.api import PROJECT_FILTER
-from projects.models import Project, TrainingRun
+from projects.models import AllocationRule, Project, TrainingRun
 from projects.selectors import project_get_for_user, projects_visible_to
 
 ACTIVE = [Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
@@ -417,3 +418,53 @@ class PlanApi(APIView):
                 "pending_revision": pending.values_list("pk", flat=True).first(),
             }
         ).data
+
+
+class AllocationRuleSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Project.objects.none()
+    )
+
+    class Meta:
+        model = AllocationRule
+        fields = [
+            "id",
+            "project",
+            "training_run",
+            "priority",
+            "match_on",
+            "tag_key",
+            "value",
+            "run_tag_key",
+            "is_active",
+        ]
+
+
+@extend_schema(parameters=[PROJECT_FILTER])
+class AllocationRuleListApi(ListAPIView):
+    """The rules that send costs to the projects the caller sees, in the order they
+    are tried; `?project=<slug>` for one project's. Admins add one with POST
+    (`allocation_rule_create`): checked as in Django admin and as a new project's
+    rule; a worker then gives it the unallocated costs it matches."""
+
+    serializer_class = AllocationRuleSerializer
+
+    def get_queryset(self):
+        rules = AllocationRule.objects.filter(
+            project__in=projects_visible_to(self.request.user)
+        ).select_related("project")
+        if project := self.request.query_params.get("project"):
+            rules = rules.filter(project__slug=project)
+        return rules.order_by("priority", "pk")
+
+    @extend_schema(responses={201: AllocationRuleSerializer})
+    def post(self, request: Request) -> Response:
+        require_allocation_editor(request.user)
+        given = self.get_serializer(data=request.data)
+        given.fields["project"].queryset = projects_visible_to(request.user)
+        given.is_valid(raise_exception=True)
+        try:
+            rule = allocation_rule_create(rule=AllocationRule(**given.validated_data))
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
+        return Response(self.get_serializer(rule).data, status=201)

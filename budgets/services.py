@@ -1064,6 +1064,18 @@ def _refuse_a_rule_that_would_never_win(rule: AllocationRule) -> None:
         )
 
 
+@transaction.atomic
+def allocation_rule_create(*, rule: AllocationRule) -> AllocationRule:
+    """A new rule, checked as the model and a new project's rule are: a tag rule names
+    its key, a run is the project's, and a rule an earlier one would always beat is
+    refused. Once committed, a worker gives it the unallocated costs it matches."""
+    rule.full_clean()
+    _refuse_a_rule_that_would_never_win(rule)
+    rule.save()
+    unallocated_costs_queue_allocation(rule=rule)
+    return rule
+
+
 class RevisionRefused(Exception):
     """The revision cannot be decided by this person, or not any more."""
 

@@ -2,7 +2,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 
-from projects.models import AllocationRule, Project, TrainingRun
+from projects.models import Project, TrainingRun
 from projects.selectors import (
     project_get_for_user,
     projects_visible_to,
@@ -97,37 +97,3 @@ class TrainingRunDetailApi(RetrieveAPIView):
 
     def get_queryset(self):
         return runs_visible_to(self.request.user).select_related("project")
-
-
-class AllocationRuleSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-
-    class Meta:
-        model = AllocationRule
-        fields = [
-            "id",
-            "project",
-            "training_run",
-            "priority",
-            "match_on",
-            "tag_key",
-            "value",
-            "run_tag_key",
-            "is_active",
-        ]
-
-
-@extend_schema(parameters=[PROJECT_FILTER])
-class AllocationRuleListApi(ListAPIView):
-    """The rules that send costs to the projects the caller sees, in the order they
-    are tried; `?project=<slug>` for one project's."""
-
-    serializer_class = AllocationRuleSerializer
-
-    def get_queryset(self):
-        rules = AllocationRule.objects.filter(
-            project__in=projects_visible_to(self.request.user)
-        ).select_related("project")
-        if project := self.request.query_params.get("project"):
-            rules = rules.filter(project__slug=project)
-        return rules.order_by("priority", "pk")

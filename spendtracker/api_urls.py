@@ -14,13 +14,13 @@ from billing.api import (
 from budgets.api import (
     AlertAcknowledgeApi,
     AlertListApi,
+    AllocationRuleListApi,
     PlanApi,
     ProjectVarianceApi,
     RunEventApi,
     RunProgressApi,
 )
 from projects.api import (
-    AllocationRuleListApi,
     ProjectDetailApi,
     ProjectListApi,
     TrainingRunDetailApi,

@@ -21,6 +21,7 @@ SIGNED_IN = {**dict.fromkeys(PERSONAS, 200), "anonymous": ANONYMOUS}
 TEAM_ONLY = {**SIGNED_IN, "outsider": 404}
 FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
 PLAN_EDITORS = {**TEAM_ONLY, "member": 403, "finance": 403}
+ADMINS_ONLY = {**dict.fromkeys(PERSONAS, 403), "anonymous": ANONYMOUS, "admin": 400}
 EVERY_ONE_WHO_SEES = {**TEAM_ONLY, "lead": 400, "member": 400}
 EVERY_ONE_WHO_SEES |= {"finance": 400, "admin": 400}
 
@@ -49,7 +50,11 @@ ENDPOINTS = {
         lambda w: {"run_id": w.run.pk},
         {"GET": TEAM_ONLY, "POST": {**PLAN_EDITORS, "lead": 400, "admin": 400}},
     ),
-    "api_allocation_rule_list": (lambda w: {}, {"GET": SIGNED_IN}),
+    # Admins add allocation rules, as in Django admin: an empty rule is a 400.
+    "api_allocation_rule_list": (
+        lambda w: {},
+        {"GET": SIGNED_IN, "POST": ADMINS_ONLY},
+    ),
     "api_source_list": (lambda w: {}, {"GET": FINANCE_ONLY}),
     "api_source_detail": (lambda w: {"pk": w.source.pk}, {"GET": FINANCE_ONLY}),
     "api_import_list": (lambda w: {}, {"GET": FINANCE_ONLY}),

@@ -8,8 +8,10 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from billing.models import CostRecord
 from budgets.models import Alert, Budget, BudgetRevision
-from projects.models import TrainingRun
+from projects.models import AllocationRule, TrainingRun
+from tests.conftest import make_cost_record, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +216,59 @@ def test_acknowledging_needs_a_note_and_a_resolved_alert_is_a_conflict(client, w
     assert late.json() == {"detail": "This alert was already resolved."}
     world.alert.refresh_from_db()
     assert world.alert.status == Alert.Status.RESOLVED
+
+
+def rule_post(client, rule: dict):
+    url = reverse("api_allocation_rule_list")
+    return client.post(url, rule, content_type="application/json")
+
+
+TAG_RULE = {"match_on": "tag", "tag_key": "project", "value": "llama"}
+
+
+def test_an_admins_new_rule_is_given_the_unallocated_costs_it_matches(
+    client, world, eager_tasks, django_capture_on_commit_callbacks
+):
+    matching = make_cost_record(date(2026, 1, 5), "12", tags={"project": "llama"})
+    other = make_cost_record(date(2026, 1, 5), "7", tags={"project": "other"})
+    client.force_login(world.admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = rule_post(client, TAG_RULE | {"project": world.project.slug})
+    assert response.status_code == 201, response.json()
+    rule = AllocationRule.objects.get(pk=response.json()["id"])
+    assert (rule.project, rule.describe()) == (world.project, "tag project = llama")
+    assert CostRecord.objects.get(pk=matching.pk).project == world.project
+    assert CostRecord.objects.get(pk=other.pk).project is None
+
+
+def test_only_admins_add_rules(client, world):
+    for persona in ("lead", "finance"):
+        client.force_login(getattr(world, persona))
+        response = rule_post(client, TAG_RULE | {"project": world.project.slug})
+        assert response.status_code == 403
+    assert not AllocationRule.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"tag_key": ""}, "tag_key", "A tag rule needs the tag key."),
+        ({"match_on": "colour"}, "match_on", "not a valid choice"),
+        ({"project": "no-such-project"}, "project", "does not exist"),
+        ({"training_run": "other"}, "training_run", "must belong to the rule's"),
+        ({"value": "taken"}, "value", "These costs already go to"),
+    ],
+)
+def test_a_bad_rule_is_a_400_naming_the_field_and_adds_nothing(
+    client, world, change, field, message
+):
+    AllocationRule.objects.create(
+        project=world.other_project, match_on="tag", tag_key="project", value="taken"
+    )
+    if change.get("training_run") == "other":
+        change = {"training_run": make_run(world.other_project).pk}
+    client.force_login(world.admin)
+    response = rule_post(client, TAG_RULE | {"project": world.project.slug} | change)
+    assert response.status_code == 400
+    assert message in str(response.json()[field]), response.json()
+    assert AllocationRule.objects.count() == 1
