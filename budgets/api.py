@@ -1,6 +1,7 @@
 from collections.abc import Iterator
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,7 +15,14 @@ from rest_framework.views import APIView
 from accounts.permissions import require_allocation_editor, require_plan_editor
 from budgets.alerts.lifecycle import alert_acknowledge
 from budgets.forms import PlanForms
-from budgets.models import Alert, Budget, BudgetRevision, RunEvent
+from budgets.models import (
+    PLAN_FIELDS,
+    Alert,
+    Budget,
+    BudgetLine,
+    BudgetRevision,
+    RunEvent,
+)
 from budgets.selectors import alert_get_for_user, alerts_visible_to
 from budgets.services import (
     allocation_rule_create,
@@ -468,3 +476,42 @@ class AllocationRuleListApi(ListAPIView):
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.message_dict) from None
         return Response(self.get_serializer(rule).data, status=201)
+
+
+class BudgetLineSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BudgetLine
+        fields = ["month", "category", "amount"]
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    lines = BudgetLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Budget
+        fields = [
+            "project",
+            "status",
+            *PLAN_FIELDS,
+            "approved_at",
+            "lines",
+        ]
+
+
+@extend_schema(parameters=[PROJECT_FILTER])
+class BudgetListApi(ListAPIView):
+    """The budgets of the projects the caller sees, with their monthly lines, in
+    their own currency; `?project=<slug>` for one project's."""
+
+    serializer_class = BudgetSerializer
+
+    def get_queryset(self):
+        budgets = (
+            Budget.objects.filter(project__in=projects_visible_to(self.request.user))
+            .select_related("project")
+            .prefetch_related(Prefetch("lines", BudgetLine.objects.order_by("month")))
+        )
+        if project := self.request.query_params.get("project"):
+            budgets = budgets.filter(project__slug=project)
+        return budgets.order_by("project__name", "pk")

@@ -44,6 +44,7 @@ ENDPOINTS = {
         lambda w: {"slug": w.project.slug, "external_id": w.run.external_id},
         {"POST": PLAN_EDITORS},
     ),
+    "api_budget_list": (lambda w: {}, {"GET": SIGNED_IN}),
     "api_run_list": (lambda w: {}, {"GET": SIGNED_IN}),
     "api_run_detail": (lambda w: {"run_id": w.run.pk}, {"GET": TEAM_ONLY}),
     "api_run_events": (

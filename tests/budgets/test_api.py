@@ -11,7 +11,7 @@ from django.urls import reverse
 from billing.models import CostRecord
 from budgets.models import Alert, Budget, BudgetRevision
 from projects.models import AllocationRule, TrainingRun
-from tests.conftest import make_cost_record, make_run
+from tests.conftest import make_budget, make_cost_record, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -272,3 +272,22 @@ def test_a_bad_rule_is_a_400_naming_the_field_and_adds_nothing(
     assert response.status_code == 400
     assert message in str(response.json()[field]), response.json()
     assert AllocationRule.objects.count() == 1
+
+
+def test_the_budgets_of_the_callers_projects_come_with_their_lines(client, world):
+    make_budget(world.other_project, {date(2026, 1, 1): "50.00"})
+    client.force_login(world.member)
+    budgets = client.get(reverse("api_budget_list")).json()["results"]
+    assert [(b["project"], b["total"], b["status"]) for b in budgets] == [
+        (world.project.slug, "3000.00", Budget.Status.DRAFT)
+    ]
+    assert budgets[0]["lines"] == [
+        {"month": "2026-01-01", "category": "", "amount": "1000.00"},
+        {"month": "2026-02-01", "category": "", "amount": "2000.00"},
+    ]
+    client.force_login(world.finance)
+    url = reverse("api_budget_list")
+    everything = client.get(url).json()["results"]
+    assert len(everything) == 2
+    one = client.get(url, {"project": world.other_project.slug}).json()["results"]
+    assert [b["total"] for b in one] == ["50.00"]
