@@ -385,7 +385,7 @@ class PlanApi(APIView):
 
     serializer_class = InputSerializer
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, slug: str) -> Response:
         project = project_get_for_user(request.user, slug)
         budget = getattr(project, "budget", None)
