@@ -109,3 +109,10 @@ def require_month_closer(user: User) -> None:
     """Closing and reopening a month belong to finance (and admins)."""
     if not user_can_close_months(user):
         raise PermissionDenied("Finance closes and reopens months.")
+
+
+def require_allocation_editor(user: User) -> None:
+    """Allocation rules move costs between projects, and so between teams: admins
+    change them, as in Django admin."""
+    if not user.is_admin:
+        raise PermissionDenied("Admins change allocation rules.")

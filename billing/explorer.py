@@ -471,11 +471,17 @@ def records_in_range(user: User, query: ExplorerQuery) -> QuerySet[CostRecord]:
     return visible_to(user, records, team="project__team")
 
 
-def _rollup_cells(user: User, query: ExplorerQuery) -> Iterator[_Cell]:
+def daily_costs_in_range(user: User, query: ExplorerQuery) -> QuerySet[DailyCost]:
+    """The rollup's rows of a question that the rollup answers (`reads_records`
+    false), in the user's scope."""
     rows = DailyCost.objects.filter(date__gte=query.start, date__lte=query.end)
-    rows = visible_to(
+    return visible_to(
         user, _filtered(rows, query, on_rollup=True), team="project__team"
     )
+
+
+def _rollup_cells(user: User, query: ExplorerQuery) -> Iterator[_Cell]:
+    rows = daily_costs_in_range(user, query)
     bucket = F("date") if query.grain == "day" else TruncMonth("date")
     unconverted = Case(
         When(fx_rate__isnull=True, then=F("billing_currency")), default=Value("")

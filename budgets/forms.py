@@ -5,6 +5,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, inlineformset_factory
+from django.http import QueryDict
 
 from accounts.models import Team, User
 from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine, Webhook
@@ -303,3 +304,121 @@ class WebhookForm(forms.Form):
         help_text="A Slack, Mattermost or Teams incoming-webhook URL, or your own "
         "endpoint for signed JSON. Kept encrypted; only its host is shown.",
     )
+
+
+class PlanForms:
+    """The plan page's forms (the budget, its monthly lines, the planned runs) filled
+    from a plan given as data, as the API takes it: what the data leaves out keeps
+    its value; `lines`, when given, are the whole monthly plan (a month left out is
+    removed); `runs` are changed by `id` or added without one. The forms' checks are
+    the plan page's; `errors()` names each failing field as `lines[2].amount`."""
+
+    def __init__(self, project: Project, budget: Budget, given: dict) -> None:
+        data = QueryDict(mutable=True)
+        for name in PLAN_FIELDS:
+            _put(data, name, given[name] if name in given else getattr(budget, name))
+        self.line_given = self._lines_data(data, budget, given.get("lines"))
+        self.run_given = self._runs_data(data, project, given.get("runs"))
+        self.budget = BudgetForm(data, instance=budget)
+        self.lines = BudgetLineFormSet(data, instance=budget, prefix="lines")
+        self.runs = PlannedRunFormSet(data, instance=project, prefix="runs")
+
+    def _lines_data(
+        self, data: QueryDict, budget: Budget, given: list[dict] | None
+    ) -> list[int | None]:
+        """Each existing line is kept with the amount given for its month and
+        category, or removed; other given lines are added. Returns the given index
+        of each form."""
+        existing = list(budget.lines.all()) if budget.pk else []
+        if given is None:
+            given = [
+                {name: getattr(line, name) for name in LINE_FIELDS} for line in existing
+            ]
+        index: dict[tuple[date, str], int] = {}
+        for n, line in enumerate(given):
+            index.setdefault((_month(line["month"]), line.get("category") or ""), n)
+        rows: list[tuple[dict, int | None]] = []
+        for line in existing:
+            n = index.get((line.month, line.category))
+            current = {"id": line.pk} | {
+                name: getattr(line, name) for name in LINE_FIELDS
+            }
+            change = given[n] if n is not None else {"DELETE": True}
+            rows.append((current | change, n))
+        # The rest are added: a second line of a month is refused by the formset.
+        kept = {n for _, n in rows}
+        rows += [(line, n) for n, line in enumerate(given) if n not in kept]
+        _formset_put(data, "lines", rows, initial=len(existing))
+        return [n for _, n in rows]
+
+    def _runs_data(
+        self, data: QueryDict, project: Project, given: list[dict] | None
+    ) -> list[int | None]:
+        existing = list(project.runs.all())
+        ids = {run.pk for run in existing}
+        by_id: dict[int, int] = {}
+        self.run_errors: dict[str, list[str]] = {}
+        for n, run in enumerate(given or []):
+            if run.get("id") is None:
+                continue
+            if run["id"] not in ids:
+                self.run_errors[f"runs[{n}].id"] = ["No such run in this project."]
+            elif run["id"] in by_id:
+                self.run_errors[f"runs[{n}].id"] = ["This run is given twice."]
+            else:
+                by_id[run["id"]] = n
+        rows: list[tuple[dict, int | None]] = []
+        for run in existing:
+            n = by_id.get(run.pk)
+            current = {"id": run.pk} | {
+                name: getattr(run, name) for name in RUN_PLAN_FIELDS
+            }
+            rows.append((current | (given[n] if n is not None else {}), n))
+        rows += [(run, n) for n, run in enumerate(given or []) if run.get("id") is None]
+        _formset_put(data, "runs", rows, initial=len(existing))
+        return [n for _, n in rows]
+
+    def errors(self) -> dict[str, list[str]]:
+        """Nothing when every form is valid; else the messages by field."""
+        valid = [self.budget.is_valid(), self.lines.is_valid(), self.runs.is_valid()]
+        if all(valid) and not self.run_errors:
+            return {}
+        errors = {
+            ("non_field_errors" if name == "__all__" else name): list(messages)
+            for name, messages in self.budget.errors.items()
+        } | self.run_errors
+        for prefix, formset, given in (
+            ("lines", self.lines, self.line_given),
+            ("runs", self.runs, self.run_given),
+        ):
+            for form, n in zip(formset.forms, given, strict=False):
+                row = prefix if n is None else f"{prefix}[{n}]"
+                for name, messages in form.errors.items():
+                    field = "" if name == "__all__" else f".{name}"
+                    errors[f"{row}{field}"] = list(messages)
+            if formset.non_form_errors():
+                errors[prefix] = list(formset.non_form_errors())
+        return errors
+
+
+def _month(value: date | str) -> date:
+    day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    return day.replace(day=1)
+
+
+def _put(data: QueryDict, name: str, value) -> None:
+    """A value as a form posts it: booleans as a ticked box, or nothing."""
+    if value is True:
+        data[name] = "on"
+    elif value is not None and value is not False:
+        data[name] = value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _formset_put(
+    data: QueryDict, prefix: str, rows: list[tuple[dict, int | None]], *, initial: int
+) -> None:
+    data[f"{prefix}-TOTAL_FORMS"] = str(len(rows))
+    data[f"{prefix}-INITIAL_FORMS"] = str(initial)
+    for number, (fields, _) in enumerate(rows):
+        for name, value in fields.items():
+            _put(data, f"{prefix}-{number}-{name}", value)

@@ -982,6 +982,17 @@ class ApprovalRefused(Exception):
     """The draft cannot be approved by this person, or not as they saw it."""
 
 
+def budget_unsaved(*, project: Project) -> Budget:
+    """The budget a project without one starts from: over its dates, in the
+    reporting currency."""
+    return Budget(
+        project=project,
+        currency=settings.REPORTING_CURRENCY,
+        start_date=project.start_date,
+        end_date=project.end_date,
+    )
+
+
 @transaction.atomic
 def budget_approve(*, budget: Budget, user: User, version: int) -> Budget:
     """Finance approves the draft as it was shown to them: `version` is the one on
@@ -1109,6 +1120,18 @@ def _refuse_a_rule_that_would_never_win(rule: AllocationRule) -> None:
                 f"({earlier.describe()}): choose what recognises this project."
             }
         )
+
+
+@transaction.atomic
+def allocation_rule_create(*, rule: AllocationRule) -> AllocationRule:
+    """A new rule, checked as the model and a new project's rule are: a tag rule names
+    its key, a run is the project's, and a rule an earlier one would always beat is
+    refused. Once committed, a worker gives it the unallocated costs it matches."""
+    rule.full_clean()
+    _refuse_a_rule_that_would_never_win(rule)
+    rule.save()
+    unallocated_costs_queue_allocation(rule=rule)
+    return rule
 
 
 class RevisionRefused(Exception):

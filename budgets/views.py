@@ -67,6 +67,7 @@ from budgets.services import (
     budget_preview,
     budget_revision_decide,
     budget_save_plan,
+    budget_unsaved,
     project_create,
     project_cumulative_by_month,
     project_months,
@@ -449,12 +450,7 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_get_for_user(request.user, slug)
     require_plan_editor(request.user, project)
-    budget = getattr(project, "budget", None) or Budget(
-        project=project,
-        currency=settings.REPORTING_CURRENCY,
-        start_date=project.start_date,
-        end_date=project.end_date,
-    )
+    budget = getattr(project, "budget", None) or budget_unsaved(project=project)
     data = request.POST or None
     form = BudgetForm(data, instance=budget)
     lines = BudgetLineFormSet(data, instance=form.instance)

@@ -21,3 +21,7 @@ def project_get_for_user(user: User, slug: str) -> Project:
 def run_get_for_user(user: User, slug: str, pk: int) -> TrainingRun:
     project = project_get_for_user(user, slug)
     return get_object_or_404(project.runs.select_related("project__team"), pk=pk)
+
+
+def runs_visible_to(user: User) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.filter(project__in=projects_visible_to(user))

@@ -567,3 +567,53 @@ def adjustment_from_json(row: dict[str, str]) -> Adjustment:
         billed=Decimal(row["billed"]),
         effective=Decimal(row["effective"]),
     )
+
+
+def report_json(
+    *, month: date, teams: QuerySet[Team], whole_organisation: bool
+) -> dict:
+    """The month's report as the portal's JSON has it, for the teams given: a closed
+    month's snapshot with its post-close adjustments, else the open report; and the
+    history of its closes."""
+    close = month_close_in_force(month=month)
+    if close is not None:
+        data = snapshot_seen_by(
+            close=close, teams=teams, whole_organisation=whole_organisation
+        )
+        adjustments = post_close_adjustments(
+            close=close, teams=teams, whole_organisation=whole_organisation
+        )
+        data |= {
+            "closed": _close_json(close),
+            "post_close_adjustments": [adjustment_json(row) for row in adjustments],
+        }
+    else:
+        report = open_report(
+            month=month,
+            stored_check=True,
+            teams=teams,
+            whole_organisation=whole_organisation,
+        )
+        data = report.as_json()
+    events = month_close_events(month=month)
+    return data | {"close_history": [_event_json(e) for e in events]}
+
+
+def _close_json(close: MonthClose) -> dict:
+    return {
+        "closed_by": str(close.closed_by),
+        "closed_at": close.closed_at.isoformat(),
+        "forced": close.forced,
+        "reason": close.reason,
+        "blockers": close.blockers,
+        "sha256": dict(close.files.values_list("format", "sha256")),
+    }
+
+
+def _event_json(event: CloseEvent) -> dict:
+    return {
+        "kind": event.kind,
+        "by": str(event.user),
+        "at": event.at.isoformat(),
+        "reason": event.reason,
+    }

@@ -5,7 +5,11 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from accounts.models import Team
+from django.http import Http404
+from django.utils import timezone
+
+from accounts.models import Team, User
+from accounts.selectors import teams_visible_to
 from budgets.models import Alert
 from budgets.selectors import AlertCounts, alert_counts_by
 from budgets.services import (
@@ -70,3 +74,14 @@ def _month_by_measure(summaries: list[ProjectSummary]) -> dict[str, Decimal]:
             summary.month_actual
         )
     return dict(sorted(totals.items()))
+
+
+def report_scope(user: User) -> dict:
+    """Whose spend a user's monthly report holds: their teams', or everything."""
+    return {"teams": teams_visible_to(user), "whole_organisation": user.sees_everything}
+
+
+def report_month_or_404(month: date) -> date:
+    if month > timezone.now().date():
+        raise Http404("That month has not begun.")
+    return month

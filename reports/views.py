@@ -16,7 +16,6 @@ from accounts.permissions import (
     require_organisation_view,
     user_can_close_months,
 )
-from accounts.selectors import teams_visible_to
 from billing.accruals import AccrualRefused, accruals_book
 from billing.explorer import first_spend_by_team
 from billing.models import BillingSource
@@ -26,7 +25,7 @@ from core.dates import month_start, next_month
 from reports import charts, close_requests, closing, exports, files
 from reports.forms import MonthCloseForm, MonthReopenForm
 from reports.models import MonthClose, QueuedWork, ReportFile
-from reports.selectors import team_totals
+from reports.selectors import report_month_or_404, report_scope, team_totals
 from reports.services import month_accruals, percent, report_months
 
 
@@ -72,19 +71,9 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
     return render(request, "reports/overview.html", context)
 
 
-def _report_scope(user) -> dict:
-    return {"teams": teams_visible_to(user), "whole_organisation": user.sees_everything}
-
-
-def _month_or_404(month: date) -> date:
-    if month > timezone.now().date():
-        raise Http404("That month has not begun.")
-    return month
-
-
 @login_required
 def report_list(request: HttpRequest) -> HttpResponse:
-    scope = _report_scope(request.user)
+    scope = report_scope(request.user)
     months = report_months(**scope)
     # A closed month shows its snapshot's totals, not today's.
     closed = closing.closed_totals(months=[row["month"] for row in months], **scope)
@@ -101,11 +90,11 @@ def report_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def report_detail(request: HttpRequest, month: date) -> HttpResponse:
-    close = closing.month_close_in_force(month=_month_or_404(month))
+    close = closing.month_close_in_force(month=report_month_or_404(month))
     if close is not None:
         return _closed_report_detail(request, close)
     report = closing.open_report(
-        month=month, stored_check=True, **_report_scope(request.user)
+        month=month, stored_check=True, **report_scope(request.user)
     )
     context = {
         "report": report,
@@ -127,7 +116,7 @@ def report_accruals_book(request: HttpRequest, month: date) -> HttpResponse:
     if not request.user.sees_everything:
         raise PermissionDenied("Finance books accruals.")
     try:
-        booked = accruals_book(month=_month_or_404(month), user=request.user)
+        booked = accruals_book(month=report_month_or_404(month), user=request.user)
     except AccrualRefused as refused:
         messages.error(request, str(refused))
     else:
@@ -137,21 +126,8 @@ def report_accruals_book(request: HttpRequest, month: date) -> HttpResponse:
 
 @login_required
 def report_json(request: HttpRequest, month: date) -> JsonResponse:
-    scope = _report_scope(request.user)
-    close = closing.month_close_in_force(month=_month_or_404(month))
-    if close is not None:
-        data = closing.snapshot_seen_by(close=close, **scope)
-        adjustments = closing.post_close_adjustments(close=close, **scope)
-        data |= {
-            "closed": _close_json(close),
-            "post_close_adjustments": [
-                closing.adjustment_json(row) for row in adjustments
-            ],
-        }
-    else:
-        data = closing.open_report(month=month, stored_check=True, **scope).as_json()
-    events = closing.month_close_events(month=month)
-    return JsonResponse(data | {"close_history": [_event_json(e) for e in events]})
+    month = report_month_or_404(month)
+    return JsonResponse(closing.report_json(month=month, **report_scope(request.user)))
 
 
 # format -> (renderer, content type, file name suffix)
@@ -174,7 +150,7 @@ def report_export(request: HttpRequest, month: date, fmt: str) -> HttpResponse:
     if fmt == "journal":
         require_journal_reader(request.user)
     render, content_type, suffix = EXPORTS[fmt]
-    close = closing.month_close_in_force(month=_month_or_404(month))
+    close = closing.month_close_in_force(month=report_month_or_404(month))
     if close is not None:
         response = _closed_file(request, close, fmt, content_type)
     elif fmt in files.RENDERERS:  # too heavy for the request: a worker draws it
@@ -182,7 +158,7 @@ def report_export(request: HttpRequest, month: date, fmt: str) -> HttpResponse:
         return redirect("report_file", month, file.pk)
     else:
         report = closing.open_report(
-            month=month, stored_check=True, **_report_scope(request.user)
+            month=month, stored_check=True, **report_scope(request.user)
         )
         response = HttpResponse(render(report), content_type=content_type)
     filename = f"spendtracker-{month:%Y-%m}-{suffix}"
@@ -236,7 +212,7 @@ def _closed_file(
 
 def _closed_report_detail(request: HttpRequest, close: MonthClose) -> HttpResponse:
     """A closed month: its snapshot's figures, and what restatements changed since."""
-    scope = _report_scope(request.user)
+    scope = report_scope(request.user)
     data = closing.snapshot_seen_by(close=close, **scope)
     for team in data["teams"]:
         team["actual"] = str(Decimal(team["plan"]) + Decimal(team["variance"]))
@@ -336,7 +312,7 @@ def month_close_view(request: HttpRequest, month: date) -> HttpResponse:
         return redirect("report_detail", month)
     try:
         close_requests.month_close_request(
-            month=_month_or_404(month),
+            month=report_month_or_404(month),
             user=request.user,
             reason=form.cleaned_data["reason"],
         )
@@ -361,7 +337,7 @@ def month_reopen_view(request: HttpRequest, month: date) -> HttpResponse:
         return redirect("report_detail", month)
     try:
         closing.month_reopen(
-            month=_month_or_404(month),
+            month=report_month_or_404(month),
             user=request.user,
             reason=form.cleaned_data["reason"],
         )
@@ -374,23 +350,3 @@ def month_reopen_view(request: HttpRequest, month: date) -> HttpResponse:
 
 def _form_errors(form) -> str:
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
-
-
-def _close_json(close: MonthClose) -> dict:
-    return {
-        "closed_by": str(close.closed_by),
-        "closed_at": close.closed_at.isoformat(),
-        "forced": close.forced,
-        "reason": close.reason,
-        "blockers": close.blockers,
-        "sha256": dict(close.files.values_list("format", "sha256")),
-    }
-
-
-def _event_json(event: closing.CloseEvent) -> dict:
-    return {
-        "kind": event.kind,
-        "by": str(event.user),
-        "at": event.at.isoformat(),
-        "reason": event.reason,
-    }

@@ -516,7 +516,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"user": _read("API_RATE", _rate, "600/minute")},
     "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PagePagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -528,6 +528,17 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI served from the sidecar package: no CDN at run time.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Choice sets whose field names collide across models get names of their own.
+    "ENUM_NAME_OVERRIDES": {
+        "ProjectKindEnum": "projects.models.Project.Kind",
+        "ProjectStatusEnum": "projects.models.Project.Status",
+        "RunStatusEnum": "projects.models.TrainingRun.Status",
+        "ProgressUnitEnum": "projects.models.TrainingRun.ProgressUnit",
+        "SourceKindEnum": "billing.models.BillingSource.Kind",
+        "ImportStatusEnum": "billing.models.ImportRun.Status",
+        "InvoiceStatusEnum": "billing.models.ComputeInvoice.Status",
+        "RunEventKindEnum": "budgets.models.RunEvent.Kind",
+    },
 }
 
 if not DEBUG:
