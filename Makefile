@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed
 run migrations-check: export DJANGO_DEBUG ?= true
 # Links in emails (alerts, reports) point at the portal `make run` serves.
 run: export SITE_URL ?= http://127.0.0.1:$(PORT)
+# A fixed key for local development only, so that the portal can store credentials and
+# webhooks; a deployment sets its own (README, Configuration).
+run: export FIELD_ENCRYPTION_KEY ?= bG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktMzJieXQ=
+
 # Tests are real: PostgreSQL and Redis, as on this machine and in CI.
 test: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/spendtracker
 test: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15

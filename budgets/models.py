@@ -9,7 +9,7 @@ from django.db.models import F, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from core.crypto import decrypt_json
+from core.crypto import CredentialsUnreadable, decrypt_json
 from core.currencies import ZERO, validate_currency_code
 from core.models import OwedMessage
 
@@ -586,7 +586,11 @@ class Webhook(models.Model):
 
     @property
     def secrets(self) -> dict:
-        return decrypt_json(self.secrets_token)
+        """The URL and secret; empty when FIELD_ENCRYPTION_KEY no longer reads them."""
+        try:
+            return decrypt_json(self.secrets_token)
+        except CredentialsUnreadable:
+            return {}
 
 
 class WebhookDelivery(OwedMessage):

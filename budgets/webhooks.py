@@ -36,7 +36,7 @@ from accounts.models import Team, User
 from accounts.permissions import user_can_edit_plan
 from budgets.models import Alert, Webhook, WebhookDelivery
 from core import delivery
-from core.crypto import encrypt_json
+from core.crypto import CredentialsUnreadable, encrypt_json
 from core.tasks import enqueue_after_commit
 from projects.models import Project
 
@@ -109,13 +109,17 @@ def webhook_create(
     token = {"url": url}
     if kind == Webhook.Kind.JSON:
         token["secret"] = secrets.token_urlsafe(32)
+    try:
+        secrets_token = encrypt_json(token)
+    except CredentialsUnreadable as exc:  # no key: nothing secret may be stored
+        raise ValidationError({"url": str(exc)}) from None
     return Webhook.objects.create(
         team=None if scope.project else scope.team,
         project=scope.project,
         name=name.strip(),
         kind=kind,
         host=urlsplit(url).hostname or "",
-        secrets_token=encrypt_json(token),
+        secrets_token=secrets_token,
         created_by=user,
     )
 
@@ -193,6 +197,11 @@ def _delivery_send(_claim: uuid.UUID, *, pk: int) -> None:
     ).get(pk=pk)
     hook = row.webhook
     target = hook.secrets
+    if not target:
+        raise WebhookRefused(
+            "its URL cannot be decrypted (FIELD_ENCRYPTION_KEY has changed): "
+            "delete the webhook and add it again"
+        )
     webhook_url_check(target["url"])  # again: the name may point elsewhere now
     body = json.dumps(_payload(row), separators=(",", ":"))
     headers = {"Content-Type": "application/json", "User-Agent": "Spendtracker"}

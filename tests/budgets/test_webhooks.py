@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography.fernet import Fernet
 from django.db import connection
 from django.urls import reverse
 
@@ -305,3 +306,35 @@ def test_a_member_cannot_delete_or_test_a_webhook(client, world, receiver):
     assert client.post(reverse("webhook_delete", args=[webhook.pk])).status_code == 404
     assert Webhook.objects.filter(pk=webhook.pk).exists()
     assert not WebhookDelivery.objects.exists()
+
+
+def test_without_a_key_no_webhook_is_stored_and_the_form_says_why(
+    client, world, receiver, settings
+):
+    settings.FIELD_ENCRYPTION_KEY = ""
+    client.force_login(world.lead)
+    page = client.post(
+        reverse("project_webhooks", args=[world.project.slug]),
+        {"name": "x", "kind": "slack", "url": receiver.origin + "/x"},
+    )
+    assert page.status_code == 200
+    assert "FIELD_ENCRYPTION_KEY is not set" in page.content.decode()
+    assert not Webhook.objects.exists()
+
+
+def test_a_webhook_whose_key_changed_says_so_and_its_messages_are_refused(
+    client, world, receiver, settings
+):
+    hook(world, receiver)
+    webhook_deliveries_record([world.alert])
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+    webhooks_send_pending()
+
+    row = WebhookDelivery.objects.get()
+    assert (row.status, row.refusals) == ("pending", 1)
+    assert "cannot be decrypted" in row.last_error
+    assert not receiver.received
+    client.force_login(world.lead)
+    page = client.get(reverse("project_webhooks", args=[world.project.slug]))
+    assert "Its URL cannot be read" in page.content.decode()
