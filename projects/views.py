@@ -42,4 +42,4 @@ def api_token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(
         request, f"“{token.name}” is revoked: requests with it get 401 from now on."
     )
-    return redirect("api_tokens")
+    return redirect("account_tokens")

@@ -108,11 +108,11 @@ urlpatterns = [
         account_views.notification_settings,
         name="notification_settings",
     ),
-    path("account/tokens/", project_views.api_tokens, name="api_tokens"),
+    path("account/tokens/", project_views.api_tokens, name="account_tokens"),
     path(
         "account/tokens/<int:pk>/revoke/",
         project_views.api_token_revoke_view,
-        name="api_token_revoke",
+        name="account_token_revoke",
     ),
     path("teams/", account_views.team_list, name="team_list"),
     path("audit/", account_views.audit_log, name="audit_log"),

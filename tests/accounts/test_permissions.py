@@ -76,7 +76,7 @@ PAGES = {
     "alert_rules_edit": (lambda w: {"slug": w.project.slug}, TEAM_ONLY),
     "alert_detail": (lambda w: {"pk": w.alert.pk}, TEAM_ONLY),
     "notification_settings": (lambda w: {}, SIGNED_IN),
-    "api_tokens": (lambda w: {}, SIGNED_IN),
+    "account_tokens": (lambda w: {}, SIGNED_IN),
     "project_webhooks": (lambda w: {"slug": w.project.slug}, PLAN_EDITORS),
     "team_webhooks": (
         lambda w: {"slug": w.team.slug},
@@ -84,7 +84,7 @@ PAGES = {
     ),
     "webhook_test": (lambda w: {"pk": 1}, POST_ONLY),
     "webhook_delete": (lambda w: {"pk": 1}, POST_ONLY),
-    "api_token_revoke": (lambda w: {"pk": 1}, POST_ONLY),
+    "account_token_revoke": (lambda w: {"pk": 1}, POST_ONLY),
     # Who did what across every team: finance and admins only.
     "audit_log": (lambda w: {}, FINANCE_ONLY),
     "budget_approve": (

@@ -147,12 +147,12 @@ def test_a_month_closed_and_reopened_is_recorded(world, time_machine):
 def test_api_tokens_created_and_revoked_are_recorded_without_their_key(client, world):
     client.force_login(world.lead)
     page = client.post(
-        reverse("api_tokens"),
+        reverse("account_tokens"),
         {"name": "job", "expires_in_days": "30", "project": world.project.pk},
     )
     key = page.context["key"]
     token = ApiToken.objects.get()
-    client.post(reverse("api_token_revoke", args=[token.pk]))
+    client.post(reverse("account_token_revoke", args=[token.pk]))
     assert events(Kind.TOKEN) == [
         ("lead@test.example", "API token created"),
         ("lead@test.example", "API token revoked"),

@@ -35,7 +35,7 @@ def test_a_new_token_is_shown_once_and_only_its_hash_is_kept(client, world):
     client.force_login(world.lead)
 
     page = client.post(
-        reverse("api_tokens"), {"name": "notebook", "expires_in_days": "30"}
+        reverse("account_tokens"), {"name": "notebook", "expires_in_days": "30"}
     )
 
     key = page.context["key"]
@@ -46,7 +46,7 @@ def test_a_new_token_is_shown_once_and_only_its_hash_is_kept(client, world):
         ApiToken.objects.values().get()
     )
     assert token.expires_at == NOW + timedelta(days=30)
-    again = client.get(reverse("api_tokens")).content.decode()
+    again = client.get(reverse("account_tokens")).content.decode()
     assert key not in again and token.prefix in again  # never shown again
 
 
@@ -84,7 +84,7 @@ def test_an_expired_or_revoked_token_gets_401_and_no_credentials_401(
     _, expiring = api_token_create(user=world.lead, name="old", expires_in_days=7)
     revoked, key = api_token_create(user=world.lead, name="leaked", expires_in_days=90)
     client.force_login(world.lead)
-    client.post(reverse("api_token_revoke", args=[revoked.pk]))
+    client.post(reverse("account_token_revoke", args=[revoked.pk]))
     time_machine.move_to(NOW + timedelta(days=7), tick=False)
 
     assert bearer(expiring).get(PROJECTS).json() == {
@@ -98,7 +98,7 @@ def test_an_expired_or_revoked_token_gets_401_and_no_credentials_401(
 def test_only_its_owner_revokes_a_token(client, world):
     token, key = api_token_create(user=world.lead, name="cli", expires_in_days=90)
     client.force_login(world.member)
-    assert client.post(reverse("api_token_revoke", args=[token.pk])).status_code == 404
+    assert client.post(reverse("account_token_revoke", args=[token.pk])).status_code == 404
     assert bearer(key).get(PROJECTS).status_code == 200
 
 
@@ -133,7 +133,7 @@ def test_only_a_plan_editor_makes_a_run_reporters_token(client, world):
         )
     client.force_login(world.member)
     page = client.post(
-        reverse("api_tokens"),
+        reverse("account_tokens"),
         {"name": "x", "expires_in_days": "30", "project": world.project.pk},
     )
     assert "project" in page.context["form"].errors
