@@ -6,6 +6,13 @@
   document.querySelectorAll("[data-width]").forEach(function (bar) {
     bar.style.width = bar.dataset.width + "%";
   });
+  // A table wider than its card scrolls: keyboard users reach it with Tab and scroll
+  // it with the arrow keys (WCAG 2.1.1).
+  document.querySelectorAll(".table-wrap, .card").forEach(function (wrap) {
+    if (wrap.scrollWidth > wrap.clientWidth) {
+      wrap.tabIndex = 0;
+    }
+  });
   // <select data-autosubmit>: choosing an option applies it at once.
   document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () {

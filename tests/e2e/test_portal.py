@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings
 from django.core.management import call_command
 from django.db.models import Sum
+from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
@@ -25,6 +27,7 @@ from billing.models import CostRecord
 from reports.models import MonthClose
 from spendtracker.celery import app
 from spendtracker.demo import DEMO_PASSWORD, demo_seed
+from tests.accounts.test_permissions import PAGES
 from tests.data import FOCUS_REAL
 
 pytestmark = pytest.mark.e2e
@@ -114,13 +117,39 @@ def new_context(browser: Browser):
     assert not violations, "\n".join(["CSP violations:", *violations])
 
 
+# axe-core, installed from tests/package.json by .ci/run: WCAG 2.1 A and AA checks.
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".run/azurite/node_modules"
+AXE = NODE_MODULES / "axe-core/axe.min.js"
+AXE_RUN = """async () => (await axe.run(document, {runOnly: ["wcag2a", "wcag2aa",
+  "wcag21a", "wcag21aa"]})).violations
+  .filter((v) => v.impact === "serious" || v.impact === "critical")
+  .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes[0].target.join(" ")}`)"""
+
+
+# Swagger UI is drawn by drf-spectacular's copy of it: not the portal's markup.
+THIRD_PARTY = "/api/docs/"
+
+
+def accessibility_violations(page: Page) -> list[str]:
+    """The serious and critical WCAG 2.1 AA violations axe-core finds on the page.
+    Evaluated through the browser's own channel, so the page's CSP does not apply."""
+    assert AXE.exists(), f"{AXE} is missing: run .ci/run (npm ci of tests/package.json)"
+    if not page.evaluate("() => typeof axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())
+    return page.evaluate(AXE_RUN)
+
+
 @pytest.fixture
 def page(new_context, demo, js_errors):
+    """A page of a new context; the page each test ends on must pass axe-core."""
     context = new_context()
     page = context.new_page()
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
     try:
         yield page
+        if page.url.startswith("http") and THIRD_PARTY not in page.url:
+            violations = accessibility_violations(page)
+            assert not violations, f"{page.url}: " + "; ".join(violations)
     finally:
         context.close()
 
@@ -596,3 +625,30 @@ def test_bars_are_drawn_and_a_filter_applies_itself_without_inline_code(
 
     expect(page).to_have_url(re.compile(r"/invoices/\?status=draft$"))
     assert js_errors == []
+
+
+@pytest.mark.parametrize("persona", ["lead", "admin"])
+def test_every_page_a_persona_sees_passes_axe(
+    new_context, transactional_db, live_server, world, client, time_machine, persona
+):
+    """Every page of the portal (the permission table's, so a new page is in it) as
+    a lead and as an admin: no serious or critical WCAG 2.1 AA violation."""
+    time_machine.move_to(datetime(2026, 2, 10, 12, tzinfo=UTC), tick=False)
+    client.force_login(getattr(world, persona))
+    context = new_context()
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = {"name": settings.SESSION_COOKIE_NAME, "value": session}
+    context.add_cookies([cookie | {"url": live_server.url}])
+    page = context.new_page()
+    failures = []
+    for name, (kwargs, expected) in sorted(PAGES.items()):
+        if expected.get(persona) != 200:
+            continue
+        url = reverse(name, kwargs=kwargs(world))
+        served = client.get(url).headers.get("Content-Type", "")
+        if not served.startswith("text/html") or url == THIRD_PARTY:
+            continue  # a download, JSON, or Swagger UI
+        page.goto(live_server.url + url)
+        failures += [f"{url}: {found}" for found in accessibility_violations(page)]
+    context.close()
+    assert not failures, "\n".join(failures)

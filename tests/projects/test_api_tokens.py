@@ -98,7 +98,9 @@ def test_an_expired_or_revoked_token_gets_401_and_no_credentials_401(
 def test_only_its_owner_revokes_a_token(client, world):
     token, key = api_token_create(user=world.lead, name="cli", expires_in_days=90)
     client.force_login(world.member)
-    assert client.post(reverse("account_token_revoke", args=[token.pk])).status_code == 404
+    assert (
+        client.post(reverse("account_token_revoke", args=[token.pk])).status_code == 404
+    )
     assert bearer(key).get(PROJECTS).status_code == 200
 
 
