@@ -192,6 +192,7 @@ class PlannedRunForm(forms.ModelForm):
         fields = list(RUN_PLAN_FIELDS)
         labels = {
             "external_id": "Run id in billing tags",
+            "gpu_type": "GPU type",
             "gpu_count": "GPUs",
             "planned_gpu_hours": "Planned GPU-hours",
             "rate_per_gpu_hour": "Rate per GPU-hour",

@@ -346,13 +346,28 @@ class DayAccuracy:
 
 
 def run_estimate_accuracy(run: TrainingRun) -> list[DayAccuracy]:
-    """For each day the run reported and billing data has come in for: what the
-    events estimated and what was billed."""
+    """For each whole day the run reported (its reports span the day from midnight
+    to midnight) and billing data has come in for: what the events estimated and
+    what was billed. A day reported in part would compare hours with a day."""
+    events = list(run.events.all())
+    if not events:
+        return []
+    first, last = min(e.at for e in events), max(e.at for e in events)
     billed = _billed_days(run)
+    whole = [
+        day
+        for day in billed
+        if first <= datetime.combine(day, time.min, UTC)
+        and datetime.combine(day + timedelta(days=1), time.min, UTC) <= last
+    ]
+    estimated = estimated_by_day(events)
     return [
-        DayAccuracy(day=day, estimate=estimate.cost, billed=billed[day])
-        for day, estimate in sorted(estimated_by_day(list(run.events.all())).items())
-        if day in billed
+        DayAccuracy(
+            day=day,
+            estimate=estimated.get(day, DayEstimate()).cost,
+            billed=billed[day],
+        )
+        for day in sorted(whole)
     ]
 
 

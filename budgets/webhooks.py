@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import uuid
@@ -35,10 +36,12 @@ from django.utils import timezone
 from accounts.models import Team, User
 from accounts.permissions import user_can_edit_plan
 from budgets.models import Alert, Webhook, WebhookDelivery
-from core import delivery
+from core import audit, delivery
 from core.crypto import CredentialsUnreadable, encrypt_json
 from core.tasks import enqueue_after_commit
 from projects.models import Project
+
+logger = logging.getLogger(__name__)
 
 
 class WebhookRefused(Exception):
@@ -89,7 +92,10 @@ def webhook_url_check(url: str) -> None:
             info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)
         }
     except OSError:
-        raise ValidationError(f"{parts.hostname} cannot be found.") from None
+        raise ValidationError(
+            f"{parts.hostname} could not be looked up just now (DNS): check the "
+            "address, or try again in a moment."
+        ) from None
     if not all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
         raise ValidationError(
             f"{parts.hostname} is an address inside a private network: alerts go "
@@ -113,7 +119,7 @@ def webhook_create(
         secrets_token = encrypt_json(token)
     except CredentialsUnreadable as exc:  # no key: nothing secret may be stored
         raise ValidationError({"url": str(exc)}) from None
-    return Webhook.objects.create(
+    webhook = Webhook.objects.create(
         team=None if scope.project else scope.team,
         project=scope.project,
         name=name.strip(),
@@ -122,16 +128,32 @@ def webhook_create(
         secrets_token=secrets_token,
         created_by=user,
     )
+    _audit(user, "webhook added", webhook)
+    return webhook
+
+
+def _audit(user: User, action: str, webhook: Webhook) -> None:
+    """Alerts leave the company through webhooks: who pointed them where is kept
+    (the host and kind, never the URL)."""
+    audit.record(
+        kind=audit.Kind.WEBHOOK,
+        action=action,
+        target=webhook,
+        actor=user,
+        details={"host": webhook.host, "kind": webhook.kind},
+    )
 
 
 def webhook_delete(*, user: User, webhook: Webhook, scope: WebhookScope) -> None:
     require_webhook_editor(user, scope)
+    _audit(user, "webhook deleted", webhook)
     webhook.delete()
 
 
 def webhook_test(*, user: User, webhook: Webhook, scope: WebhookScope) -> None:
     """Queue a test message to the webhook; the delivery log shows how it went."""
     require_webhook_editor(user, scope)
+    _audit(user, "test message sent", webhook)
     WebhookDelivery.objects.create(webhook=webhook)
     _send_after_commit()
 
@@ -215,18 +237,33 @@ def _delivery_send(_claim: uuid.UUID, *, pk: int) -> None:
             "X-Spendtracker-Signature": f"sha256={signed.hexdigest()}",
             "X-Spendtracker-Delivery": str(row.pk),
         }
-    answer = requests.post(
-        target["url"],
-        data=body.encode(),
-        headers=headers,
-        timeout=settings.WEBHOOK_TIMEOUT,
-        allow_redirects=False,
-    )
+    try:
+        answer = requests.post(
+            target["url"],
+            data=body.encode(),
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT,
+            allow_redirects=False,
+        )
+    except requests.RequestException as error:
+        # The log keeps requests' own words; the delivery log, a sentence.
+        logger.info("webhook delivery %s: %r", pk, error)
+        raise WebhookUnreachable(_plainly(hook.host, error)) from None
     WebhookDelivery.objects.filter(pk=pk).update(response_status=answer.status_code)
     if 400 <= answer.status_code < 500:
         raise WebhookRefused(f"{hook.host} answered {answer.status_code}")
     if not 200 <= answer.status_code < 300:
         raise WebhookUnreachable(f"{hook.host} answered {answer.status_code}")
+
+
+def _plainly(host: str, error: requests.RequestException) -> str:
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"{host}'s TLS certificate could not be verified"
+    if isinstance(error, requests.Timeout):
+        return f"{host} did not answer within {settings.WEBHOOK_TIMEOUT} seconds"
+    if isinstance(error, requests.ConnectionError):
+        return f"could not connect to {host}"
+    return f"the request to {host} failed"
 
 
 def _payload(row: WebhookDelivery) -> dict:

@@ -150,7 +150,7 @@ class Sweep:
         mine.update(last_error=f"{type(error).__name__}: {error}"[:500])
         if isinstance(error, OSError) and not isinstance(error, MESSAGE_REFUSALS):
             self.unreachable += 1
-            logger.warning("%s: mail server unreachable (%s); stays owed", name, error)
+            logger.warning("%s: server unreachable (%s); stays owed", name, error)
         else:
             mine.update(refusals=F("refusals") + 1)
             mine.filter(refusals__gte=MAX_REFUSALS).update(
@@ -171,5 +171,5 @@ class Sweep:
         settle(self.rows, claim_id, sent=False)
         if self.stopped:
             logger.warning(
-                "Mail server unreachable %s times: sweep stopped", BREAKER_FAILURES
+                "Server unreachable %s times: sweep stopped", BREAKER_FAILURES
             )

@@ -48,6 +48,7 @@ class AuditEvent(models.Model):
         IMPORT = "import", "Uploads and imports"
         MONTH = "month", "Month close"
         TOKEN = "token", "API tokens"
+        WEBHOOK = "webhook", "Alert webhooks"
         LOGIN = "login", "Logins"
 
     at = models.DateTimeField(default=timezone.now)

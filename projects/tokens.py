@@ -66,7 +66,7 @@ def api_token_create(
         action="API token created",
         target=token,
         actor=user,
-        details={"kind": token.kind, "project": project.slug if project else None},
+        details={"kind": token.kind} | ({"project": project.slug} if project else {}),
     )
     return token, key
 

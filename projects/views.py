@@ -10,17 +10,23 @@ from projects.forms import ApiTokenForm
 from projects.models import ApiToken
 from projects.tokens import api_token_create, api_token_revoke
 
+# The new token's key waits in the session for the one page that shows it.
+NEW_KEY = "new_api_token"
+
 
 @never_cache
 @login_required
 def api_tokens(request: HttpRequest) -> HttpResponse:
-    """The user's API tokens; a new one's key is on this answer only."""
+    """The user's API tokens. A new one's key is shown on the page the creation
+    redirects to, once: a reload shows it no more and creates nothing."""
     form = ApiTokenForm(request.POST or None, user=request.user)
-    created = key = None
     if request.method == "POST" and form.is_valid():
-        created, key = api_token_create(user=request.user, **form.cleaned_data)
-        form = ApiTokenForm(user=request.user)
+        token, key = api_token_create(user=request.user, **form.cleaned_data)
+        request.session[NEW_KEY] = {"id": token.pk, "key": key}
+        return redirect("account_tokens")
+    shown = request.session.pop(NEW_KEY, None)
     tokens = request.user.api_tokens.select_related("project")
+    created = tokens.filter(pk=shown["id"]).first() if shown else None
     return render(
         request,
         "projects/api_tokens.html",
@@ -28,7 +34,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
             "form": form,
             "tokens": tokens,
             "created": created,
-            "key": key,
+            "key": shown["key"] if created else None,
             "now": timezone.now(),
         },
     )
@@ -40,6 +46,8 @@ def api_token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
     api_token_revoke(token=token, by=request.user)
     messages.success(
-        request, f"“{token.name}” is revoked: requests with it get 401 from now on."
+        request,
+        f"“{token.name}” ({token.prefix}…) is revoked: requests with it get 401 "
+        "from now on.",
     )
     return redirect("account_tokens")

@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
 from django.db.models import Min
+from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Membership, Team, User
@@ -289,6 +290,9 @@ def _shift_months(day: date, months: int) -> date:
 
 @transaction.atomic
 def demo_seed(*, today: date) -> dict[str, int]:
+    # The demo's morning sync and evaluation: 06:00 UTC, or now if it is earlier, so
+    # that nothing has happened in the future.
+    morning = min(datetime.combine(today, time(6), tzinfo=UTC), timezone.now())
     users = _users()
     teams = _teams(users)
     source, _ = BillingSource.objects.update_or_create(
@@ -298,7 +302,7 @@ def demo_seed(*, today: date) -> dict[str, int]:
             "data_complete_through": datetime.combine(
                 month_start(today), time(), tzinfo=UTC
             ),
-            "last_sync_at": datetime.combine(today, time(6), tzinfo=UTC),
+            "last_sync_at": morning,
         },
     )
     FxRate.objects.update_or_create(
@@ -330,7 +334,7 @@ def demo_seed(*, today: date) -> dict[str, int]:
     compute_invoices_load()  # the approved one counts, as it would once approved
     finance = users["finance@example.com"]
     finance.watched_teams.set(teams.values())
-    alerts_evaluate(now=datetime.combine(today, time(6), tzinfo=UTC))
+    alerts_evaluate(now=morning)
     return {
         "users": len(users),
         "projects": len(projects),

@@ -161,13 +161,43 @@ def test_billing_data_for_a_day_replaces_its_estimate_and_is_never_added_to_it(
         ),
         Decimal("0"),
     ) == Decimal("164")
-    [accuracy] = run_estimate_accuracy(run)
+    # The 14th was reported from 22:00 only: two hours are no match for a day's bill.
+    assert billed.effective_cost == Decimal("44")
+    assert run_estimate_accuracy(run) == []
+
+
+def report_a_whole_day(client, run) -> None:
+    """8 GPUs at 2.50 from midnight on the 13th, stopped at 06:00 on the 14th."""
+    for key, kind, at in [
+        ("a", "start", datetime(2026, 1, 13, tzinfo=UTC)),
+        ("b", "heartbeat", datetime(2026, 1, 14, tzinfo=UTC)),
+        ("c", "stop", datetime(2026, 1, 14, 6, tzinfo=UTC)),
+    ]:
+        answer = post(
+            client,
+            run,
+            kind=kind,
+            idempotency_key=key,
+            at=at.isoformat(),
+            gpu_count=8,
+            price_per_gpu_hour="2.50",
+        )
+        assert answer.status_code == 201, answer.content
+
+
+def test_estimates_are_compared_with_the_bill_on_whole_days_reported(world, run):
+    report_a_whole_day(client_for(world.lead), run)
+    for day, amount in [(date(2026, 1, 13), "500"), (date(2026, 1, 14), "130")]:
+        make_cost_record(day, amount, project=world.project, training_run=run)
+
+    [accuracy] = run_estimate_accuracy(run)  # the 14th, reported until 06:00, is not
+
     assert (accuracy.day, accuracy.estimate, accuracy.billed) == (
-        date(2026, 1, 14),
-        Decimal("40"),
-        billed.effective_cost,
+        date(2026, 1, 13),
+        Decimal("480"),  # 24 h x 8 GPUs x 2.50
+        Decimal("500"),
     )
-    assert accuracy.off_percent == Decimal("-9.09")  # the estimate was 9 % low
+    assert accuracy.off_percent == Decimal("-4.00")
 
 
 def test_only_runs_that_report_are_restated_after_an_import(world, run):
@@ -348,19 +378,20 @@ def test_the_run_page_shows_the_estimate_and_how_far_it_was_off(
     client, world, run, eager_tasks, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        report_a_night(client_for(world.lead), run)
-    make_cost_record(date(2026, 1, 14), "50", project=world.project, training_run=run)
+        report_a_whole_day(client_for(world.lead), run)
+    make_cost_record(date(2026, 1, 13), "600", project=world.project, training_run=run)
     run_estimates_restate(run_id=run.pk)
     client.force_login(world.member)
 
     page = client.get(reverse("run_detail", args=[world.project.slug, run.pk]))
 
     text = " ".join(page.content.decode().split())
-    assert "Last report: <strong>stop</strong> at 15 Jan 04:00 UTC, 16 × H100" in text
+    assert "Last report: <strong>stop</strong> at 14 Jan 06:00 UTC, 8 × H100" in text
+    # The 14th: 6 h x 8 GPUs x 2.50, still estimated.
     assert "<strong>$120</strong> of the actual to date is estimated" in text
     assert "over 1 day no billing data covers yet" in text
-    # 40 estimated against 50 billed on the 14th.
-    assert "the estimates came to $40 against $50 billed (−20%)" in text
+    # 480 estimated against 600 billed on the 13th.
+    assert "the estimates came to $480 against $600 billed (−20%)" in text
 
 
 def test_an_event_may_name_a_rate_card_entry_instead_of_a_price(world, run):

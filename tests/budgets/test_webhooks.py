@@ -23,6 +23,7 @@ from budgets.webhooks import (
     webhooks_send_pending,
 )
 from core.delivery import MAX_REFUSALS
+from core.models import AuditEvent
 from tests.conftest import make_spend
 from tests.smtp_servers import free_port
 
@@ -111,7 +112,7 @@ def test_a_lead_adds_a_webhook_kept_encrypted_and_shown_by_its_host(
         ("http://hooks.example.com/x", "Give an https:// address."),
         ("https://127.0.0.1/hook", "inside a private network"),
         ("https://10.1.2.3/hook", "inside a private network"),
-        ("https://no-such-host.invalid/hook", "cannot be found"),
+        ("https://no-such-host.invalid/hook", "could not be looked up just now"),
     ],
 )
 def test_a_webhook_goes_to_a_public_https_address_only(client, world, url, reason):
@@ -222,7 +223,10 @@ def test_an_endpoint_that_is_down_keeps_its_messages_owed_and_holds_up_no_other(
     down = dead.deliveries.all()
     assert {row.status for row in down} == {"pending"}
     assert sum(row.attempts for row in down) == 3  # then the breaker stopped it
-    assert "ConnectionError" in down.exclude(last_error="").first().last_error
+    assert (
+        "could not connect to 127.0.0.1"
+        in down.exclude(last_error="").first().last_error
+    )
 
 
 def test_a_message_refused_with_4xx_is_given_up_after_repeated_refusals(
@@ -338,3 +342,21 @@ def test_a_webhook_whose_key_changed_says_so_and_its_messages_are_refused(
     client.force_login(world.lead)
     page = client.get(reverse("project_webhooks", args=[world.project.slug]))
     assert "Its URL cannot be read" in page.content.decode()
+
+
+def test_adding_testing_and_deleting_a_webhook_is_audited_without_its_url(
+    client, world, receiver
+):
+    webhook = hook(world, receiver, path="/secret-path")
+    client.force_login(world.lead)
+    client.post(reverse("webhook_test", args=[webhook.pk]))
+    client.post(reverse("webhook_delete", args=[webhook.pk]))
+
+    events = AuditEvent.objects.filter(kind=AuditEvent.Kind.WEBHOOK).order_by("at")
+    assert [(e.actor, e.action) for e in events] == [
+        (world.lead, "webhook added"),
+        (world.lead, "test message sent"),
+        (world.lead, "webhook deleted"),
+    ]
+    assert events[0].details == {"host": "127.0.0.1", "kind": "json"}
+    assert "secret-path" not in str(list(events.values()))

@@ -149,6 +149,7 @@ def test_api_tokens_created_and_revoked_are_recorded_without_their_key(client, w
     page = client.post(
         reverse("account_tokens"),
         {"name": "job", "expires_in_days": "30", "project": world.project.pk},
+        follow=True,
     )
     key = page.context["key"]
     token = ApiToken.objects.get()

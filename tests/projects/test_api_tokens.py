@@ -35,9 +35,12 @@ def test_a_new_token_is_shown_once_and_only_its_hash_is_kept(client, world):
     client.force_login(world.lead)
 
     page = client.post(
-        reverse("account_tokens"), {"name": "notebook", "expires_in_days": "30"}
+        reverse("account_tokens"),
+        {"name": "notebook", "expires_in_days": "30"},
+        follow=True,
     )
 
+    assert page.redirect_chain == [(reverse("account_tokens"), 302)]  # a reload: GET
     key = page.context["key"]
     assert key.startswith("spt_") and key in page.content.decode()
     token = ApiToken.objects.get()
@@ -48,6 +51,7 @@ def test_a_new_token_is_shown_once_and_only_its_hash_is_kept(client, world):
     assert token.expires_at == NOW + timedelta(days=30)
     again = client.get(reverse("account_tokens")).content.decode()
     assert key not in again and token.prefix in again  # never shown again
+    assert ApiToken.objects.count() == 1
 
 
 def test_a_token_acts_as_its_user_and_records_its_last_use(world):
