@@ -754,16 +754,22 @@ class MonthFigures:
     month: date
     plan: Decimal
     actual: Decimal | None  # None for months still to come
+    # The month in progress is compared with its plan to date, not its whole plan.
+    plan_to_date: Decimal | None = None
+
+    @property
+    def compared_plan(self) -> Decimal:
+        return self.plan if self.plan_to_date is None else self.plan_to_date
 
     @property
     def variance(self) -> Decimal | None:
-        return None if self.actual is None else self.actual - self.plan
+        return None if self.actual is None else self.actual - self.compared_plan
 
     @property
     def variance_percent(self) -> Decimal | None:
         if self.actual is None:
             return None
-        return _percent(self.actual - self.plan, self.plan)
+        return _percent(self.actual - self.compared_plan, self.compared_plan)
 
 
 def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
@@ -780,7 +786,18 @@ def project_months(*, project: Project, as_of: date) -> list[MonthFigures]:
     month = month_start(budget.start_date)
     while month <= budget.end_date:
         actual = actual_by_month.get(month, ZERO) if month <= as_of else None
-        months.append(MonthFigures(month, plan_by_month.get(month, ZERO), actual))
+        to_date = None
+        if month == month_start(as_of) and as_of < next_month(month) - timedelta(
+            days=1
+        ):
+            to_date = plan_to_date(
+                budget=budget,
+                lines=[line for line in plan.lines if line.month == month],
+                as_of=as_of,
+            )
+        months.append(
+            MonthFigures(month, plan_by_month.get(month, ZERO), actual, to_date)
+        )
         month = next_month(month)
     return months
 

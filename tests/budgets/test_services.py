@@ -377,3 +377,15 @@ def test_spend_without_an_fx_rate_stays_out_of_the_actual_and_is_shown_apart(
         measure="effective_cost", group_by="billing_currency", project=project
     ) == [{"billing_currency": "USD", "total": Decimal("1000")}]
     assert selectors.unconverted_totals(project=project) == {"JPY": Decimal("12000")}
+
+
+def test_the_month_in_progress_is_compared_with_its_plan_to_date(project):
+    """On 10 January, 10 of January's 31 days are planned: 1,000 of 3,100."""
+    spend(project, date(2026, 1, 5), "1500")
+    january, february = project_months(project=project, as_of=date(2026, 1, 10))
+    assert (january.plan, january.plan_to_date, january.variance_percent) == (
+        Decimal("3100"),
+        Decimal("1000"),
+        Decimal("50.0"),  # not -51.6% against the whole month
+    )
+    assert february.plan_to_date is None
