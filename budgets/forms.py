@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, inlineformset_factory
 from django.http import QueryDict
 
-from accounts.models import Team, User
+from accounts.models import Membership, Team, User
 from budgets.models import PLAN_FIELDS, AlertKind, Budget, BudgetLine, Webhook
 from core.currencies import ZERO
 from projects.models import RUN_PLAN_FIELDS, AllocationRule, Project, TrainingRun
@@ -132,6 +132,16 @@ class ProjectForm(forms.ModelForm):
             memberships__team__in=teams, is_active=True
         ).distinct()
         self.fields["owner"].help_text = "A member of the team, who answers for it."
+        # Grouped by team, so that the owner is picked among the chosen team's people.
+        members = Membership.objects.filter(
+            team__in=teams, user__is_active=True
+        ).select_related("user", "team")
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for membership in members.order_by("team__name", "user__full_name"):
+            groups.setdefault(membership.team.name, []).append(
+                (membership.user.pk, str(membership.user))
+            )
+        self.fields["owner"].choices = [("", "---------"), *groups.items()]
 
     def clean(self):
         cleaned = super().clean()

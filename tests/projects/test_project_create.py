@@ -398,3 +398,15 @@ def test_with_the_queue_down_the_project_is_created_and_its_allocation_sent_late
     )
     assert CostRecord.objects.get(project=project) == ours
     assert not UnsentTask.objects.exists()
+
+
+def test_owners_are_offered_grouped_by_their_team(client, world):
+    client.force_login(world.admin)
+    page = client.get(NEW).content.decode()
+    select = page[
+        page.index('name="owner"') : page.index("</select>", page.index('name="owner"'))
+    ]
+    foundation = select.index('<optgroup label="Foundation">')
+    other = select.index('<optgroup label="Other">')
+    assert foundation < select.index("Lena Lead") < other
+    assert select.index("outsider@test.example") > other
