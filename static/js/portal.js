@@ -13,6 +13,14 @@
       wrap.tabIndex = 0;
     }
   });
+  // <form data-confirm="…">: what cannot be undone asks first.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) {
+        event.preventDefault();
+      }
+    });
+  });
   // <select data-autosubmit>: choosing an option applies it at once.
   document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () {

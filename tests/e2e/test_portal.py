@@ -652,3 +652,28 @@ def test_every_page_a_persona_sees_passes_axe(
         failures += [f"{url}: {found}" for found in accessibility_violations(page)]
     context.close()
     assert not failures, "\n".join(failures)
+
+
+def test_a_lead_makes_a_run_reporter_token_copies_it_once_and_revokes_it(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "lead@example.com", DEMO_PASSWORD)
+    page.get_by_role("link", name="API tokens").click()
+    page.get_by_label("Name").fill("atlas training job")
+    page.get_by_label("Run reporter of").select_option(label=ATLAS_NAME)
+    page.get_by_role("button", name="Create token").click()
+
+    key = page.get_by_test_id("token-key").inner_text()
+    assert key.startswith("spt_")
+    page.reload()  # the key is shown once, and a reload makes no second token
+    expect(page.get_by_test_id("token-key")).to_have_count(0)
+    expect(page.get_by_role("button", name="Revoke")).to_have_count(1)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("button", name="Revoke")).to_have_count(1)  # kept
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text("is revoked: requests with it get 401")).to_be_visible()
+    expect(page.get_by_role("button", name="Revoke")).to_have_count(0)
+    assert js_errors == []
