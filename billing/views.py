@@ -18,7 +18,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import require_billing_operator, require_invoice_approver
+from accounts.permissions import (
+    require_billing_operator,
+    require_invoice_approver,
+    require_source_editor,
+)
 from billing.explorer import (
     DRILL_DOWN,
     MEASURES,
@@ -28,7 +32,13 @@ from billing.explorer import (
     explore,
     records_in_range,
 )
-from billing.forms import ExplorerForm, UploadForm, upload_too_heavy
+from billing.forms import (
+    ENDPOINT_CHANGED,
+    BillingSourceForm,
+    ExplorerForm,
+    UploadForm,
+    upload_too_heavy,
+)
 from billing.invoices import compute_invoices_decide
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import (
@@ -46,9 +56,12 @@ from billing.services import (
     import_progress,
     source_delete_refusal,
 )
+from billing.sync import FETCHERS
+from core import audit
 from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
+from core.models import AuditEvent
 
 
 @login_required
@@ -154,6 +167,67 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "unreadable": UNREADABLE_SHORT,
         },
     )
+
+
+@login_required
+def source_create(request: HttpRequest) -> HttpResponse:
+    return source_form(request, BillingSource())
+
+
+@login_required
+def source_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    require_billing_operator(request.user)
+    return source_form(request, get_object_or_404(BillingSource, pk=pk))
+
+
+# billing_sync_due looks for due sources this often (settings.CELERY_BEAT_SCHEDULE).
+SYNC_DUE_EVERY_MINUTES = 15
+
+
+def first_data_expected(source: BillingSource) -> str:
+    """When a new source's first data can be expected, in words."""
+    if source.kind not in FETCHERS:
+        return f"Upload its files at {reverse('upload')}."
+    if not source.is_enabled:
+        return (
+            "It is disabled: once enabled, its first sync runs within "
+            f"{SYNC_DUE_EVERY_MINUTES} minutes."
+        )
+    return (
+        f"The first sync runs within {SYNC_DUE_EVERY_MINUTES} minutes, then every "
+        f"{source.sync_every_minutes} minutes."
+    )
+
+
+def source_form(request: HttpRequest, source: BillingSource) -> HttpResponse:
+    """Admins add and change sources here as in Django admin, with the same form:
+    endpoint checks, write-only credentials, credentials cleared on a new endpoint."""
+    require_source_editor(request.user)
+    adding = source.pk is None
+    form = BillingSourceForm(request.POST or None, instance=source)
+    if request.method == "POST" and form.is_valid():
+        source = form.save()
+        action = "added in the portal" if adding else "changed in the portal"
+        audit.record(
+            kind=AuditEvent.Kind.SOURCE,
+            action=action,
+            target=source,
+            details={"changed": form.changed_data},
+        )
+        if form.credentials_cleared:
+            messages.warning(request, ENDPOINT_CHANGED)
+        saved = "added" if adding else "saved"
+        note = f" {first_data_expected(source)}" if adding else ""
+        messages.success(request, f"The source “{source.name}” was {saved}.{note}")
+        return redirect(source)
+    context = {
+        "form": form,
+        "source": source,
+        "adding": adding,
+        "credentials": None if adding else source.masked_credentials,
+        "unreadable": UNREADABLE_SHORT,
+    }
+    return render(request, "billing/source_form.html", context)
 
 
 @login_required
