@@ -1054,6 +1054,11 @@ def credentials_rotate() -> list[str]:
     return [source.name for source in sources]
 
 
+def sync_since() -> datetime:
+    """Where a sync (and a connection test) starts: the previous month's first day."""
+    return month_start(timezone.now()) - relativedelta(months=1)
+
+
 def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
     """Fetch a source's open and previous billing periods from its provider and load
     them like a file import. The provider is read before the import's transaction
@@ -1068,7 +1073,7 @@ def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
             f"{source.name} is a {source.get_kind_display()} source: import its "
             "files with billing_import"
         )
-    since = month_start(timezone.now()) - relativedelta(months=1)
+    since = sync_since()
     run = ImportRun.objects.create(
         source=source,
         source_name=source.name,

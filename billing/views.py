@@ -23,6 +23,11 @@ from accounts.permissions import (
     require_invoice_approver,
     require_source_editor,
 )
+from billing.connection import (
+    connection_test_queue,
+    connection_test_shown,
+    connection_testable,
+)
 from billing.explorer import (
     DRILL_DOWN,
     MEASURES,
@@ -57,11 +62,13 @@ from billing.services import (
     source_delete_refusal,
 )
 from billing.sync import FETCHERS
+from billing.tasks import source_connection_test
 from core import audit
 from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
 from core.models import AuditEvent
+from core.tasks import enqueue_after_commit
 
 
 @login_required
@@ -165,8 +172,35 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": source.import_runs.all()[:50],
             "credentials": source.masked_credentials,
             "unreadable": UNREADABLE_SHORT,
+            "testable": connection_testable(source),
+            "test": connection_test_shown(source),
         },
     )
+
+
+@login_required
+@require_POST
+def source_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queues a connection test: it asks the provider over the network, so a worker
+    runs it and the source's page shows the outcome."""
+    require_billing_operator(request.user)
+    source = get_object_or_404(BillingSource, pk=pk)
+    require_source_editor(request.user)
+    if not connection_testable(source):
+        messages.error(
+            request,
+            f"A {source.get_kind_display()} source has no connection to test: its "
+            "data comes from uploads.",
+        )
+        return redirect(source)
+    with transaction.atomic():
+        connection_test_queue(source)
+        enqueue_after_commit(source_connection_test, source.pk)
+    messages.success(
+        request,
+        "The connection test is queued: this page shows its outcome in a minute.",
+    )
+    return redirect(source)
 
 
 @login_required

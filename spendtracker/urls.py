@@ -181,6 +181,11 @@ urlpatterns = [
         name="source_edit",
     ),
     path(
+        "billing/sources/<int:pk>/test/",
+        billing_views.source_test,
+        name="source_test",
+    ),
+    path(
         "billing/sources/<int:pk>/", billing_views.source_detail, name="source_detail"
     ),
     path(

@@ -69,6 +69,8 @@ PAGES = {
     # tests/billing/test_source_form.py).
     "source_create": (lambda w: {}, ADMIN_ONLY),
     "source_edit": (lambda w: {"pk": w.source.pk}, ADMIN_ONLY),
+    # POST only (every persona's POST: tests/billing/test_connection_test.py).
+    "source_test": (lambda w: {"pk": w.source.pk}, POST_ONLY),
     # Finance deletes a source without data: GET asks to confirm (every persona's
     # POST: tests/billing/test_views.py).
     "source_delete": (lambda w: {"pk": w.source.pk}, FINANCE_ONLY),
