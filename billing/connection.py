@@ -11,6 +11,7 @@ repeats the credentials or what the provider answered (billing.importers.http).
 import logging
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from billing.importers.base import ImportFailure, ProviderError
@@ -18,6 +19,7 @@ from billing.models import BillingSource
 from billing.services import sync_since
 from billing.sync import FETCHERS
 from core.crypto import UNREADABLE_SHORT, CredentialsUnreadable
+from core.tasks import enqueue_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +33,15 @@ def connection_testable(source: BillingSource) -> bool:
     return source.kind in TESTED_KINDS
 
 
-def connection_test_queue(source: BillingSource) -> None:
-    """Marks the source's test as queued (the page says "testing…"); the caller
-    queues the task once this commits."""
+@transaction.atomic
+def connection_test_queue(*, source: BillingSource) -> None:
+    """Marks the source's test as queued (the page says "testing…") and queues it for
+    a worker once that commits: it asks the provider over the network."""
+    from billing.tasks import source_connection_test  # tasks import this module
+
     source.connection_test = {"queued_at": timezone.now().isoformat()}
     source.save(update_fields=["connection_test"])
+    enqueue_after_commit(source_connection_test, source.pk)
 
 
 def connection_test_shown(source: BillingSource) -> dict:

@@ -57,18 +57,15 @@ from billing.services import (
     NewSource,
     SourceHoldsData,
     billing_source_delete,
+    billing_source_save,
     billing_upload_accept,
     import_progress,
     source_delete_refusal,
 )
 from billing.sync import FETCHERS
-from billing.tasks import source_connection_test
-from core import audit
 from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
-from core.models import AuditEvent
-from core.tasks import enqueue_after_commit
 
 
 @login_required
@@ -193,9 +190,7 @@ def source_test(request: HttpRequest, pk: int) -> HttpResponse:
             "data comes from uploads.",
         )
         return redirect(source)
-    with transaction.atomic():
-        connection_test_queue(source)
-        enqueue_after_commit(source_connection_test, source.pk)
+    connection_test_queue(source=source)
     messages.success(
         request,
         "The connection test is queued: this page shows its outcome in a minute.",
@@ -240,14 +235,7 @@ def source_form(request: HttpRequest, source: BillingSource) -> HttpResponse:
     adding = source.pk is None
     form = BillingSourceForm(request.POST or None, instance=source)
     if request.method == "POST" and form.is_valid():
-        source = form.save()
-        action = "added in the portal" if adding else "changed in the portal"
-        audit.record(
-            kind=AuditEvent.Kind.SOURCE,
-            action=action,
-            target=source,
-            details={"changed": form.changed_data},
-        )
+        source = billing_source_save(form=form)
         if form.credentials_cleared:
             messages.warning(request, ENDPOINT_CHANGED)
         saved = "added" if adding else "saved"

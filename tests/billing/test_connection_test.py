@@ -117,7 +117,7 @@ def test_an_upload_source_has_no_test_button(admin, world):
 @pytest.mark.django_db
 def test_a_queued_test_says_testing_and_then_that_no_worker_took_it(admin):
     source = openai_source("https://api.openai.com")
-    connection_test_queue(source)
+    connection_test_queue(source=source)  # no commit in this test: never sent
     page = admin.get(reverse("source_detail", args=[source.pk])).content.decode()
     assert "Testing…" in page
     with time_machine.travel(NOW.replace(minute=11), tick=False):
