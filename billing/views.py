@@ -62,7 +62,7 @@ from billing.services import (
     import_progress,
     source_delete_refusal,
 )
-from billing.sync import FETCHERS
+from billing.sync import fetcher_for
 from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
@@ -215,7 +215,7 @@ SYNC_DUE_EVERY_MINUTES = 15
 
 def first_data_expected(source: BillingSource) -> str:
     """When a new source's first data can be expected, in words."""
-    if source.kind not in FETCHERS:
+    if fetcher_for(source) is None:  # an S3 or Azure source without a bucket too
         return f"Upload its files at {reverse('upload')}."
     if not source.is_enabled:
         return (

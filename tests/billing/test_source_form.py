@@ -75,11 +75,13 @@ def test_an_admin_adds_a_fetched_source_and_is_told_when_its_data_comes(client, 
     ).exists()
 
 
-def test_a_new_upload_source_says_where_to_upload(client, world):
+# An AWS source without a bucket is one whose files people import.
+@pytest.mark.parametrize("kind", ["invoice-csv", "aws-cur"])
+def test_a_new_upload_source_says_where_to_upload(client, world, kind):
     client.force_login(world.admin)
     response = client.post(
         reverse("source_create"),
-        fields(name="GPU cloud", kind="invoice-csv"),
+        fields(name="GPU cloud", kind=kind),
         follow=True,
     )
     shown = [str(message) for message in response.context["messages"]]
