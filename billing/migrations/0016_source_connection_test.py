@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0015_telemetry_source_kind'),
+        ("billing", "0015_telemetry_source_kind"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='billingsource',
-            name='connection_test',
-            field=models.JSONField(blank=True, default=dict, editable=False, help_text='The latest connection test (billing.connection): when it was queued and checked, and what each step found.'),
+            model_name="billingsource",
+            name="connection_test",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                editable=False,
+                help_text=(
+                    "The latest connection test (billing.connection): when it was "
+                    "queued and checked, and what each step found."
+                ),
+            ),
         ),
     ]
