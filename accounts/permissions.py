@@ -83,6 +83,13 @@ def require_billing_operator(user: User) -> None:
         raise PermissionDenied("Billing sources are managed by finance and admins.")
 
 
+def require_source_editor(user: User) -> None:
+    """Finance sees billing sources; admins add and change them, since a source holds
+    credentials and decides where they are sent."""
+    if not user.is_admin:
+        raise PermissionDenied("Admins add and change billing sources.")
+
+
 def require_invoice_approver(user: User) -> None:
     """Approving an invoice makes it cost: finance and admins decide."""
     if not user.sees_everything:

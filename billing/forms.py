@@ -6,6 +6,12 @@ from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
 from accounts.models import User
 from accounts.selectors import teams_visible_to
+from billing.endpoints import (
+    EndpointRefused,
+    configured_endpoint,
+    endpoint_check,
+    endpoint_config_key,
+)
 from billing.explorer import (
     DEFAULT_DAILY_DAYS,
     DIMENSIONS,
@@ -20,6 +26,7 @@ from billing.explorer import (
 from billing.importers import IMPORTERS
 from billing.models import BillingSource
 from billing.services import NewSource
+from core.crypto import NO_KEY, keys_set
 from core.currencies import validate_currency_code
 from core.dates import month_start
 from projects.models import TrainingRun
@@ -411,4 +418,68 @@ class ExplorerForm(forms.Form):
             grain=data.get("grain") or default_grain(start, end),
             filters=tuple(filters),
             tags=tuple(data.get("tag") or ()),
+        )
+
+
+ENDPOINT_CHANGED = (
+    "The source's endpoint or kind changed, so its stored credentials were removed: "
+    "enter them again for the new endpoint."
+)
+
+
+class BillingSourceForm(forms.ModelForm):
+    """Credentials are write-only: typed in as JSON, stored encrypted, shown masked.
+    They go only to an endpoint the source may use (billing.endpoints); a changed
+    endpoint or kind clears them, so that they never follow a new address unasked."""
+
+    new_credentials = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text='Replace the stored credentials, e.g. {"api_key": "sk-admin-..."}. '
+        "Leave empty to keep them. Stored encrypted; never shown in full.",
+    )
+
+    class Meta:
+        model = BillingSource
+        fields = ["name", "kind", "is_enabled", "config", "sync_every_minutes"]
+
+    credentials_cleared = False
+
+    def clean_new_credentials(self):
+        value = self.cleaned_data["new_credentials"]
+        if value is not None and not isinstance(value, dict):
+            raise forms.ValidationError("Give a JSON object of names and values.")
+        if value and not keys_set():
+            raise forms.ValidationError(NO_KEY)
+        return value
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        kind, config = cleaned.get("kind"), cleaned.get("config")
+        url = configured_endpoint(kind or "", config)
+        if url:
+            try:
+                endpoint_check(kind=kind, url=url)
+            except EndpointRefused as refused:
+                key = endpoint_config_key(kind)
+                self.add_error("config", f"{key}: {refused}.")
+        return cleaned
+
+    def save(self, commit: bool = True):
+        new_credentials = self.cleaned_data.get("new_credentials")
+        if new_credentials:
+            self.instance.credentials = new_credentials
+        elif self.instance.credentials_token and self._endpoint_changed():
+            self.instance.credentials = {}
+            self.credentials_cleared = True
+        return super().save(commit)
+
+    def _endpoint_changed(self) -> bool:
+        """Whether the credentials would now go elsewhere: to another address, or
+        to another provider."""
+        before = self.initial.get("kind") or "", self.initial.get("config")
+        after = self.cleaned_data["kind"], self.cleaned_data.get("config")
+        return (before[0], configured_endpoint(*before)) != (
+            after[0],
+            configured_endpoint(*after),
         )

@@ -72,6 +72,13 @@ class BillingSource(models.Model):
     )
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    connection_test = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="The latest connection test (billing.connection): when it was "
+        "queued and checked, and what each step found.",
+    )
 
     objects = BillingSourceQuerySet.as_manager()
 

@@ -15,7 +15,7 @@ from functools import partial
 from itertools import chain, islice
 from operator import attrgetter
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
@@ -83,6 +83,9 @@ from core.currencies import ZERO
 from core.dates import month_start, next_month
 from core.tasks import enqueue_after_commit
 from projects.models import AllocationRule, Project
+
+if TYPE_CHECKING:
+    from billing.forms import BillingSourceForm  # forms import this module
 
 logger = logging.getLogger(__name__)
 
@@ -1022,6 +1025,22 @@ def source_delete_refusal(source: BillingSource) -> str | None:
 
 
 @transaction.atomic
+@transaction.atomic
+def billing_source_save(*, form: "BillingSourceForm") -> BillingSource:
+    """Save a source an admin added or changed in the portal (the form checks the
+    endpoint and keeps the credentials write-only), audited with the names of the
+    fields changed, never their values."""
+    adding = form.instance.pk is None
+    source = form.save()
+    audit.record(
+        kind=audit.Kind.SOURCE,
+        action="added in the portal" if adding else "changed in the portal",
+        target=source,
+        details={"changed": form.changed_data},
+    )
+    return source
+
+
 def billing_source_delete(*, source: BillingSource) -> None:
     """Delete a source that holds no data, with its failed imports and their kept
     uploads; refuse one that does (SourceHoldsData says why). The source's row is
@@ -1054,6 +1073,11 @@ def credentials_rotate() -> list[str]:
     return [source.name for source in sources]
 
 
+def sync_since() -> datetime:
+    """Where a sync (and a connection test) starts: the previous month's first day."""
+    return month_start(timezone.now()) - relativedelta(months=1)
+
+
 def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
     """Fetch a source's open and previous billing periods from its provider and load
     them like a file import. The provider is read before the import's transaction
@@ -1068,7 +1092,7 @@ def billing_sync_source(*, source_id: int, attempt: int = 1) -> ImportOutcome:
             f"{source.name} is a {source.get_kind_display()} source: import its "
             "files with billing_import"
         )
-    since = month_start(timezone.now()) - relativedelta(months=1)
+    since = sync_since()
     run = ImportRun.objects.create(
         source=source,
         source_name=source.name,

@@ -4,10 +4,11 @@ from pathlib import Path
 from celery import shared_task
 from django.utils import timezone
 
+from billing.connection import connection_test_run
 from billing.fx_rates import daily_costs_rebuild_in_months, rollup_span_for_rates
 from billing.importers.base import ProviderError
 from billing.invoices import compute_invoices_load
-from billing.models import ImportRun
+from billing.models import BillingSource, ImportRun
 from billing.runs import import_run_claim, import_run_give_up, import_runs_sweep
 from billing.services import (
     billing_sync_source,
@@ -99,6 +100,14 @@ def billing_sync_due() -> int:
     for source_id in ids:
         billing_sync.delay(source_id)
     return len(ids)
+
+
+@shared_task(base=RerunSafeTask)
+def source_connection_test(source_id: int) -> dict | None:
+    """Tests a source's connection (billing.connection); a second run only checks
+    again. Gone meanwhile: nothing to test."""
+    source = BillingSource.objects.filter(pk=source_id).first()
+    return connection_test_run(source) if source else None
 
 
 @shared_task(base=RerunSafeTask)

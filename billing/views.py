@@ -18,7 +18,16 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import require_billing_operator, require_invoice_approver
+from accounts.permissions import (
+    require_billing_operator,
+    require_invoice_approver,
+    require_source_editor,
+)
+from billing.connection import (
+    connection_test_queue,
+    connection_test_shown,
+    connection_testable,
+)
 from billing.explorer import (
     DRILL_DOWN,
     MEASURES,
@@ -28,7 +37,13 @@ from billing.explorer import (
     explore,
     records_in_range,
 )
-from billing.forms import ExplorerForm, UploadForm, upload_too_heavy
+from billing.forms import (
+    ENDPOINT_CHANGED,
+    BillingSourceForm,
+    ExplorerForm,
+    UploadForm,
+    upload_too_heavy,
+)
 from billing.invoices import compute_invoices_decide
 from billing.models import BillingSource, ComputeInvoice, ImportRun
 from billing.selectors import (
@@ -42,10 +57,12 @@ from billing.services import (
     NewSource,
     SourceHoldsData,
     billing_source_delete,
+    billing_source_save,
     billing_upload_accept,
     import_progress,
     source_delete_refusal,
 )
+from billing.sync import fetcher_for
 from core.crypto import UNREADABLE_SHORT
 from core.dates import next_month
 from core.exports import csv_response
@@ -152,8 +169,87 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": source.import_runs.all()[:50],
             "credentials": source.masked_credentials,
             "unreadable": UNREADABLE_SHORT,
+            "testable": connection_testable(source),
+            "test": connection_test_shown(source),
         },
     )
+
+
+@login_required
+@require_POST
+def source_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queues a connection test: it asks the provider over the network, so a worker
+    runs it and the source's page shows the outcome."""
+    require_billing_operator(request.user)
+    source = get_object_or_404(BillingSource, pk=pk)
+    require_source_editor(request.user)
+    if not connection_testable(source):
+        messages.error(
+            request,
+            f"A {source.get_kind_display()} source has no connection to test: its "
+            "data comes from uploads.",
+        )
+        return redirect(source)
+    connection_test_queue(source=source)
+    messages.success(
+        request,
+        "The connection test is queued: this page shows its outcome in a minute.",
+    )
+    return redirect(source)
+
+
+@login_required
+def source_create(request: HttpRequest) -> HttpResponse:
+    return source_form(request, BillingSource())
+
+
+@login_required
+def source_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    require_billing_operator(request.user)
+    return source_form(request, get_object_or_404(BillingSource, pk=pk))
+
+
+# billing_sync_due looks for due sources this often (settings.CELERY_BEAT_SCHEDULE).
+SYNC_DUE_EVERY_MINUTES = 15
+
+
+def first_data_expected(source: BillingSource) -> str:
+    """When a new source's first data can be expected, in words."""
+    if fetcher_for(source) is None:  # an S3 or Azure source without a bucket too
+        return f"Upload its files at {reverse('upload')}."
+    if not source.is_enabled:
+        return (
+            "It is disabled: once enabled, its first sync runs within "
+            f"{SYNC_DUE_EVERY_MINUTES} minutes."
+        )
+    return (
+        f"The first sync runs within {SYNC_DUE_EVERY_MINUTES} minutes, then every "
+        f"{source.sync_every_minutes} minutes."
+    )
+
+
+def source_form(request: HttpRequest, source: BillingSource) -> HttpResponse:
+    """Admins add and change sources here as in Django admin, with the same form:
+    endpoint checks, write-only credentials, credentials cleared on a new endpoint."""
+    require_source_editor(request.user)
+    adding = source.pk is None
+    form = BillingSourceForm(request.POST or None, instance=source)
+    if request.method == "POST" and form.is_valid():
+        source = billing_source_save(form=form)
+        if form.credentials_cleared:
+            messages.warning(request, ENDPOINT_CHANGED)
+        saved = "added" if adding else "saved"
+        note = f" {first_data_expected(source)}" if adding else ""
+        messages.success(request, f"The source “{source.name}” was {saved}.{note}")
+        return redirect(source)
+    context = {
+        "form": form,
+        "source": source,
+        "adding": adding,
+        "credentials": None if adding else source.masked_credentials,
+        "unreadable": UNREADABLE_SHORT,
+    }
+    return render(request, "billing/source_form.html", context)
 
 
 @login_required

@@ -174,6 +174,17 @@ urlpatterns = [
         name="invoice_decide",
     ),
     path("billing/sources/", billing_views.source_list, name="source_list"),
+    path("billing/sources/new/", billing_views.source_create, name="source_create"),
+    path(
+        "billing/sources/<int:pk>/edit/",
+        billing_views.source_edit,
+        name="source_edit",
+    ),
+    path(
+        "billing/sources/<int:pk>/test/",
+        billing_views.source_test,
+        name="source_test",
+    ),
     path(
         "billing/sources/<int:pk>/", billing_views.source_detail, name="source_detail"
     ),

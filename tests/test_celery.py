@@ -123,5 +123,7 @@ def test_alerts_emails_reports_and_pdfs_stay_on_the_default_queue():
         "reports.tasks.report_emails_send_task",
         "reports.tasks.records_check_task",
         "reports.tasks.report_file_render_task",
+        # A connection test is one small page: it waits behind no import.
+        "billing.tasks.source_connection_test",
     } <= others
     assert {name: queue_of(name) for name in others} == dict.fromkeys(others, "celery")

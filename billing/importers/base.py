@@ -99,6 +99,8 @@ def new_row() -> dict:
 class ImportFailure(Exception):
     """Bad input, named by file, row and column so a person can find and fix it."""
 
+    http_status: int | None = None  # what a provider's API answered, if it did
+
     def __init__(
         self, message: str, *, file: str = "", row: int | None = None, column: str = ""
     ) -> None:
@@ -568,6 +570,8 @@ _HOUR_OVERFLOW = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):([0-5]\d):([0-5]\d
 
 class ProviderError(Exception):
     """The provider failed or refused for now (5xx, rate limit, network): try later."""
+
+    http_status: int | None = None
 
 
 class Fetcher(Protocol):

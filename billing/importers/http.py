@@ -154,7 +154,11 @@ class ProviderApi:
             raise ProviderError(
                 self._redact(f"{self.name} could not be reached: {_reason(exc)}")
             ) from exc
-        self._check_status(response)
+        try:
+            self._check_status(response)
+        except (ImportFailure, ProviderError) as failure:
+            failure.http_status = response.status_code  # for the connection test
+            raise
         try:
             # Amounts become Decimal straight from the text: a float would round them.
             return json.loads(response.content, parse_float=Decimal)

@@ -20,6 +20,7 @@ SIGNED_IN = {**dict.fromkeys(PERSONAS, 200), "anonymous": LOGIN}
 TEAM_ONLY = {**SIGNED_IN, "outsider": 404}
 PLAN_EDITORS = {**TEAM_ONLY, "member": 403, "finance": 403}
 FINANCE_ONLY = {**SIGNED_IN, "lead": 403, "member": 403, "outsider": 403}
+ADMIN_ONLY = {**FINANCE_ONLY, "finance": 403}
 API_SIGNED_IN = {**SIGNED_IN, "anonymous": 401}  # WWW-Authenticate: Bearer
 ANONYMOUS_ONLY = {**dict.fromkeys(PERSONAS, 302), "anonymous": 200}
 DRAWN_BY_A_WORKER = {**dict.fromkeys(PERSONAS, 302)}
@@ -64,6 +65,12 @@ PAGES = {
     "health": (lambda w: {}, OPEN),
     "source_list": (lambda w: {}, FINANCE_ONLY),
     "source_detail": (lambda w: {"pk": w.source.pk}, FINANCE_ONLY),
+    # Admins add and change sources (every persona's POST:
+    # tests/billing/test_source_form.py).
+    "source_create": (lambda w: {}, ADMIN_ONLY),
+    "source_edit": (lambda w: {"pk": w.source.pk}, ADMIN_ONLY),
+    # POST only (every persona's POST: tests/billing/test_connection_test.py).
+    "source_test": (lambda w: {"pk": w.source.pk}, POST_ONLY),
     # Finance deletes a source without data: GET asks to confirm (every persona's
     # POST: tests/billing/test_views.py).
     "source_delete": (lambda w: {"pk": w.source.pk}, FINANCE_ONLY),

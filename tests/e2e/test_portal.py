@@ -309,6 +309,27 @@ def test_finance_uploads_to_a_new_source_then_to_it_chosen_from_the_list(
     assert js_errors == []
 
 
+def test_an_admin_adds_a_source_and_is_told_when_its_first_data_comes(
+    page: Page, live_server, js_errors
+):
+    log_in(page, live_server.url, "admin@example.com", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/billing/sources/")
+    page.get_by_role("link", name="Add a source").click()
+    page.get_by_label("Name").fill("OpenAI org")
+    page.get_by_label("Kind").select_option(label="OpenAI costs")
+    page.get_by_label("Sync every minutes").fill("60")
+    page.get_by_role("button", name="Add the source").click()
+
+    page.wait_for_url(re.compile(r"/billing/sources/\d+/$"))
+    expect(page.locator("main")).to_contain_text(
+        "The source “OpenAI org” was added. The first sync runs within 15 minutes, "
+        "then every 60 minutes."
+    )
+    expect(page.get_by_test_id("connection-test")).to_contain_text("Not tested yet.")
+    expect(page.get_by_role("button", name="Test the connection")).to_be_visible()
+    assert js_errors == []
+
+
 def test_an_upload_while_the_queue_is_down_says_it_is_queued_for_its_return(
     page: Page, live_server, js_errors, settings, tmp_path, queue_down
 ):
