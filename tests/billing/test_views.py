@@ -524,7 +524,8 @@ def test_credentials_no_key_reads_are_said_to_be_unreadable_not_a_500(
         settings.FIELD_ENCRYPTION_KEY = ""
     client.force_login(world.admin)
     admin_url = reverse("admin:billing_billingsource_change", args=[unreadable.pk])
-    for url in (unreadable.get_absolute_url(), admin_url):
+    edit_url = reverse("source_edit", args=[unreadable.pk])
+    for url in (unreadable.get_absolute_url(), admin_url, edit_url):
         page = client.get(url)
         assert page.status_code == 200
         assert "credentials unreadable, enter them again" in page.content.decode()
