@@ -32,8 +32,10 @@ from reports.services import month_accruals, percent, report_months
 @login_required
 def organisation_overview(request: HttpRequest) -> HttpResponse:
     require_organisation_view(request.user)
-    today = timezone.now().date()
-    this_month = month_start(today)
+    now = timezone.now().date()
+    # ?month=YYYY-MM shows that month as it ended (or to date, for this month).
+    this_month = _picked_month(request.GET.get("month", ""), now)
+    today = min(next_month(this_month) - timedelta(days=1), now)
     tomorrow = today + timedelta(days=1)
     teams = team_totals(as_of=today)
     first_spend = first_spend_by_team()
@@ -67,8 +69,21 @@ def organisation_overview(request: HttpRequest) -> HttpResponse:
         "sources": BillingSource.objects.all(),
         "this_month": this_month,
         "today": today,
+        "is_current": this_month == month_start(now),
+        "previous_month": month_start(this_month - timedelta(days=1)),
+        "next_month": next_month(this_month) if this_month < month_start(now) else None,
     }
     return render(request, "reports/overview.html", context)
+
+
+def _picked_month(value: str, today: date) -> date:
+    """The month asked for (YYYY-MM), this month when none is or it is unreadable;
+    never a month still to come."""
+    try:
+        picked = date.fromisoformat(f"{value}-01")
+    except ValueError:
+        return month_start(today)
+    return min(picked, month_start(today))
 
 
 @login_required

@@ -1,7 +1,7 @@
 """Finance approves plans and revisions; leads report progress; everyone filters and
 reads alerts; each person chooses how alerts reach them."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from budgets.models import Alert, AlertKind, AlertRule, Budget, BudgetRevision
+from tests.conftest import make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -257,3 +258,26 @@ def test_the_alert_list_puts_critical_alerts_first(client, world):
     login(client, world.member)
     page = client.get(reverse("alert_list")).content.decode()
     assert page.index(critical.subject) < page.index(world.alert.subject)
+
+
+def test_the_overview_shows_a_past_month_as_it_ended_and_never_a_future_one(
+    client, world, time_machine
+):
+    time_machine.move_to(datetime(2026, 2, 10, 12, tzinfo=UTC), tick=False)
+    make_spend(world.project, date(2026, 1, 20), "700")
+    make_spend(world.project, date(2026, 2, 3), "40")
+    login(client, world.finance)
+
+    january = client.get(reverse("overview"), {"month": "2026-01"})
+    current = client.get(reverse("overview"))
+    future = client.get(reverse("overview"), {"month": "2027-05"})
+    garbage = client.get(reverse("overview"), {"month": "soon"})
+
+    assert january.context["month_total"] == Decimal("700")
+    assert january.context["today"] == date(2026, 1, 31)
+    assert "January 2026 as it ended" in january.content.decode()
+    assert january.context["next_month"] == date(2026, 2, 1)
+    for page in (current, future, garbage):
+        assert page.context["this_month"] == date(2026, 2, 1)
+        assert page.context["month_total"] == Decimal("40")
+        assert page.context["next_month"] is None
