@@ -343,6 +343,23 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "archived": archived,
         "can_create_project": teams_user_can_create_projects_for(request.user).exists(),
     }
+    if user_can_approve_plans(request.user):
+        # What waits for finance's decision, and not by this user (nobody decides
+        # their own): revisions of approved plans, and draft budgets.
+        context["pending_revisions"] = list(
+            BudgetRevision.objects.filter(status=BudgetRevision.Status.PENDING)
+            .exclude(proposed_by=request.user)
+            .select_related("budget__project")
+            .order_by("proposed_at")
+        )
+        context["drafts"] = list(
+            Budget.objects.filter(
+                status=Budget.Status.DRAFT, project__archived_at__isnull=True
+            )
+            .exclude(authors=request.user)
+            .select_related("project")
+            .order_by("project__name")
+        )
     if request.user.sees_everything:
         context["unallocated_month"] = selectors.actual_between(
             start=today.replace(day=1),

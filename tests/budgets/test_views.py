@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from budgets.models import Alert, AlertKind, AlertRule, Budget, BudgetRevision
-from tests.conftest import make_spend
+from tests.conftest import make_budget, make_project, make_spend
 
 pytestmark = pytest.mark.django_db
 
@@ -281,3 +281,24 @@ def test_the_overview_shows_a_past_month_as_it_ended_and_never_a_future_one(
         assert page.context["this_month"] == date(2026, 2, 1)
         assert page.context["month_total"] == Decimal("40")
         assert page.context["next_month"] is None
+
+
+def test_finance_sees_on_the_dashboard_what_waits_for_its_decision(client, world):
+    draft_project = make_project(world.team, world.lead, "drafted")
+    make_budget(draft_project, {date(2026, 1, 1): "10"})
+    Budget.objects.filter(project=draft_project).update(status=Budget.Status.DRAFT)
+    login(client, world.finance)
+
+    page = client.get(reverse("dashboard")).content.decode()
+
+    notice = page[page.index('data-testid="waiting-decisions"') :]
+    notice = notice[: notice.index("</div>")]
+    revision_url = reverse(
+        "revision_detail", args=[world.project.slug, world.revision.pk]
+    )
+    assert "1 plan revision" in notice and revision_url in notice
+    drafts = Budget.objects.filter(status=Budget.Status.DRAFT).count()
+    assert f"{drafts} draft budgets" in notice
+    assert draft_project.get_absolute_url() in notice
+    login(client, world.lead)  # leads decide nothing
+    assert "waiting-decisions" not in client.get(reverse("dashboard")).content.decode()
