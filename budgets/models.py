@@ -193,6 +193,9 @@ class BudgetRevision(models.Model):
         related_name="+",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(
+        blank=True, help_text="Why the lead proposes the change, for finance."
+    )
     comment = models.TextField(blank=True)
 
     class Meta:

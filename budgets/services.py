@@ -939,6 +939,7 @@ def budget_save_plan(
     lines: Sequence[dict],
     runs: Sequence[dict],
     user: User,
+    reason: str = "",
 ) -> PlanSaved:
     """Save a draft budget and its monthly lines together, or neither.
 
@@ -969,7 +970,11 @@ def budget_save_plan(
             status=BudgetRevision.Status.WITHDRAWN
         )
         revision = BudgetRevision.objects.create(
-            budget=approved, proposal=proposal, previous=previous, proposed_by=user
+            budget=approved,
+            proposal=proposal,
+            previous=previous,
+            proposed_by=user,
+            reason=reason.strip(),
         )
         audit.record(
             kind=audit.Kind.BUDGET,

@@ -489,6 +489,7 @@ def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
             lines=lines.kept_lines(),
             runs=runs.kept_runs(),
             user=request.user,
+            reason=request.POST.get("reason", "")[:2000],
         )
         if saved.revision:
             messages.success(

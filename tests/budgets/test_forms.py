@@ -328,3 +328,27 @@ def test_only_leads_may_post_a_plan(client, world, persona, status):
     data = plan_post(world.project.budget, [("2026-01", "3000.00")])
     assert post_plan(client, world, data).status_code == status
     assert snapshot(world) == before
+
+
+def test_the_lead_gives_finance_a_reason_for_a_revision(lead_client, client, world):
+    world.revision.delete()
+    Budget.objects.filter(pk=world.project.budget.pk).update(
+        status=Budget.Status.APPROVED
+    )
+    form_page = lead_client.get(reverse("budget_edit", args=[world.project.slug]))
+    assert 'name="reason"' in form_page.content.decode()  # an approved plan only
+    data = plan_post(
+        world.project.budget,
+        [("2026-01", "1000.00"), ("2026-02", "2500.00")],
+        total="3500.00",
+        reason="  The 70B ablation needs a second week of H100s.  ",
+    )
+    post_plan(lead_client, world, data)
+
+    revision = BudgetRevision.objects.get()
+    assert revision.reason == "The 70B ablation needs a second week of H100s."
+    client.force_login(world.finance)
+    page = client.get(
+        reverse("revision_detail", args=[world.project.slug, revision.pk])
+    )
+    assert "Why, says Lena Lead:</strong> The 70B ablation" in page.content.decode()
