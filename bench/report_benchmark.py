@@ -87,6 +87,9 @@ def setup_django(database: str) -> None:
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver")
+    # Production answers over HTTPS; the test client's requests are not, and would be
+    # redirected.
+    os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
     os.environ.setdefault(
         "FIELD_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE="
