@@ -22,7 +22,6 @@ this one process:
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -31,6 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import import_benchmark
 import psycopg
 from psycopg import sql
 
@@ -87,6 +87,9 @@ def setup_django(database: str) -> None:
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver")
+    # Production answers over HTTPS; the test client's requests are not, and would be
+    # redirected.
+    os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
     os.environ.setdefault(
         "FIELD_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE="
@@ -315,13 +318,19 @@ def roll_up() -> float:
 
 
 def timed(function, repeat: int) -> dict:
+    """Wall time, and this process's CPU time: on a machine shared with others the
+    CPU time says what the code costs when the wall time says how busy it was."""
     seconds = []
+    cpu = []
     for _ in range(repeat):
         started = time.perf_counter()
+        cpu_started = time.process_time()
         function()
         seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
     return {
         "median_s": round(statistics.median(seconds), 4),
+        "median_cpu_s": round(statistics.median(cpu), 4),
         "min_s": round(min(seconds), 4),
         "max_s": round(max(seconds), 4),
         "runs": repeat,
@@ -501,7 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path)
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--reuse-db", action="store_true")
+    parser.add_argument(
+        "--app-label",
+        default="",
+        help="which code ran, when this checkout is not a git one (a git archive)",
+    )
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
 
     seeded_info: dict = {"reused": args.reuse_db}
     if not args.reuse_db:
@@ -551,7 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     output = {
         "benchmark": "report",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "code": import_benchmark.code_version(ROOT, args.app_label),
+        "machine": import_benchmark.machine(),
+        # Other work on the machine: load averages (1, 5, 15 min) at start and end.
+        "load_average": {"start": load_before, "end": os.getloadavg()},
         "report_month": f"{REPORT_MONTH:%Y-%m}",
         "seeded": seeded_info,
         "targets": {

@@ -16,11 +16,9 @@ import io
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
@@ -578,10 +576,10 @@ def render_pdf(report: MonthlyReport) -> bytes:
     """The report page's body on A4 landscape, the month and how final it is on
     every page, pages numbered. CPU-bound: see the README's known limits."""
     # Imported here: half a second and Pango's libraries, which only a PDF needs.
-    from weasyprint import CSS, HTML
+    from weasyprint import HTML
     from weasyprint.urls import URLFetcher
 
-    # Fetch nothing: the page has no images, its stylesheet is passed in, and a
+    # Fetch nothing: the page has no images, its stylesheet is its own, and a
     # report must never make a request on its reader's behalf.
     no_fetching = URLFetcher(allowed_protocols=())
     html = render_to_string(
@@ -589,20 +587,10 @@ def render_pdf(report: MonthlyReport) -> bytes:
         {"report": report, "status_label": status_label(report)}
         | report_charts(report),
     )
-    # The portal's own stylesheet, so the PDF looks like the page; the template's
-    # print rules are the document's own, and win over it.
-    portal_css = CSS(string=_static_text("css/app.css"), url_fetcher=no_fetching)
     document = HTML(
         string=html, base_url=f"{settings.SITE_URL}/", url_fetcher=no_fetching
     )
-    return document.write_pdf(stylesheets=[portal_css])
-
-
-def _static_text(path: str) -> str:
-    found = finders.find(path)
-    if not isinstance(found, str):
-        raise FileNotFoundError(f"static file {path} not found")
-    return Path(found).read_text()
+    return document.write_pdf()
 
 
 # The chargeback journal

@@ -1147,18 +1147,20 @@ def _run_reports(
     this_month: QuerySet[MonthlyCost],
     as_of: date,
 ) -> dict[int, list[RunReport]]:
-    runs = TrainingRun.objects.filter(project__in=projects).exclude(
-        status=TrainingRun.Status.CANCELLED
+    by_pk = {project.pk: project for project in projects}
+    runs = list(
+        TrainingRun.objects.filter(project__in=list(by_pk))
+        .exclude(status=TrainingRun.Status.CANCELLED)
+        .order_by("name")
     )
+    for run in runs:
+        # The projects are loaded already: not hundreds more of them from a join.
+        run.project = by_pk[run.project_id]
     month_by_run = _grouped(
         this_month.filter(training_run__isnull=False), "training_run"
     )
     reports: dict[int, list[RunReport]] = defaultdict(list)
-    for summary in run_summaries(
-        runs=runs.select_related("project").order_by("name"),
-        as_of=as_of,
-        budgets=budgets,
-    ):
+    for summary in run_summaries(runs=runs, as_of=as_of, budgets=budgets):
         run = summary.run
         measure = (
             budgets[run.project_id].cost_measure
