@@ -1025,7 +1025,6 @@ def source_delete_refusal(source: BillingSource) -> str | None:
 
 
 @transaction.atomic
-@transaction.atomic
 def billing_source_save(*, form: "BillingSourceForm") -> BillingSource:
     """Save a source an admin added or changed in the portal (the form checks the
     endpoint and keeps the credentials write-only), audited with the names of the
@@ -1041,6 +1040,7 @@ def billing_source_save(*, form: "BillingSourceForm") -> BillingSource:
     return source
 
 
+@transaction.atomic
 def billing_source_delete(*, source: BillingSource) -> None:
     """Delete a source that holds no data, with its failed imports and their kept
     uploads; refuse one that does (SourceHoldsData says why). The source's row is
