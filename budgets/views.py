@@ -38,6 +38,7 @@ from budgets.forms import (
     BudgetLineFormSet,
     NewBudgetForm,
     NewPlanLineFormSet,
+    PlanForms,
     PlannedRunFormSet,
     ProjectForm,
     RecognitionForm,
@@ -506,6 +507,11 @@ def budget_edit(request: HttpRequest, slug: str) -> HttpResponse:
         if budget.pk
         else None
     )
+    if pending is not None and data is None:
+        # A change made while a revision waits starts from that proposal, not from
+        # the approved plan: saving replaces the proposal, so nothing of it is lost.
+        start = PlanForms(project, budget, pending.proposal)
+        form, lines, runs = start.budget, start.lines, start.runs
     context = {
         "project": project,
         "form": form,

@@ -352,3 +352,19 @@ def test_the_lead_gives_finance_a_reason_for_a_revision(lead_client, client, wor
         reverse("revision_detail", args=[world.project.slug, revision.pk])
     )
     assert "Why, says Lena Lead:</strong> The 70B ablation" in page.content.decode()
+
+
+def test_editing_while_a_revision_waits_starts_from_the_proposal(lead_client, world):
+    Budget.objects.filter(pk=world.project.budget.pk).update(
+        status=Budget.Status.APPROVED
+    )
+    assert world.revision.proposal["total"] == "3500.00"  # approved: 3,000
+
+    page = lead_client.get(reverse("budget_edit", args=[world.project.slug]))
+
+    form = page.context["form"]
+    assert form["total"].value() == "3500.00"
+    assert "the form starts from that proposal" in page.content.decode()
+    assert page.context["lines"].total_form_count() == len(
+        world.revision.proposal["lines"]
+    )
