@@ -302,3 +302,17 @@ def test_finance_sees_on_the_dashboard_what_waits_for_its_decision(client, world
     assert draft_project.get_absolute_url() in notice
     login(client, world.lead)  # leads decide nothing
     assert "waiting-decisions" not in client.get(reverse("dashboard")).content.decode()
+
+
+def test_a_team_page_names_its_people_and_shows_addresses_to_finance_only(
+    client, world
+):
+    url = reverse("team_detail", args=[world.team.slug])
+    login(client, world.member)
+    as_member = client.get(url).content.decode()
+    login(client, world.finance)
+    as_finance = client.get(url).content.decode()
+
+    assert "Lena Lead" in as_member
+    assert "lead@test.example" not in as_member
+    assert "lead@test.example" in as_finance
