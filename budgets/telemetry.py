@@ -81,16 +81,20 @@ def run_event_record(
     at = at or now
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        events = list(run.events.all())
-        if any(event.idempotency_key == idempotency_key for event in events):
+        # A run may report every minute for weeks: what the checks need is read by
+        # query, never the whole history.
+        events = run.events.all()
+        if events.filter(idempotency_key=idempotency_key).exists():
             raise EventRefused(
                 f"An event with the idempotency key {idempotency_key!r} was recorded "
                 "already; it is not recorded twice.",
                 field="idempotency_key",
                 conflict=True,
             )
-        _check(run, events, kind=kind, at=at, now=now, unit=unit)
-        last = events[-1] if events else None
+        started = events.filter(kind=Kind.START).first()
+        stopped = events.filter(kind=Kind.STOP).exists()
+        _check(run, started, stopped, kind=kind, at=at, now=now, unit=unit)
+        last = events.last()
         if gpu_count is None and last is not None:
             gpu_count = last.gpu_count
         if gpu_count is None:
@@ -121,15 +125,15 @@ def run_event_record(
 
 def _check(
     run: TrainingRun,
-    events: list[RunEvent],
+    started: RunEvent | None,
+    stopped: bool,
     *,
     kind: str,
     at: datetime,
     now: datetime,
     unit: str,
 ) -> None:
-    started = next((event for event in events if event.kind == Kind.START), None)
-    if run.status in FINISHED or any(event.kind == Kind.STOP for event in events):
+    if run.status in FINISHED or stopped:
         raise EventRefused(
             f"The run is {run.get_status_display().lower()}: it takes no more events.",
             conflict=True,
