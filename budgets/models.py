@@ -1,5 +1,6 @@
 from datetime import date
 from decimal import Decimal
+from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -587,9 +588,10 @@ class Webhook(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.host})"
 
-    @property
+    @cached_property
     def secrets(self) -> dict:
-        """The URL and secret; empty when FIELD_ENCRYPTION_KEY no longer reads them."""
+        """The URL and secret, decrypted once per instance; empty when
+        FIELD_ENCRYPTION_KEY no longer reads them."""
         try:
             return decrypt_json(self.secrets_token)
         except CredentialsUnreadable:
