@@ -99,6 +99,10 @@ def unsent_tasks_send() -> int:
             task = UnsentTask.objects.select_for_update(skip_locked=True).first()
             if task is None:
                 return sent
-            current_app.tasks[task.task].apply_async(args=task.args)
+            known = current_app.tasks.get(task.task)
+            if known is None:  # renamed or removed by an upgrade: it can never go
+                logger.error("unsent task %s dropped: no such task", task)
+            else:
+                known.apply_async(args=task.args)
+                sent += 1
             task.delete()
-        sent += 1

@@ -410,3 +410,10 @@ def test_owners_are_offered_grouped_by_their_team(client, world):
     other = select.index('<optgroup label="Other">')
     assert foundation < select.index("Lena Lead") < other
     assert select.index("outsider@test.example") > other
+
+
+def test_a_kept_task_no_longer_known_is_dropped_not_retried_for_ever(caplog):
+    UnsentTask.objects.create(task="billing.tasks.renamed_since", args=[1])
+    assert unsent_tasks_send.apply().result == 0
+    assert not UnsentTask.objects.exists()
+    assert "no such task" in caplog.text
